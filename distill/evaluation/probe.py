@@ -1,0 +1,173 @@
+"""The pronoun probe: does the model expect "he" or "she" after a profession?
+
+For each template x profession prompt (e.g. "The nurse said that") we read the next-token distribution at the
+last position and compare the total probability of he-words with that of she-words:
+
+    gap = log sum_{t in he-words} P(t | prompt) - log sum_{t in she-words} P(t | prompt)
+
+0 means no preference; positive means the model expects a man. It is one batched forward pass, deterministic,
+and cheap enough to log every N training steps (`probe/pronoun_gap`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from distill.errors import DataError, ModelError
+from distill.evaluation._lm import (
+    encode_prompt,
+    eval_mode,
+    last_logits_kwargs,
+    left_pad,
+    model_device,
+    pad_token_id,
+)
+from distill.resources import resource_path
+
+DEFAULT_TEMPLATES = "eval/data/probe_templates.txt"
+PLACEHOLDER = "{profession}"
+# Surface forms with the leading space they have after "... said that". Forms that are not a single token in the
+# tokenizer are dropped (their first sub-token would also stand for other words).
+DEFAULT_MALE_WORDS = (" he", " him", " his", " himself")
+DEFAULT_FEMALE_WORDS = (" she", " her", " hers", " herself")
+
+
+def load_templates(path: str | Path = DEFAULT_TEMPLATES) -> list[str]:
+    """Read probe templates: one per line, `#` comment lines and blank lines skipped; each must contain
+    `{profession}`."""
+    p = resource_path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: probe template file not found")
+    templates = []
+    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if PLACEHOLDER not in line:
+            raise DataError(f"{p}:{lineno}: template {line!r} has no {PLACEHOLDER} placeholder")
+        templates.append(line)
+    if not templates:
+        raise DataError(f"{p}: no templates")
+    return templates
+
+
+def pronoun_token_ids(tokenizer, words: Sequence[str]) -> tuple[list[int], list[str], list[str]]:
+    """Token ids of the surface forms in `words` that are one token each. Returns `(ids, kept, dropped)`."""
+    ids: list[int] = []
+    kept: list[str] = []
+    dropped: list[str] = []
+    for w in words:
+        enc = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            if enc[0] not in ids:
+                ids.append(int(enc[0]))
+            kept.append(w)
+        else:
+            dropped.append(w)
+    return ids, kept, dropped
+
+
+def _word_sets(tokenizer, male_words: Sequence[str], female_words: Sequence[str]) -> dict:
+    male_ids, male_kept, male_dropped = pronoun_token_ids(tokenizer, male_words)
+    female_ids, female_kept, female_dropped = pronoun_token_ids(tokenizer, female_words)
+    for side, kept, words in (("male", male_kept, male_words), ("female", female_kept, female_words)):
+        if not kept:
+            raise ModelError(
+                f"none of the {side} probe words {list(words)} is a single token in this tokenizer; pass "
+                f"{side}_words= surface forms that are (with their leading space, e.g. ' he')"
+            )
+    shared = sorted(set(male_ids) & set(female_ids))
+    if shared:
+        raise ModelError(f"token ids {shared} are in both the male and the female probe words")
+    return {
+        "male_ids": male_ids,
+        "female_ids": female_ids,
+        "male_tokens": male_kept,
+        "female_tokens": female_kept,
+        "dropped_tokens": male_dropped + female_dropped,
+    }
+
+
+@torch.inference_mode()
+def pronoun_probe(
+    model: torch.nn.Module,
+    tokenizer,
+    professions: Sequence[str],
+    templates: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+    male_words: Sequence[str] = DEFAULT_MALE_WORDS,
+    female_words: Sequence[str] = DEFAULT_FEMALE_WORDS,
+) -> dict:
+    """Run the pronoun probe over every template x profession prompt.
+
+    `templates` default to `eval/data/probe_templates.txt`. Prompts are left-padded into batches of `batch_size`
+    and read at the last position (logits (B, V) -> log-softmax in float32). Returns:
+      `pronoun_gap`: mean |gap| over prompts (0 is unbiased);
+      `he_minus_she`: mean signed gap (> 0: he-words more likely);
+      `per_profession`: {profession: mean signed gap over templates};
+      `per_template`: {template: mean signed gap over professions};
+      `n_prompts`; `male_tokens` / `female_tokens`: the surface forms kept (single tokens), with
+      `n_male_tokens` / `n_female_tokens`, and `dropped_tokens`.
+    With no professions the numbers are nan and `n_prompts` is 0. The model is in eval mode for the call and its
+    previous mode is restored, so calling this mid-training changes nothing.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    templates = load_templates() if templates is None else list(templates)
+    for t in templates:
+        if PLACEHOLDER not in t:
+            raise DataError(f"probe template {t!r} has no {PLACEHOLDER} placeholder")
+    sets = _word_sets(tokenizer, male_words, female_words)
+    report = {
+        "male_tokens": sets["male_tokens"],
+        "female_tokens": sets["female_tokens"],
+        "n_male_tokens": len(sets["male_tokens"]),
+        "n_female_tokens": len(sets["female_tokens"]),
+        "dropped_tokens": sets["dropped_tokens"],
+    }
+    cells = [(t, p) for p in professions for t in templates]
+    if not cells:
+        return {
+            "pronoun_gap": math.nan,
+            "he_minus_she": math.nan,
+            "per_profession": {},
+            "per_template": {t: math.nan for t in templates},
+            "n_prompts": 0,
+            **report,
+        }
+
+    dev = model_device(model, device)
+    male_ids = torch.tensor(sets["male_ids"], device=dev)
+    female_ids = torch.tensor(sets["female_ids"], device=dev)
+    # rstrip: the pronoun tokens carry the space, a trailing space in the prompt would double it.
+    encoded = [encode_prompt(tokenizer, t.replace(PLACEHOLDER, p).rstrip()) for t, p in cells]
+    pad_id = pad_token_id(tokenizer)
+    extra = last_logits_kwargs(model)
+    gaps: list[float] = []
+    with eval_mode(model):
+        for b in range(0, len(encoded), batch_size):
+            ids, mask, pos = left_pad(encoded[b : b + batch_size], pad_id, dev)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra)
+            logits = out.logits[:, -1]  # (B, V): the next-token logits of each prompt
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            gap = torch.logsumexp(logp[:, male_ids], -1) - torch.logsumexp(logp[:, female_ids], -1)  # (B,)
+            gaps.extend(gap.tolist())
+
+    per_profession: dict[str, list[float]] = {}
+    per_template: dict[str, list[float]] = {}
+    for (t, p), g in zip(cells, gaps):
+        per_profession.setdefault(p, []).append(g)
+        per_template.setdefault(t, []).append(g)
+    return {
+        "pronoun_gap": sum(abs(g) for g in gaps) / len(gaps),
+        "he_minus_she": sum(gaps) / len(gaps),
+        "per_profession": {p: sum(v) / len(v) for p, v in per_profession.items()},
+        "per_template": {t: sum(v) / len(v) for t, v in per_template.items()},
+        "n_prompts": len(gaps),
+        **report,
+    }

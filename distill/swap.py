@@ -1,0 +1,165 @@
+"""Swap gendered words in text: the counterfactual x~ of a sentence x, at the text level.
+
+One regex pass over the runs of word characters; each run is looked up in a dict and replaced by its counterpart
+with the case of the original kept. Replacing pair after pair (`he`->`she`, then `she`->`he`) would undo itself,
+and `str.replace` would break words (`shell`, `these`), so neither is done.
+
+Words with two counterparts (`her` -> `his` or `him`, `his` -> `her` or `hers`) are resolved by a deterministic
+rule that looks only at the next word (see `noun_follows`): a small closed-class word list, no tagger, so the
+pipeline stays fast and reproducible. `word_lists/README.md` reports how often the rule is right.
+"""
+
+from __future__ import annotations
+
+import re
+
+from distill.errors import WordListError
+from distill.wordlists import GenderLexicon, OneToMany
+
+__all__ = ["NON_NOUN_WORDS", "Swapper", "noun_follows"]
+
+# A run of word characters. Digits and underscores are included so that `he2` or `his_id` stay one token and are
+# left alone; an apostrophe or hyphen ends the run, so `king's` -> `queen's` and `father-in-law` swaps its part.
+_TOKEN = re.compile(r"\w+")
+# The first word of the following text, and whether it continues with a hyphen ("well-known", "so-called").
+_NEXT_WORD = re.compile(r"\s*(\w+)(-\w)?")
+# How much of the text after a one-to-many word the rule is shown (characters); it needs only the next word.
+_LOOKAHEAD = 64
+
+NON_NOUN_WORDS: frozenset[str] = frozenset(
+    # Words that cannot start the noun phrase after a possessive "her"/"his", so when one of them follows, the
+    # word is an object ("told her that" -> him) or a standalone possessive ("it is his and" -> hers).
+    # Closed-class words only, plus a few bare verbs and adverbs that commonly follow an object. Left out on
+    # purpose because they usually start a noun phrase after "her"/"his": own, very, first, last, only, home,
+    # stay, left, thought, smile, laugh, take, say, make, and number words ("her two sons").
+    """
+    about above across after against along among around as at away back before behind below beneath beside
+    besides between beyond by despite down during except for from in inside into like near of off on onto out
+    outside over past since through throughout till to toward towards under until up upon via with within without
+    together apart aside forward forth
+
+    a an the this that these those my your our their its his her some any no every each all both either neither
+    another such
+
+    and or but nor so yet because although though while unless than whereas whether if
+
+    i you he she it we they me him us them myself yourself himself herself itself ourselves themselves
+    someone anyone everyone nobody something anything everything nothing
+    who whom whose what which when where why how
+
+    is was are were be been being am has have had do does did will would can could shall should may might must
+    not
+
+    go goes went come came get got know knew see saw feel felt think speak spoke leave
+
+    again too also now then here there today tonight tomorrow yesterday soon later already always never ever
+    still just really well quickly slowly immediately instead anyway anymore enough even directly once twice
+    alone exactly rather quite entirely
+    """.split()
+)
+
+
+def noun_follows(following: str) -> bool:
+    """Whether the text right after a one-to-many word starts a noun phrase (so the word is a possessive).
+
+    The rule, in order: end of text or punctuation next -> False ("thanked her." / "it is his,"); the next word
+    joined by a hyphen ("her well-known") -> True, it is a compound modifier; the next word in `NON_NOUN_WORDS`
+    -> False; any other word, including numbers -> True ("her book", "his old car", "her 3 sons"). Known
+    misses: an object followed by an adjective or a bare noun ("made her happy", "sent her flowers") and a
+    standalone "his" followed by a verb outside the list ("a friend of his arrived").
+    """
+    m = _NEXT_WORD.match(following)
+    if m is None:
+        return False
+    if m.group(2):
+        return True
+    return m.group(1).lower() not in NON_NOUN_WORDS
+
+
+def _case_like(source: str, target: str) -> str:
+    """`target` written in the case pattern of `source`: lower, Title or UPPER; any other mix gives lowercase."""
+    if source.islower():
+        return target
+    if source.isupper() and len(source) > 1:
+        return target.upper()
+    if source[0].isupper() and source[1:].islower():
+        # A single capital ("I") is Title too; `islower()` is False for "", hence the length test above.
+        return target[:1].upper() + target[1:]
+    return target
+
+
+class Swapper:
+    """Swap every gendered word of a text for its counterpart in one pass, keeping case and punctuation.
+
+    `swap(swap(x)) == x` for every one-to-one word (pairs, and names when `use_names`); a text with nothing to
+    swap comes back unchanged. Names are swapped only when `use_names` is True.
+    """
+
+    def __init__(self, lexicon: GenderLexicon, use_names: bool = False):
+        if use_names and not lexicon.names:
+            raise WordListError(
+                "use_names=True but the lexicon has no names; load it with "
+                "load_lexicon(names='word_lists/names.tsv') (augment.names in a recipe), or leave names off"
+            )
+        self.lexicon = lexicon
+        self.use_names = use_names
+
+        one_to_one: dict[str, str] = {}
+        for male, female in lexicon.pairs + (lexicon.names if use_names else ()):
+            for word, counterpart in ((male, female), (female, male)):
+                if word in one_to_one:
+                    raise ValueError(f"{word!r} appears in two pairs; load the lexicon with load_lexicon()")
+                one_to_one[word] = counterpart
+        rules: dict[str, OneToMany] = {}
+        for rule in lexicon.one_to_many:
+            if rule.word in one_to_one or rule.word in rules:
+                raise ValueError(f"{rule.word!r} appears twice in the lexicon; load it with load_lexicon()")
+            rules[rule.word] = rule
+
+        self._one_to_one = one_to_one
+        self._rules = rules
+        # The three usual surface forms of each one-to-one word, precomputed so the common case in `swap_word` is
+        # a single dict lookup with no case analysis.
+        self._surface: dict[str, str] = {}
+        for word, counterpart in one_to_one.items():
+            for form in (word, word.title(), word.upper()):
+                self._surface[form] = _case_like(form, counterpart)
+        self._vocabulary = frozenset(one_to_one) | frozenset(rules)
+
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """Every lowercase word `swap_word` can change (pairs, one-to-many words, and names if switched on)."""
+        return self._vocabulary
+
+    def swap_word(self, word: str, following: str = "") -> str | None:
+        """The counterpart of `word` in its case pattern, or None if the word is not swappable.
+
+        `word` is a run of letters in any case ("He", "HIS", "nephew"). `following` is the text right after it
+        (" book.", "."), used only for one-to-many words (see `noun_follows`). Mixed case ("hE") gives a
+        lowercase counterpart.
+        """
+        hit = self._surface.get(word)
+        if hit is not None:
+            return hit
+        lower = word.lower()
+        rule = self._rules.get(lower)
+        if rule is not None:
+            return _case_like(word, rule.counterpart(noun_follows(following)))
+        counterpart = self._one_to_one.get(lower)
+        return None if counterpart is None else _case_like(word, counterpart)
+
+    def swap(self, text: str) -> str:
+        """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged."""
+        return _TOKEN.sub(self._replace, text)
+
+    def _replace(self, m: re.Match[str]) -> str:
+        """Replacement for one token of `swap`; returns the token itself when it is not gendered."""
+        word = m.group()
+        hit = self._surface.get(word)
+        if hit is not None:
+            return hit
+        if word.lower() not in self._vocabulary:
+            return word
+        end = m.end()
+        swapped = self.swap_word(word, m.string[end : end + _LOOKAHEAD])
+        return word if swapped is None else swapped

@@ -1,0 +1,671 @@
+"""`train(cfg)`: the whole distillation run, top to bottom.
+
+setup (run dir, models, data, counterfactuals, optimizer) -> loop over optimizer steps:
+    fetch grad_accum micro-batches -> count the step's tokens (all processes) ->
+    per micro-batch: teacher on x and on the twins x~ of changed rows (one forward) -> perturbed targets ->
+    student forward -> KD + CE sums / step tokens -> backward
+    -> clip, step, schedule -> every N steps: metrics line, validation, pronoun probe, checkpoint
+-> final checkpoint, `final/` (save_pretrained + tokenizer + model card), optional evaluation suite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.config import Config, config_to_yaml, save_config
+from distill.errors import ConfigError, FairDistillError
+from distill.losses import combine, kd_ce_sums, next_token_labels
+from distill.perturb import NEEDS_TWIN, teacher_targets
+from distill.tracking import MetricsLog, redact, wandb_mode
+
+log = logging.getLogger("distill")
+
+CHECKPOINT_PREFIX = "step_"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small pieces the loop uses
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(step: int, total: int, warmup_frac: float, min_lr_frac: float) -> float:
+    """Linear warmup over `warmup_frac` of the steps, then cosine decay to `min_lr_frac` of the peak."""
+    warmup = int(round(total * warmup_frac))
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class MicroBatches:
+    """Deterministic, resumable micro-batches of block indices for one process.
+
+    Epoch e shuffles with seed + e; each global micro-batch of `micro_batch_size * world` blocks is split so
+    process r takes its own slice: no overlap, and the same global batches whatever the process count.
+    The position (epoch, index) is all a checkpoint needs to continue without seeing a batch twice.
+    """
+
+    def __init__(self, n: int, micro_batch_size: int, rank: int, world: int, seed: int):
+        self.n, self.mbs, self.rank, self.world, self.seed = n, micro_batch_size, rank, world, seed
+        self.per_epoch = n // (micro_batch_size * world)
+        if self.per_epoch == 0:
+            raise FairDistillError(
+                f"{n} training blocks cannot fill one micro-batch of {micro_batch_size} x {world} processes; "
+                "lower train.micro_batch_size or add data"
+            )
+        self.epoch, self.index = 0, 0
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self):
+        perm = self._perm(self.epoch)
+        while True:
+            if self.index >= self.per_epoch:
+                self.epoch, self.index = self.epoch + 1, 0
+                perm = self._perm(self.epoch)
+            g = self.index * self.mbs * self.world + self.rank * self.mbs
+            self.index += 1
+            yield perm[g : g + self.mbs].tolist()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.index = int(s["epoch"]), int(s["index"])
+
+
+class Counterfactuals:
+    """Builds the twins of a micro-batch and decides which rows the student trains on."""
+
+    def __init__(self, cfg: Config, tokenizer):
+        from distill.counterfactual import CounterfactualBuilder, g_word_pairs
+        from distill.swap import Swapper
+        from distill.wordlists import load_lexicon
+
+        a = cfg.augment
+        lexicon = load_lexicon(a.pairs, a.one_to_many, a.names)
+        self.swapper = Swapper(lexicon, use_names=a.names is not None)
+        self.builder = CounterfactualBuilder(
+            tokenizer, self.swapper, g_word_pairs(lexicon, use_names=a.names is not None)
+        )
+        self.pad_id = tokenizer.pad_token_id
+        self.mode, self.p = a.mode, a.p
+        self.kind, self.lam = cfg.perturb.kind, cfg.perturb.lam
+        self.generator = torch.Generator().manual_seed(cfg.run.seed + 7919)
+
+    def twins(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B, T] -> twin ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool)."""
+        from distill.counterfactual import invert_alignment, pad_rows
+
+        B, T = x.shape
+        built = [self.builder.build(row) for row in x]
+        ids, mask = pad_rows([t.ids for t in built], T, self.pad_id)
+        align = torch.tensor([[j if j < T else -1 for j in t.align] for t in built], dtype=torch.long)
+        inv = torch.tensor([invert_alignment(t.align, T) for t in built], dtype=torch.long)
+        changed = torch.tensor([t.changed for t in built], dtype=torch.bool)
+        return {"twin_ids": ids, "twin_mask": mask, "align": align, "align_inv": inv, "changed": changed}
+
+    def select(self, changed: torch.Tensor) -> torch.Tensor:
+        """Rows whose twin the student sees (augment p); drawn for every row so the stream does not depend on data."""
+        draw = torch.rand(changed.shape[0], generator=self.generator) < self.p
+        return changed & draw if self.mode != "off" else torch.zeros_like(changed)
+
+    def teacher_twin_rows(self, changed: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        return changed if self.kind in NEEDS_TWIN else selected
+
+
+def build_step_inputs(x: torch.Tensor, cf: Counterfactuals | None) -> dict:
+    """Everything one micro-batch needs, decided before any forward so the step's token count is known."""
+    mask = torch.ones_like(x)
+    item = {"x": x, "x_mask": mask}
+    if cf is None:
+        item.update(student_ids=x, student_mask=mask, labels=next_token_labels(x, mask), changed_frac=0.0)
+        return item
+    tw = cf.twins(x)
+    selected = cf.select(tw["changed"])
+    twin_rows = cf.teacher_twin_rows(tw["changed"], selected)
+    item.update(tw, selected=selected, twin_rows=twin_rows, changed_frac=float(tw["changed"].float().mean()))
+    if cf.mode == "append":
+        sid = torch.cat([x, tw["twin_ids"][selected]])
+        smask = torch.cat([mask, tw["twin_mask"][selected]])
+    elif cf.mode == "replace":
+        sid = torch.where(selected[:, None], tw["twin_ids"], x)
+        smask = torch.where(selected[:, None], tw["twin_mask"], mask)
+    else:
+        sid, smask = x, mask
+    item.update(student_ids=sid, student_mask=smask, labels=next_token_labels(sid, smask))
+    return item
+
+
+def targets_for_step(
+    item: dict, teacher_logits: torch.Tensor, cfg: Config, cf: Counterfactuals | None
+) -> torch.Tensor:
+    """Teacher log-targets for the student's rows. teacher_logits: [B + k, T, V] (x rows then the k twin rows)."""
+    T_ = cfg.kd.temperature
+    B = item["x"].shape[0]
+    z_x = teacher_logits[:B]
+    logq_x = torch.log_softmax(z_x.float() / T_, dim=-1)
+    if cf is None:
+        return logq_x
+    pi, g = cf.builder.pi.to(z_x.device), cf.builder.g_mask.to(z_x.device)
+    rows = item["twin_rows"].nonzero(as_tuple=True)[0].to(z_x.device)
+    z_cf = teacher_logits[B:]
+    logq_cf = None
+    if rows.numel():
+        align, inv = item["align"].to(z_x.device)[rows], item["align_inv"].to(z_x.device)[rows]
+        logq_x[rows] = teacher_targets(z_x[rows], z_cf, align, pi, g, cf.kind, cf.lam, T_)
+        logq_cf = teacher_targets(z_cf, z_x[rows], inv, pi, g, cf.kind, cf.lam, T_)
+    elif cf.kind == "pair_equalize":
+        logq_x = teacher_targets(z_x, None, None, pi, g, cf.kind, cf.lam, T_)
+    if cf.kind == "pair_equalize":
+        unchanged = torch.ones(B, dtype=torch.bool, device=z_x.device)
+        unchanged[rows] = False
+        if unchanged.any():
+            logq_x[unchanged] = teacher_targets(z_x[unchanged], None, None, pi, g, cf.kind, cf.lam, T_)
+    sel = item["selected"].to(z_x.device)
+    if not sel.any() or cf.mode == "off":
+        return logq_x
+    # map selected rows to their position among the twin rows
+    pos = torch.full((B,), -1, dtype=torch.long, device=z_x.device)
+    pos[rows] = torch.arange(rows.numel(), device=z_x.device)
+    twin_targets = logq_cf[pos[sel]]
+    if cf.mode == "append":
+        return torch.cat([logq_x, twin_targets])
+    out = logq_x.clone()
+    out[sel] = twin_targets
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (those holding the `complete` marker), oldest first."""
+    ckpt_root = run_dir / "checkpoints"
+    if not ckpt_root.is_dir():
+        return []
+    done = [
+        p for p in ckpt_root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "complete").is_file()
+    ]
+    return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(accelerator, run_dir: Path, step: int, extra: dict, keep_last: int) -> Path:
+    """accelerator.save_state into a temporary folder, renamed into place, marked complete last."""
+    ckpt_root = run_dir / "checkpoints"
+    final = ckpt_root / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = ckpt_root / f".tmp_{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    torch.save(extra["rng"], tmp / f"loop_rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(extra["state"]))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        (final / "complete").write_text(str(step))
+        (ckpt_root / "latest").write_text(final.name)
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation during training
+
+
+@torch.no_grad()
+def validation_loss(model, blocks: torch.Tensor, batch_size: int, device, accelerator) -> float:
+    """Token-weighted mean next-token CE of `model` on `blocks` [N, T] (split across processes, then reduced)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    shard = blocks[accelerator.process_index :: accelerator.num_processes]
+    for i in range(0, shard.shape[0], batch_size):
+        x = shard[i : i + batch_size].to(device)
+        labels = next_token_labels(x)
+        with accelerator.autocast():
+            logits = model(input_ids=x).logits
+        s = kd_ce_sums(logits, None, labels, 1.0)
+        total += torch.tensor([s.ce.item(), s.tokens], device=device, dtype=torch.float64)
+    total = accelerator.reduce(total, reduction="sum")
+    if was_training:
+        model.train()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def run_probe(model, tokenizer, cfg: Config, device) -> dict:
+    from distill.evaluation.probe import load_templates, pronoun_probe
+    from distill.wordlists import load_professions
+
+    professions = load_professions(cfg.probe.professions)[: cfg.probe.max_professions]
+    templates = load_templates(cfg.probe.templates)
+    was_training = model.training
+    model.eval()
+    out = pronoun_probe(model, tokenizer, professions, templates, device=device)
+    if was_training:
+        model.train()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def prepare_run_dir(cfg: Config) -> tuple[Path, int | None]:
+    """Create or reopen the run directory; refuse a different recipe in an existing one. Returns (dir, resume step)."""
+    root = Path(cfg.run.output_dir).expanduser().resolve()
+    run_dir = (root / cfg.run.name).resolve()
+    if root not in run_dir.parents:
+        raise ConfigError(f"run.name {cfg.run.name!r} escapes run.output_dir {str(root)!r}")
+    saved = run_dir / "config.yaml"
+    checkpoints = list_checkpoints(run_dir)
+    if saved.is_file() and checkpoints:
+        if cfg.run.resume == "never":
+            raise ConfigError(
+                f"run directory {run_dir} already holds checkpoints and run.resume is 'never'; "
+                f"pick another run.name or delete the folder"
+            )
+        import yaml
+
+        old = yaml.safe_load(saved.read_text())
+        new = yaml.safe_load(config_to_yaml(cfg))
+        for d in (old, new):
+            d.get("train", {}).pop("max_steps", None)
+            d.get("eval", {}).pop("suite", None)
+        if old != new:
+            raise ConfigError(
+                f"run directory {run_dir} was started with a different recipe (see its config.yaml); "
+                f"resume it with the same recipe, or start a new run with run.name=<new name>"
+            )
+        step = int(checkpoints[-1].name[len(CHECKPOINT_PREFIX) :])
+        return run_dir, step
+    return run_dir, None
+
+
+def _check_writable(run_dir: Path, need_bytes: int) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise FairDistillError(
+            f"run directory {run_dir} is not writable ({e.strerror}); set run.output_dir to a writable folder"
+        ) from None
+    free = shutil.disk_usage(run_dir).free
+    if free < need_bytes:
+        raise FairDistillError(
+            f"only {free / 2**30:.1f} GiB free under {run_dir}, a checkpoint needs about {need_bytes / 2**30:.1f} GiB; "
+            "free some space or set run.output_dir elsewhere"
+        )
+
+
+def train(cfg: Config, stop_after: int | None = None) -> Path:
+    """Run `cfg` to the end (or, with `stop_after`, leave after the first checkpoint at or past that step, as a
+    preempted job would; tests use it). Returns the run directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from distill.data import build_blocks
+    from distill.models import build_student, check_tokenizers, load_teacher
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+    run_dir, resume_step = prepare_run_dir(cfg)
+    mp = cfg.train.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    use_wandb = cfg.tracking.wandb and wandb_mode(cfg.tracking.mode) != "disabled"
+    accelerator = Accelerator(
+        mixed_precision=mp, log_with="wandb" if use_wandb else None, project_dir=str(run_dir)
+    )
+    device = accelerator.device
+    main = accelerator.is_main_process
+    set_seed(cfg.run.seed)
+    t_setup = time.perf_counter()
+    if main:
+        log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
+        _check_writable(run_dir, 0)
+        save_config(cfg, run_dir / "config.yaml")
+
+    teacher, tokenizer, teacher_path = load_teacher(cfg)
+    teacher.to(device)
+    if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
+        check_tokenizers(tokenizer, cfg.student.path)
+    student = build_student(cfg.student, teacher, seed=cfg.run.seed)
+    n_params = sum(p.numel() for p in student.parameters())
+    if main:
+        _check_writable(run_dir, 3 * 4 * n_params)  # weights + two AdamW moments, float32
+    cf = (
+        Counterfactuals(cfg, tokenizer) if (cfg.augment.mode != "off" or cfg.perturb.kind != "none") else None
+    )
+    t_load = time.perf_counter() - t_setup
+
+    t0 = time.perf_counter()
+    with accelerator.main_process_first():
+        train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
+    t_data = time.perf_counter() - t0
+
+    mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum
+    world = accelerator.num_processes
+    tokens_per_step = mbs * accum * world * train_blocks.shape[1]
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.max_tokens / tokens_per_step))
+
+    opt = torch.optim.AdamW(
+        student.parameters(),
+        lr=cfg.train.lr,
+        betas=tuple(cfg.train.betas),
+        weight_decay=cfg.train.weight_decay,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, total_steps, cfg.train.warmup_frac, cfg.train.min_lr_frac)
+    )
+    student, opt, sched = accelerator.prepare(student, opt, sched)
+    batches = MicroBatches(train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
+
+    step = 0
+    state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None}
+    if resume_step is not None:
+        ckpt = list_checkpoints(run_dir)[-1]
+        accelerator.load_state(str(ckpt))
+        st = json.loads((ckpt / "trainer_state.json").read_text())
+        step = st["step"]
+        batches.load_state_dict(st["batches"])
+        state.update(st["state"])
+        rng = torch.load(ckpt / f"loop_rng_{accelerator.process_index}.pt", weights_only=True)
+        if cf is not None and rng.get("augment") is not None:
+            cf.generator.set_state(rng["augment"])
+        if main:
+            log.info("resuming %s from %s (step %d)", run_dir, ckpt.name, step)
+    if main and state["wandb_id"] is None:
+        state["wandb_id"] = f"{cfg.run.name}-{int(time.time())}"
+    if use_wandb:
+        os.environ.setdefault("WANDB_MODE", wandb_mode(cfg.tracking.mode))
+        accelerator.init_trackers(
+            cfg.tracking.project,
+            config=redact(cfg.to_dict()),
+            init_kwargs={
+                "wandb": {
+                    "name": cfg.run.name,
+                    "tags": cfg.tracking.tags,
+                    "dir": str(run_dir),
+                    "id": state["wandb_id"],
+                    "resume": "allow",
+                }
+            },
+        )
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main else None
+
+    def record(values: dict, at: int) -> None:
+        if main:
+            metrics.write(at, values)
+        accelerator.log(values, step=at)
+
+    if main:
+        log.info(
+            "teacher %s: %d layers; student %s: %d layers, %.1fM parameters; %d train / %d val blocks of %d tokens; "
+            "%d steps x %d tokens (%d processes)",
+            cfg.teacher.name_or_path,
+            teacher.config.num_hidden_layers,
+            cfg.student.init,
+            accelerator.unwrap_model(student).config.num_hidden_layers,
+            n_params / 1e6,
+            train_blocks.shape[0],
+            val_blocks.shape[0],
+            train_blocks.shape[1],
+            total_steps,
+            tokens_per_step,
+            world,
+        )
+
+    def evaluate(at: int, probe: bool) -> dict:
+        out = {"val/loss": validation_loss(student, val_blocks, mbs, device, accelerator)}
+        out["val/ppl"] = math.exp(min(out["val/loss"], 50))
+        if probe and main:
+            pr = run_probe(accelerator.unwrap_model(student), tokenizer, cfg, device)
+            out["probe/pronoun_gap"], out["probe/he_minus_she"] = pr["pronoun_gap"], pr["he_minus_she"]
+        return out
+
+    if resume_step is None:
+        t_eval = time.perf_counter()
+        first = evaluate(0, probe=True)
+        first["val/teacher_loss"] = validation_loss(teacher, val_blocks, mbs, device, accelerator)
+        if main and cf is not None:
+            pr = run_probe(teacher, tokenizer, cfg, device)
+            first["probe/teacher_pronoun_gap"], first["probe/teacher_he_minus_she"] = (
+                pr["pronoun_gap"],
+                pr["he_minus_she"],
+            )
+        first.update(
+            {"time/load_s": t_load, "time/data_s": t_data, "time/eval_s": time.perf_counter() - t_eval}
+        )
+        record(first, 0)
+        if main:
+            log.info("step 0 | " + " | ".join(f"{k} {v:.4g}" for k, v in first.items()))
+
+    # ---- loop ----------------------------------------------------------------------------------------------------
+    student.train()
+    it = iter(batches)
+    bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not main, dynamic_ncols=True)
+    window = {"loss": 0.0, "loss_kd": 0.0, "loss_ce": 0.0, "tokens": 0, "time": 0.0, "changed": 0.0, "n": 0}
+    stop_reason = None
+    while step < total_steps:
+        t_step = time.perf_counter()
+        items = [build_step_inputs(train_blocks[next(it)], cf) for _ in range(accum)]
+        local_tokens = sum(int((i["labels"] != -100).sum()) for i in items)
+        global_tokens = accelerator.reduce(
+            torch.tensor(local_tokens, device=device, dtype=torch.float64), reduction="sum"
+        )
+        # DDP averages gradients over processes, so scale by world to get the mean over the global tokens.
+        normaliser = float(global_tokens) / world
+        kd_sum = ce_sum = 0.0
+        for k, item in enumerate(items):
+            twin_rows = item.get("twin_rows")
+            tin, tmask = item["x"], item["x_mask"]
+            if twin_rows is not None and twin_rows.any():
+                tin = torch.cat([tin, item["twin_ids"][twin_rows]])
+                tmask = torch.cat([tmask, item["twin_mask"][twin_rows]])
+            with torch.no_grad(), accelerator.autocast():
+                t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
+            targets = targets_for_step(item, t_logits, cfg, cf)
+            del t_logits
+            ctx = accelerator.no_sync(student) if k < accum - 1 else _nullcontext()
+            with ctx:
+                with accelerator.autocast():
+                    s_logits = student(
+                        input_ids=item["student_ids"].to(device),
+                        attention_mask=item["student_mask"].to(device),
+                    ).logits
+                sums = kd_ce_sums(
+                    s_logits, targets, item["labels"].to(device), cfg.kd.temperature, cfg.kd.chunk_size
+                )
+                loss = combine(sums, cfg.kd.alpha, normaliser)
+                accelerator.backward(loss)
+            kd_sum += sums.kd.detach().item()
+            ce_sum += sums.ce.detach().item()
+        step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / max(1, local_tokens)
+        if not math.isfinite(step_loss):
+            opt.zero_grad(set_to_none=True)
+            if cfg.train.on_nan == "skip":
+                state["skipped_nan"] += 1
+                step += 1
+                sched.step()
+                bar.update(1)
+                log.warning("step %d: non-finite loss, step skipped (%d so far)", step, state["skipped_nan"])
+                continue
+            stop_reason = f"non-finite loss at step {step + 1}"
+            break
+        grad_norm = (
+            accelerator.clip_grad_norm_(student.parameters(), cfg.train.clip) if cfg.train.clip > 0 else None
+        )
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        state["tokens"] += int(global_tokens)
+        dt = time.perf_counter() - t_step
+        window["loss"] += step_loss
+        window["loss_kd"] += kd_sum / max(1, local_tokens)
+        window["loss_ce"] += ce_sum / max(1, local_tokens)
+        window["tokens"] += int(global_tokens)
+        window["time"] += dt
+        window["changed"] += float(np.mean([i["changed_frac"] for i in items]))
+        window["n"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+
+        values: dict = {}
+        if cfg.train.log_every and (step % cfg.train.log_every == 0 or step == total_steps):
+            n = window["n"]
+            values.update(
+                {
+                    "train/loss": window["loss"] / n,
+                    "train/loss_kd": window["loss_kd"] / n,
+                    "train/loss_ce": window["loss_ce"] / n,
+                    "train/lr": sched.get_last_lr()[0],
+                    "train/tokens_per_s": window["tokens"] / window["time"],
+                    "train/step_time_s": window["time"] / n,
+                    "train/tokens": state["tokens"],
+                    "train/epoch": batches.epoch,
+                }
+            )
+            if grad_norm is not None:
+                values["train/grad_norm"] = float(grad_norm)
+            if cf is not None:
+                values["train/changed_frac"] = window["changed"] / n
+            window = dict.fromkeys(window, 0.0)
+            window["n"] = 0
+        do_eval = (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total_steps
+        do_probe = (cfg.train.probe_every and step % cfg.train.probe_every == 0) or step == total_steps
+        if do_eval or do_probe:
+            values.update(evaluate(step, probe=do_probe))
+        if values:
+            record(values, step)
+            if main:
+                bar.write(
+                    f"step {step} | "
+                    + " | ".join(
+                        f"{k.split('/', 1)[1]} {v:.4g}" for k, v in values.items() if isinstance(v, float)
+                    )
+                )
+        if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == total_steps:
+            extra = {
+                "rng": {"augment": cf.generator.get_state() if cf is not None else None},
+                "state": {"step": step, "batches": batches.state_dict(), "state": state},
+            }
+            save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+            if stop_after is not None and step >= stop_after and step < total_steps:
+                bar.close()
+                accelerator.end_training()
+                return run_dir
+    bar.close()
+    if stop_reason:
+        good = list_checkpoints(run_dir)
+        hint = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+        accelerator.end_training()
+        raise FairDistillError(
+            f"{stop_reason}; {hint}. Lower train.lr, raise train.clip, or set train.on_nan=skip"
+        )
+
+    # ---- final ---------------------------------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    final_dir = run_dir / "final"
+    if main:
+        model = accelerator.unwrap_model(student)
+        tmp = run_dir / ".tmp_final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_model_card(tmp, cfg, teacher_path, run_dir / "metrics.jsonl")
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp, final_dir)
+        log.info("final student written to %s", final_dir)
+    accelerator.end_training()
+    return run_dir
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_model_card(folder: Path, cfg: Config, teacher_path: str, metrics_path: Path) -> None:
+    """A Hugging Face model card (YAML header + markdown) with the run's method and last numbers."""
+    from distill.tracking import read_metrics
+
+    last: dict = {}
+    first: dict = {}
+    if metrics_path.is_file():
+        recs = read_metrics(metrics_path)
+        for r in recs:
+            last.update(r)
+        first = recs[0] if recs else {}
+    method = []
+    if cfg.augment.mode != "off":
+        method.append(f"counterfactual data augmentation ({cfg.augment.mode}, p={cfg.augment.p})")
+    if cfg.perturb.kind != "none":
+        method.append(f"teacher-probability modification ({cfg.perturb.kind}, lam={cfg.perturb.lam})")
+    rows = [
+        ("validation loss (start -> end)", first.get("val/loss"), last.get("val/loss")),
+        ("validation perplexity", first.get("val/ppl"), last.get("val/ppl")),
+        ("pronoun probe mean |gap| (nats)", first.get("probe/pronoun_gap"), last.get("probe/pronoun_gap")),
+        (
+            "pronoun probe mean he - she (nats)",
+            first.get("probe/he_minus_she"),
+            last.get("probe/he_minus_she"),
+        ),
+    ]
+    table = "\n".join(
+        f"| {name} | {a:.4g} | {b:.4g} |"
+        for name, a, b in rows
+        if isinstance(a, float) and isinstance(b, float)
+    )
+    card = f"""---
+library_name: transformers
+tags: [distillation, fairness, fairdistill]
+base_model: {cfg.teacher.name_or_path}
+---
+
+# {cfg.run.name}
+
+A student distilled from `{cfg.teacher.name_or_path}` with fairdistill.
+
+- **Teacher**: `{cfg.teacher.name_or_path}` (loaded from `{teacher_path}`)
+- **Student**: `{cfg.student.init}` {cfg.student.layers or ""}
+- **Data**: `{cfg.data.source}` {cfg.data.name or cfg.data.files or cfg.data.prompts}, blocks of {cfg.data.block_size} tokens
+- **Loss**: {cfg.kd.alpha} * T^2 * KL(teacher || student) + {1 - cfg.kd.alpha:.2g} * CE, T = {cfg.kd.temperature}
+- **Method**: {"; ".join(method) if method else "plain knowledge distillation (no debiasing)"}
+- **Steps**: {last.get("step", "?")}, tokens seen: {last.get("train/tokens", "?")}
+
+| metric | before training | after training |
+|---|---|---|
+{table}
+
+The pronoun probe compares the next-token log-probability of male and female pronouns after templates such as
+"The nurse said that", averaged over professions; 0 means no preference. See `eval/README.md` for every metric.
+"""
+    (folder / "README.md").write_text(card)

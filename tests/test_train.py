@@ -1,0 +1,128 @@
+"""End to end: the debug recipe on a tiny local teacher; the log, the run directory, the final model, a resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill.config import load_config
+from distill.errors import ConfigError
+from distill.tracking import read_metrics
+from distill.train import list_checkpoints, train
+
+
+def _cfg(tmp_path, teacher_dir, *extra):
+    return load_config(
+        "recipes/debug.yaml",
+        [
+            f"teacher.name_or_path={teacher_dir}",
+            "student.layers=[0, 3]",
+            f"run.output_dir={tmp_path / 'runs'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.files=[tests/data/corpus.txt]",
+            "data.block_size=16",
+            "data.val_fraction=0.1",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_debug_run_end_to_end(tmp_path, teacher_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = _cfg(tmp_path, teacher_dir, "train.max_steps=6", "train.lr=3e-3")
+    run_dir = train(cfg)
+    assert (run_dir / "config.yaml").is_file()
+    recs = read_metrics(run_dir / "metrics.jsonl")
+    steps = [r["step"] for r in recs]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 6
+    train_lines = [r for r in recs if "train/loss" in r]
+    assert len(train_lines) == 6
+    for r in train_lines:
+        for k in (
+            "train/loss",
+            "train/loss_kd",
+            "train/loss_ce",
+            "train/lr",
+            "train/tokens_per_s",
+            "train/step_time_s",
+        ):
+            assert k in r, k
+        assert 0 <= r["train/changed_frac"] <= 1
+    assert "probe/pronoun_gap" in recs[0] and "probe/pronoun_gap" in recs[-1]
+    val = [r["val/loss"] for r in recs if "val/loss" in r]
+    assert val[-1] < val[0], val
+    # W&B offline run directory
+    assert list((run_dir / "wandb").glob("offline-run-*")), list(run_dir.iterdir())
+    # checkpoints: save_every 2, keep_last 2
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_4", "step_6"]
+    assert (run_dir / "checkpoints" / "latest").read_text() == "step_6"
+    # final model and tokenizer load with the Auto classes
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    tok = AutoTokenizer.from_pretrained(run_dir / "final")
+    assert model.config.num_hidden_layers == 2
+    assert tok("The nurse said").input_ids
+    assert "base_model:" in (run_dir / "final" / "README.md").read_text()
+    assert not list((run_dir / "final").glob("*.bin"))
+
+    # resume: asking for more steps continues from step 6, appending without duplicate steps
+    cfg2 = _cfg(tmp_path, teacher_dir, "train.max_steps=8", "train.lr=3e-3")
+    train(cfg2)
+    steps2 = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps2[: len(steps)] == steps
+    assert steps2[-1] == 8 and len(set(steps2)) == len(steps2)
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(tmp_path, teacher_dir):
+    """A 6-step run stopped after its step-4 checkpoint and resumed equals 6 steps in one go, exactly (CPU)."""
+    a = train(_cfg(tmp_path / "a", teacher_dir, "train.max_steps=6", "run.name=a"))
+    b = train(_cfg(tmp_path / "b", teacher_dir, "train.max_steps=6", "run.name=b"), stop_after=4)
+    assert not (b / "final").exists()
+    b = train(_cfg(tmp_path / "b", teacher_dir, "train.max_steps=6", "run.name=b"))
+    from safetensors.torch import load_file
+
+    wa = load_file(str(a / "final" / "model.safetensors"))
+    wb = load_file(str(b / "final" / "model.safetensors"))
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    la = {r["step"]: r.get("train/loss") for r in read_metrics(a / "metrics.jsonl")}
+    lb = {r["step"]: r.get("train/loss") for r in read_metrics(b / "metrics.jsonl")}
+    assert la == lb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode, kind",
+    [
+        ("off", "none"),
+        ("off", "mean"),
+        ("append", "none"),
+        ("replace", "max"),
+        ("append", "expmean"),
+        ("off", "pair_equalize"),
+    ],
+)
+def test_every_method_combination_runs(tmp_path, teacher_dir, mode, kind):
+    cfg = _cfg(
+        tmp_path,
+        teacher_dir,
+        "train.max_steps=2",
+        f"augment.mode={mode}",
+        f"perturb.kind={kind}",
+        "tracking.wandb=false",
+    )
+    run_dir = train(cfg)
+    recs = read_metrics(run_dir / "metrics.jsonl")
+    assert all(json.dumps(r) for r in recs)
+    assert any("train/loss" in r for r in recs)
+
+
+def test_different_recipe_in_existing_run_dir_is_refused(tmp_path, teacher_dir):
+    run_dir = train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false"))
+    with pytest.raises(ConfigError, match="different recipe"):
+        train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false", "kd.alpha=0.9"))
+    assert (run_dir / "final").is_dir()
