@@ -103,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except FairDistillError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USER_ERROR
+    except Exception as e:
+        from distill.train import TrainingStopped
+
+        if isinstance(e, TrainingStopped):
+            sys.stderr.write(f"{e}\n")
+            return e.exit_code
+        raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

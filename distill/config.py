@@ -228,11 +228,21 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     source: str | None = field(default=None, metadata={"internal": True})
+    overrides: list[str] = field(default_factory=list, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source", None)
+        d.pop("overrides", None)
         return d
+
+    def command(self) -> str:
+        """The command line that reproduces (or resumes) this run."""
+        import shlex
+
+        args = " ".join(shlex.quote(o) for o in self.overrides)
+        recipe = self.source or "<recipe>"
+        return f"make distill RECIPE={recipe}" + (f" ARGS={shlex.quote(args)}" if args else "")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -516,7 +526,9 @@ def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -
                 source,
             )
     data = apply_overrides(data, list(overrides or []))
-    return config_from_dict(data, source)
+    cfg = config_from_dict(data, source)
+    cfg.overrides = list(overrides or [])
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -451,7 +452,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         t_eval = time.perf_counter()
         first = evaluate(0, probe=True)
         first["val/teacher_loss"] = validation_loss(teacher, val_blocks, mbs, device, accelerator)
-        if main and cf is not None:
+        if main:
             pr = run_probe(teacher, tokenizer, cfg, device)
             first["probe/teacher_pronoun_gap"], first["probe/teacher_he_minus_she"] = (
                 pr["pronoun_gap"],
@@ -470,6 +471,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not main, dynamic_ncols=True)
     window = {"loss": 0.0, "loss_kd": 0.0, "loss_ce": 0.0, "tokens": 0, "time": 0.0, "changed": 0.0, "n": 0}
     stop_reason = None
+    signals = StopSignals().__enter__()
     while step < total_steps:
         t_step = time.perf_counter()
         items = [build_step_inputs(train_blocks[next(it)], cf) for _ in range(accum)]
@@ -574,11 +576,35 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                 "rng": {"augment": cf.generator.get_state() if cf is not None else None},
                 "state": {"step": step, "batches": batches.state_dict(), "state": state},
             }
-            save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+            saved = save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
             if stop_after is not None and step >= stop_after and step < total_steps:
                 bar.close()
+                signals.__exit__()
                 accelerator.end_training()
                 return run_dir
+        else:
+            saved = None
+        # Every process must agree to stop at the same step (the signal may reach them at different times).
+        flag = torch.tensor(float(signals.received is not None), device=device)
+        if world > 1:
+            flag = accelerator.reduce(flag, reduction="sum")
+        if float(flag) > 0 and step < total_steps:
+            if saved is None:
+                extra = {
+                    "rng": {"augment": cf.generator.get_state() if cf is not None else None},
+                    "state": {"step": step, "batches": batches.state_dict(), "state": state},
+                }
+                saved = save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+            bar.close()
+            signals.__exit__()
+            accelerator.end_training()
+            signum = signals.received or signal.SIGTERM
+            raise TrainingStopped(
+                f"stopped by {signal.Signals(signum).name} at step {step}/{total_steps}; checkpoint {saved} saved. "
+                f"Resume with the same command: {cfg.command()}",
+                128 + int(signum),
+            )
+    signals.__exit__()
     bar.close()
     if stop_reason:
         good = list_checkpoints(run_dir)
@@ -603,6 +629,38 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         log.info("final student written to %s", final_dir)
     accelerator.end_training()
     return run_dir
+
+
+class TrainingStopped(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint was saved. `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopSignals:
+    """Record SIGTERM/SIGINT (cluster preemption, Ctrl-C) instead of dying mid-step; the loop checks `received`."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum, frame):
+        self.received = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 class _nullcontext:

@@ -1,0 +1,122 @@
+"""Shared helpers for the benchmarks: device choice, interleaved timing, peak memory, and the ratio line.
+
+Peak memory on CPU: each variant runs in a fresh child process (`python <script> --child <variant> ...`) that
+builds its inputs, resets the kernel's high-water mark of its resident set (`/proc/self/clear_refs` <- 5, Linux
+>= 4.0), runs forward + backward once, and reports VmHWM minus the resident set right before the run. That counts
+every page the run touched beyond its inputs, whoever allocated it (torch's CPU allocator, BLAS workspaces), and a
+separate process keeps one variant's freed-but-cached pages from hiding the next one's. `tracemalloc` would see
+none of torch's memory. On CUDA the same process is used: `torch.cuda.max_memory_allocated` after
+`reset_peak_memory_stats`, minus what was allocated before the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], reps: int, device: torch.device, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall seconds of each fn. Variants alternate within every repetition (A B A B ...), so a noisy
+    neighbour on a shared machine slows all of them alike instead of whichever happened to run then."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ---- CPU peak memory, measured in a child process ------------------------------------------------------------
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def child_peak_bytes(run: Callable[[], object]) -> int:
+    """In a child process: bytes of resident memory `run` adds at its peak over what is resident before it."""
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    before = _rss_kb("VmRSS")
+    run()
+    return (_rss_kb("VmHWM") - before) * 1024
+
+
+def report_child(result: dict) -> None:
+    """The child's one line of output, read back by `run_child`."""
+    print("CHILD_RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(script: str, args: list[str]) -> dict:
+    """Run `python script *args` in a fresh process and return the dict it reported."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=str(ROOT), check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("CHILD_RESULT "):
+            return json.loads(line[len("CHILD_RESULT ") :])
+    raise RuntimeError(f"child {script} {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def gpu_peak_bytes(run: Callable[[], object], device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+# ---- output ----------------------------------------------------------------------------------------------------
+
+
+def ratio_line(name: str, value: float, target: float, at_most: bool = True) -> str:
+    """`name 0.21 (target <= 0.30) met`: the line each benchmark prints last."""
+    ok = value <= target if at_most else value >= target
+    op = "<=" if at_most else ">="
+    return f"{name} {value:.3g} (target {op} {target:g}) {'met' if ok else 'MISSED'}"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
