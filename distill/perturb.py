@@ -79,6 +79,26 @@ def combine_logp(
 
 
 @torch.no_grad()
+def perturbed_log_targets(
+    logp: torch.Tensor,
+    twin_logp: torch.Tensor | None,
+    align: torch.Tensor | None,
+    pi: torch.Tensor,
+    g_mask: torch.Tensor,
+    kind: str,
+    lam: float,
+) -> torch.Tensor:
+    """log q from the teacher's log-probabilities at temperature T: logp [B, T, V], twin_logp [B, T2, V] (the
+    twin of each row; None when no row has one), align [B, T]. Same formulas as `teacher_targets`."""
+    if kind in NEEDS_TWIN:
+        if twin_logp is None:
+            return logp  # no row in this batch has a twin: every position keeps p
+        log_r, valid = gather_twin(twin_logp, align, pi)
+        return combine_logp(logp, log_r, valid, kind, lam, pi, g_mask)
+    return combine_logp(logp, None, None, kind, lam, pi, g_mask)
+
+
+@torch.no_grad()
 def teacher_targets(
     teacher_logits: torch.Tensor,
     twin_logits: torch.Tensor | None,
@@ -96,10 +116,5 @@ def teacher_targets(
     logits as `teacher_logits`, the original's as `twin_logits`, and the inverse alignment).
     """
     logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    if kind in NEEDS_TWIN and twin_logits is not None:
-        twin_logp = torch.log_softmax(twin_logits.float() / temperature, dim=-1)
-        log_r, valid = gather_twin(twin_logp, align, pi)
-        return combine_logp(logp, log_r, valid, kind, lam, pi, g_mask)
-    if kind in NEEDS_TWIN:
-        return logp  # no row in this batch has a twin: every position keeps p
-    return combine_logp(logp, None, None, kind, lam, pi, g_mask)
+    twin_logp = None if twin_logits is None else torch.log_softmax(twin_logits.float() / temperature, dim=-1)
+    return perturbed_log_targets(logp, twin_logp, align, pi, g_mask, kind, lam)

@@ -26,7 +26,7 @@ import torch
 from distill.config import Config, config_to_yaml, save_config
 from distill.errors import ConfigError, FairDistillError
 from distill.losses import combine, kd_ce_sums, next_token_labels
-from distill.perturb import NEEDS_TWIN, teacher_targets
+from distill.perturb import NEEDS_TWIN, perturbed_log_targets
 from distill.tracking import MetricsLog, redact, wandb_mode
 
 log = logging.getLogger("distill")
@@ -42,6 +42,47 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def shard_teacher(accelerator, teacher):
+    """Shard the frozen teacher the way the student is sharded, where the engine shards (FSDP; DeepSpeed ZeRO-3);
+    elsewhere keep the full copy each process holds. The teacher never goes through `accelerator.prepare`, so it
+    gets no optimizer state, no gradient buckets and no place in checkpoints (as TRL prepares reference models)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        if plugin.fsdp_version == 2:
+            from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+            teacher = fsdp2_prepare_model(accelerator, teacher)
+        else:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            plugin.set_auto_wrap_policy(teacher)
+            teacher = FullyShardedDataParallel(
+                teacher,
+                sharding_strategy=plugin.sharding_strategy or plugin.reshard_after_forward,
+                cpu_offload=plugin.cpu_offload,
+                auto_wrap_policy=plugin.auto_wrap_policy,
+                mixed_precision=plugin.mixed_precision_policy,
+                sync_module_states=plugin.sync_module_states,
+                forward_prefetch=plugin.forward_prefetch,
+                use_orig_params=plugin.use_orig_params,
+                limit_all_gathers=plugin.limit_all_gathers,
+                device_id=accelerator.device,
+            )
+    elif (
+        accelerator.distributed_type == DistributedType.DEEPSPEED
+        and accelerator.state.deepspeed_plugin.zero_stage == 3
+    ):
+        import copy
+
+        import deepspeed
+
+        config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+        teacher, *_ = deepspeed.initialize(model=teacher, config=config)
+    return teacher.eval().requires_grad_(False)
 
 
 def lr_lambda(step: int, total: int, warmup_frac: float, min_lr_frac: float) -> float:
@@ -94,7 +135,7 @@ class MicroBatches:
 class Counterfactuals:
     """Builds the twins of a micro-batch and decides which rows the student trains on."""
 
-    def __init__(self, cfg: Config, tokenizer):
+    def __init__(self, cfg: Config, tokenizer, rank: int = 0, world: int = 1):
         from distill.counterfactual import CounterfactualBuilder, g_word_pairs
         from distill.swap import Swapper
         from distill.wordlists import load_lexicon
@@ -109,6 +150,7 @@ class Counterfactuals:
         self.mode, self.p = a.mode, a.p
         self.kind, self.lam = cfg.perturb.kind, cfg.perturb.lam
         self.generator = torch.Generator().manual_seed(cfg.run.seed + 7919)
+        self.rank, self.world = rank, world
 
     def twins(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: [B, T] -> twin ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool)."""
@@ -123,8 +165,12 @@ class Counterfactuals:
         return {"twin_ids": ids, "twin_mask": mask, "align": align, "align_inv": inv, "changed": changed}
 
     def select(self, changed: torch.Tensor) -> torch.Tensor:
-        """Rows whose twin the student sees (augment p); drawn for every row so the stream does not depend on data."""
-        draw = torch.rand(changed.shape[0], generator=self.generator) < self.p
+        """Rows whose twin the student sees (augment p); drawn for every row so the stream does not depend on data.
+        Drawn for the whole global micro-batch (B rows per process), each process keeping its own slice, as
+        `MicroBatches` slices the rows: the same choices as one process, not the same draws repeated per process."""
+        B = changed.shape[0]
+        draws = torch.rand(B * self.world, generator=self.generator)
+        draw = draws[self.rank * B : (self.rank + 1) * B] < self.p
         return changed & draw if self.mode != "off" else torch.zeros_like(changed)
 
     def teacher_twin_rows(self, changed: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
@@ -157,34 +203,38 @@ def build_step_inputs(x: torch.Tensor, cf: Counterfactuals | None) -> dict:
 def targets_for_step(
     item: dict, teacher_logits: torch.Tensor, cfg: Config, cf: Counterfactuals | None
 ) -> torch.Tensor:
-    """Teacher log-targets for the student's rows. teacher_logits: [B + k, T, V] (x rows then the k twin rows)."""
-    T_ = cfg.kd.temperature
+    """Teacher log-targets for the student's rows. teacher_logits: [B + k, T, V] (x rows then the k twin rows).
+
+    One log-softmax over all rows; the twin rows' targets reuse the same two distributions with the roles
+    exchanged (no extra teacher pass).
+    """
     B = item["x"].shape[0]
-    z_x = teacher_logits[:B]
-    logq_x = torch.log_softmax(z_x.float() / T_, dim=-1)
+    logp = torch.log_softmax(teacher_logits.float() / cfg.kd.temperature, dim=-1)
+    logq_x = logp[:B]
     if cf is None:
         return logq_x
-    pi, g = cf.builder.pi.to(z_x.device), cf.builder.g_mask.to(z_x.device)
-    rows = item["twin_rows"].nonzero(as_tuple=True)[0].to(z_x.device)
-    z_cf = teacher_logits[B:]
+    dev = logp.device
+    pi, g = cf.builder.pi.to(dev), cf.builder.g_mask.to(dev)
+    rows = item["twin_rows"].nonzero(as_tuple=True)[0].to(dev)
+    logp_cf = logp[B:]
     logq_cf = None
-    if rows.numel():
-        align, inv = item["align"].to(z_x.device)[rows], item["align_inv"].to(z_x.device)[rows]
-        logq_x[rows] = teacher_targets(z_x[rows], z_cf, align, pi, g, cf.kind, cf.lam, T_)
-        logq_cf = teacher_targets(z_cf, z_x[rows], inv, pi, g, cf.kind, cf.lam, T_)
-    elif cf.kind == "pair_equalize":
-        logq_x = teacher_targets(z_x, None, None, pi, g, cf.kind, cf.lam, T_)
     if cf.kind == "pair_equalize":
-        unchanged = torch.ones(B, dtype=torch.bool, device=z_x.device)
-        unchanged[rows] = False
-        if unchanged.any():
-            logq_x[unchanged] = teacher_targets(z_x[unchanged], None, None, pi, g, cf.kind, cf.lam, T_)
-    sel = item["selected"].to(z_x.device)
-    if not sel.any() or cf.mode == "off":
+        logq_x = perturbed_log_targets(logq_x, None, None, pi, g, cf.kind, cf.lam)
+        if rows.numel():
+            logq_cf = perturbed_log_targets(logp_cf, None, None, pi, g, cf.kind, cf.lam)
+    elif rows.numel():
+        align, inv = item["align"].to(dev)[rows], item["align_inv"].to(dev)[rows]
+        logp_x_rows = logq_x[rows]
+        if cf.kind in NEEDS_TWIN:
+            logq_x = logq_x.clone()
+            logq_x[rows] = perturbed_log_targets(logp_x_rows, logp_cf, align, pi, g, cf.kind, cf.lam)
+        logq_cf = perturbed_log_targets(logp_cf, logp_x_rows, inv, pi, g, cf.kind, cf.lam)
+    sel = item["selected"].to(dev)
+    if cf.mode == "off" or not sel.any():
         return logq_x
-    # map selected rows to their position among the twin rows
-    pos = torch.full((B,), -1, dtype=torch.long, device=z_x.device)
-    pos[rows] = torch.arange(rows.numel(), device=z_x.device)
+    # position of each selected row among the twin rows
+    pos = torch.full((B,), -1, dtype=torch.long, device=dev)
+    pos[rows] = torch.arange(rows.numel(), device=dev)
     twin_targets = logq_cf[pos[sel]]
     if cf.mode == "append":
         return torch.cat([logq_x, twin_targets])
@@ -218,6 +268,10 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, extra: dict, keep_las
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     torch.save(extra["rng"], tmp / f"loop_rng_{accelerator.process_index}.pt")
+    # Fault-injection hook for the kill tests: hold the half-written checkpoint open for a moment.
+    pause = float(os.environ.get("FAIRDISTILL_PAUSE_IN_CHECKPOINT", "0") or 0)
+    if pause > 0:
+        time.sleep(pause)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(extra["state"]))
@@ -242,13 +296,19 @@ def validation_loss(model, blocks: torch.Tensor, batch_size: int, device, accele
     model.eval()
     total = torch.zeros(2, device=device, dtype=torch.float64)
     shard = blocks[accelerator.process_index :: accelerator.num_processes]
-    for i in range(0, shard.shape[0], batch_size):
-        x = shard[i : i + batch_size].to(device)
+    # Every process runs the same number of forwards: under FSDP or ZeRO-3 each forward gathers weights from all
+    # of them. A process whose shard ran out repeats one block and counts it with weight 0.
+    n_batches = math.ceil(math.ceil(blocks.shape[0] / accelerator.num_processes) / batch_size)
+    for i in range(0, n_batches * batch_size, batch_size):
+        x, weight = shard[i : i + batch_size], 1.0
+        if x.shape[0] == 0:
+            x, weight = blocks[:1], 0.0
+        x = x.to(device)
         labels = next_token_labels(x)
         with accelerator.autocast():
             logits = model(input_ids=x).logits
         s = kd_ce_sums(logits, None, labels, 1.0)
-        total += torch.tensor([s.ce.item(), s.tokens], device=device, dtype=torch.float64)
+        total += weight * torch.tensor([s.ce.item(), s.tokens], device=device, dtype=torch.float64)
     total = accelerator.reduce(total, reduction="sum")
     if was_training:
         model.train()
@@ -326,7 +386,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     """Run `cfg` to the end (or, with `stop_after`, leave after the first checkpoint at or past that step, as a
     preempted job would; tests use it). Returns the run directory."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
 
     from distill.data import build_blocks
@@ -338,12 +398,37 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     use_wandb = cfg.tracking.wandb and wandb_mode(cfg.tracking.mode) != "disabled"
+    # Several processes and no CUDA device (torchrun, or `accelerate launch` on a CPU machine): ask for the CPU, so
+    # Accelerate joins them with gloo instead of leaving each to train alone into the same run directory.
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
-        mixed_precision=mp, log_with="wandb" if use_wandb else None, project_dir=str(run_dir)
+        mixed_precision=mp,
+        log_with="wandb" if use_wandb else None,
+        project_dir=str(run_dir),
+        cpu=launched > 1 and not torch.cuda.is_available(),
+        # The loop steps the LR schedule once per optimizer step. Left on, Accelerate would step it num_processes
+        # times per call (it assumes each process's batch shrank), ending the schedule early on several processes.
+        step_scheduler_with_optimizer=False,
     )
+    if launched > 1 and accelerator.num_processes != launched:
+        raise FairDistillError(
+            f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
+            "check the accelerate config's distributed_type, or set ACCELERATE_USE_CPU=true to run them on CPUs"
+        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed steps its optimizer inside every backward unless told where accumulation ends, and this loop
+        # accumulates by itself; no DataLoader goes through `prepare`, so it is also told the micro-batch.
+        if cfg.train.grad_accum != 1:
+            raise FairDistillError(
+                f"train.grad_accum={cfg.train.grad_accum} under DeepSpeed: fairdistill accumulates only under DDP and "
+                "FSDP; set train.grad_accum=1 and raise train.micro_batch_size (or the process count), or use FSDP"
+            )
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            cfg.train.micro_batch_size
+        )
     device = accelerator.device
     main = accelerator.is_main_process
-    set_seed(cfg.run.seed)
+    set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each process draws its own dropout masks
     t_setup = time.perf_counter()
     if main:
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
@@ -359,7 +444,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     if main:
         _check_writable(run_dir, 3 * 4 * n_params)  # weights + two AdamW moments, float32
     cf = (
-        Counterfactuals(cfg, tokenizer) if (cfg.augment.mode != "off" or cfg.perturb.kind != "none") else None
+        Counterfactuals(cfg, tokenizer, accelerator.process_index, accelerator.num_processes)
+        if (cfg.augment.mode != "off" or cfg.perturb.kind != "none")
+        else None
     )
     t_load = time.perf_counter() - t_setup
 
@@ -383,6 +470,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         opt, lambda s: lr_lambda(s, total_steps, cfg.train.warmup_frac, cfg.train.min_lr_frac)
     )
     student, opt, sched = accelerator.prepare(student, opt, sched)
+    teacher = shard_teacher(accelerator, teacher)
     batches = MicroBatches(train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
 
     step = 0
@@ -443,8 +531,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     def evaluate(at: int, probe: bool) -> dict:
         out = {"val/loss": validation_loss(student, val_blocks, mbs, device, accelerator)}
         out["val/ppl"] = math.exp(min(out["val/loss"], 50))
-        if probe and main:
-            pr = run_probe(accelerator.unwrap_model(student), tokenizer, cfg, device)
+        if probe:  # on every process: under FSDP or ZeRO-3 a forward gathers the weights from all of them
+            fsdp = accelerator.distributed_type == DistributedType.FSDP
+            pr = run_probe(student if fsdp else accelerator.unwrap_model(student), tokenizer, cfg, device)
             out["probe/pronoun_gap"], out["probe/he_minus_she"] = pr["pronoun_gap"], pr["he_minus_she"]
         return out
 
@@ -452,12 +541,11 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         t_eval = time.perf_counter()
         first = evaluate(0, probe=True)
         first["val/teacher_loss"] = validation_loss(teacher, val_blocks, mbs, device, accelerator)
-        if main:
-            pr = run_probe(teacher, tokenizer, cfg, device)
-            first["probe/teacher_pronoun_gap"], first["probe/teacher_he_minus_she"] = (
-                pr["pronoun_gap"],
-                pr["he_minus_she"],
-            )
+        pr = run_probe(teacher, tokenizer, cfg, device)  # every process, as above
+        first["probe/teacher_pronoun_gap"], first["probe/teacher_he_minus_she"] = (
+            pr["pronoun_gap"],
+            pr["he_minus_she"],
+        )
         first.update(
             {"time/load_s": t_load, "time/data_s": t_data, "time/eval_s": time.perf_counter() - t_eval}
         )
@@ -506,7 +594,14 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                 accelerator.backward(loss)
             kd_sum += sums.kd.detach().item()
             ce_sum += sums.ce.detach().item()
-        step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / max(1, local_tokens)
+        # Sums over all processes: the logged losses are means over the global batch, and every process takes the
+        # same non-finite decision below (one process skipping or stopping alone would hang the others).
+        changed = float(np.mean([i["changed_frac"] for i in items]))
+        reduced = accelerator.reduce(
+            torch.tensor([kd_sum, ce_sum, changed], device=device, dtype=torch.float64), reduction="sum"
+        )
+        kd_sum, ce_sum, changed = float(reduced[0]), float(reduced[1]), float(reduced[2]) / world
+        step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / max(1, int(global_tokens))
         if not math.isfinite(step_loss):
             opt.zero_grad(set_to_none=True)
             if cfg.train.on_nan == "skip":
@@ -528,11 +623,11 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         state["tokens"] += int(global_tokens)
         dt = time.perf_counter() - t_step
         window["loss"] += step_loss
-        window["loss_kd"] += kd_sum / max(1, local_tokens)
-        window["loss_ce"] += ce_sum / max(1, local_tokens)
+        window["loss_kd"] += kd_sum / max(1, int(global_tokens))
+        window["loss_ce"] += ce_sum / max(1, int(global_tokens))
         window["tokens"] += int(global_tokens)
         window["time"] += dt
-        window["changed"] += float(np.mean([i["changed_frac"] for i in items]))
+        window["changed"] += changed
         window["n"] += 1
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")
@@ -617,11 +712,13 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     # ---- final ---------------------------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     final_dir = run_dir / "final"
+    # On every process: under FSDP or ZeRO-3 this gathers the full weights from the shards (onto main).
+    state_dict = accelerator.get_state_dict(student)
     if main:
         model = accelerator.unwrap_model(student)
         tmp = run_dir / ".tmp_final"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_model_card(tmp, cfg, teacher_path, run_dir / "metrics.jsonl")
         shutil.rmtree(final_dir, ignore_errors=True)

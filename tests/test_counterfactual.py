@@ -25,7 +25,10 @@ def _check_alignment(builder, tokenizer, ids, twin):
         if j < 0 or i + 1 >= len(ids) or j + 1 >= len(twin.ids):
             continue
         a, b = ids[i + 1], twin.ids[j + 1]
-        assert a == b or int(pi[a]) == b, (tokenizer.decode(ids[: i + 2]), tokenizer.decode(twin.ids[: j + 2]))
+        assert a == b or int(pi[a]) == b, (
+            tokenizer.decode(ids[: i + 2]),
+            tokenizer.decode(twin.ids[: j + 2]),
+        )
         n_aligned += 1
     return n_aligned
 

@@ -36,7 +36,9 @@ def skewed(tmp_path_factory):
     corpus = _skewed_corpus()
     (root / "corpus.txt").write_text("\n\n".join(corpus * 6))
     (root / "professions.txt").write_text("\n".join(PROFESSIONS) + "\n")
-    (root / "templates.txt").write_text("The {profession} said that\nThe {profession} told the customer that\n")
+    (root / "templates.txt").write_text(
+        "The {profession} said that\nThe {profession} told the customer that\n"
+    )
     torch.manual_seed(0)
     model = make_gpt2(tok, n_layer=4, n_embd=32).train()
     ids = [tok.encode(s) + [tok.eos_token_id] for s in corpus]
@@ -84,7 +86,9 @@ def _run(root, tmp_path, name, *extra):
 @pytest.mark.slow
 def test_pronoun_gap_falls_faster_with_the_method(skewed, tmp_path):
     base, first = _run(skewed, tmp_path, "baseline", "augment.mode=off", "perturb.kind=none")
-    method, _ = _run(skewed, tmp_path, "method", "augment.mode=append", "perturb.kind=mean", "perturb.lam=0.5")
+    method, _ = _run(
+        skewed, tmp_path, "method", "augment.mode=append", "perturb.kind=mean", "perturb.lam=0.5"
+    )
     assert first["probe/teacher_pronoun_gap"] > 1.0, "the teacher is skewed"
     assert base[0] == pytest.approx(method[0]), "both students start from the same copied layers"
     # after training, the method's student is less skewed than the baseline's at every probe

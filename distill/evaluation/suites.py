@@ -225,7 +225,13 @@ class BiasInBiosTask:
 
 
 Task = (
-    DisparityTask | SentimentTask | PronounProbeTask | PerplexityTask | CrowsPairsTask | StereoSetTask | BiasInBiosTask
+    DisparityTask
+    | SentimentTask
+    | PronounProbeTask
+    | PerplexityTask
+    | CrowsPairsTask
+    | StereoSetTask
+    | BiasInBiosTask
 )
 
 METRICS: dict[str, type] = {
@@ -296,7 +302,9 @@ def suite_path(suite: str | Path) -> Path:
     if text.endswith((".yaml", ".yml")) or "/" in text:
         p = resource_path(text)
         if not p.is_file():
-            raise ConfigError(f"suite file {text!r} not found; give a YAML path or one of: {', '.join(list_suites())}")
+            raise ConfigError(
+                f"suite file {text!r} not found; give a YAML path or one of: {', '.join(list_suites())}"
+            )
         return p
     p = suite_dir() / f"{text}.yaml"
     if not p.is_file():
@@ -333,9 +341,20 @@ def apply_suite_overrides(data: dict, overrides: list[str], problems: list[str])
             data[keys[0]] = value
             continue
         if len(keys) == 1:
-            targets = [t for t, spec in tasks.items() if isinstance(spec, dict) and keys[0] in _task_fields(spec.get("metric"))]
+            targets = [
+                t
+                for t, spec in tasks.items()
+                if isinstance(spec, dict) and keys[0] in _task_fields(spec.get("metric"))
+            ]
             if not targets:
-                known = sorted({f for spec in tasks.values() if isinstance(spec, dict) for f in _task_fields(spec.get("metric"))})
+                known = sorted(
+                    {
+                        f
+                        for spec in tasks.values()
+                        if isinstance(spec, dict)
+                        for f in _task_fields(spec.get("metric"))
+                    }
+                )
                 options = [f for f in suite_fields if f != "tasks"] + known
                 hint = difflib.get_close_matches(keys[0], options, n=1, cutoff=0.6)
                 extra = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -351,7 +370,9 @@ def apply_suite_overrides(data: dict, overrides: list[str], problems: list[str])
             if task not in tasks:
                 hint = difflib.get_close_matches(task, list(tasks), n=1, cutoff=0.6)
                 extra = f"; did you mean {hint[0]!r}?" if hint else ""
-                problems.append(f"override {text!r}: no task named {task!r}{extra} (tasks: {', '.join(tasks)})")
+                problems.append(
+                    f"override {text!r}: no task named {task!r}{extra} (tasks: {', '.join(tasks)})"
+                )
                 continue
             if isinstance(tasks[task], dict):
                 tasks[task][name] = value  # an unknown field is reported by the schema check, with a hint
@@ -418,7 +439,9 @@ def _check_device(device: Any, problems: list[str]) -> None:
         problems.append(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {device!r}")
 
 
-def suite_from_dict(data: Any, name: str, source: str | None = None, overrides: list[str] | None = None) -> Suite:
+def suite_from_dict(
+    data: Any, name: str, source: str | None = None, overrides: list[str] | None = None
+) -> Suite:
     """Build and validate a `Suite` from plain data (a parsed YAML file); raises one ConfigError listing every
     problem."""
     problems: list[str] = []
@@ -427,7 +450,9 @@ def suite_from_dict(data: Any, name: str, source: str | None = None, overrides: 
             f"a suite must be a mapping (description:, tasks:, ...), got {type(data).__name__}", source
         )
     if not _SUITE_NAME.fullmatch(name):
-        problems.append(f"suite name {name!r} may hold only letters, digits, '.', '_' and '-' (it names files)")
+        problems.append(
+            f"suite name {name!r} may hold only letters, digits, '.', '_' and '-' (it names files)"
+        )
     data = apply_suite_overrides(data, list(overrides or []), problems)
     suite = _build(Suite, data, "", problems)
     _check_device(suite.device, problems)
@@ -453,13 +478,12 @@ def suite_from_dict(data: Any, name: str, source: str | None = None, overrides: 
             continue
         if metric not in METRICS:
             problems.append(
-                f"{w}.metric must be one of {', '.join(METRICS)}, got {metric!r}" + _did_you_mean(str(metric), list(METRICS))
+                f"{w}.metric must be one of {', '.join(METRICS)}, got {metric!r}"
+                + _did_you_mean(str(metric), list(METRICS))
             )
             continue
-        n_before = len(problems)
         task = _build(METRICS[metric], spec, w, problems)
-        if len(problems) == n_before:  # range checks only on values whose types are right
-            _check_task(task_name, task, problems)
+        _check_task(task_name, task, problems)  # skips values whose type was already reported
         tasks[task_name] = task
     if problems:
         raise ConfigError(problems, source)
@@ -472,7 +496,11 @@ def load_suite(suite: str | Path, overrides: list[str] | None = None) -> Suite:
     """Read a suite by name (`quick` -> `eval/quick.yaml`) or path, apply `key=value` overrides, validate it all
     at once."""
     path = suite_path(suite)
-    source = str(suite) if str(suite).endswith((".yaml", ".yml")) or "/" in str(suite) else f"{SUITE_DIR}/{path.name}"
+    source = (
+        str(suite)
+        if str(suite).endswith((".yaml", ".yml")) or "/" in str(suite)
+        else f"{SUITE_DIR}/{path.name}"
+    )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -496,7 +524,11 @@ def task_fields_doc() -> str:
                 continue
             body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
             for a, b in zip(body, body[1:]):
-                if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                if (
+                    isinstance(a, ast.AnnAssign)
+                    and isinstance(b, ast.Expr)
+                    and isinstance(b.value, ast.Constant)
+                ):
                     docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
         for f in dataclasses.fields(cls):
             if f.name == "metric":

@@ -1,0 +1,87 @@
+"""One training step's inputs and targets: twins only for changed rows, targets from the same two passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.config import load_config
+from distill.train import Counterfactuals, build_step_inputs, targets_for_step
+
+
+def _cf(tokenizer, mode, kind, p=1.0):
+    cfg = load_config(
+        "recipes/debug.yaml", [f"augment.mode={mode}", f"perturb.kind={kind}", f"augment.p={p}"]
+    )
+    return cfg, Counterfactuals(cfg, tokenizer)
+
+
+def _batch(tokenizer, texts, T=16):
+    rows = []
+    for t in texts:
+        ids = tokenizer.encode(t)[:T]
+        rows.append(ids + [tokenizer.eos_token_id] * (T - len(ids)))
+    return torch.tensor(rows)
+
+
+TEXTS = [
+    "The nurse said that she would come back tomorrow.",
+    "The weather was cold and the river froze.",
+    "He is a pilot and his work is hard.",
+]
+
+
+def _teacher_logits(model, item):
+    tin, tmask = item["x"], item["x_mask"]
+    if item.get("twin_rows") is not None and item["twin_rows"].any():
+        tin = torch.cat([tin, item["twin_ids"][item["twin_rows"]]])
+        tmask = torch.cat([tmask, item["twin_mask"][item["twin_rows"]]])
+    with torch.no_grad():
+        return model(input_ids=tin, attention_mask=tmask).logits
+
+
+@pytest.mark.parametrize("mode", ["off", "replace", "append"])
+@pytest.mark.parametrize("kind", ["none", "mean", "max", "expmean", "pair_equalize"])
+def test_targets_are_distributions_for_every_combination(tokenizer, tiny_gpt2, mode, kind):
+    cfg, cf = _cf(tokenizer, mode, kind)
+    x = _batch(tokenizer, TEXTS)
+    item = build_step_inputs(x, cf)
+    assert item["changed"].tolist() == [True, False, True]
+    # a row with nothing to swap never goes through the teacher twice
+    assert not item["twin_rows"][1]
+    logits = _teacher_logits(tiny_gpt2, item)
+    q = targets_for_step(item, logits, cfg, cf)
+    assert q.shape[:2] == item["student_ids"].shape
+    assert torch.allclose(q.exp().sum(-1), torch.ones(q.shape[:2]), atol=1e-4)
+    n_rows = 3 + (2 if mode == "append" else 0)
+    assert item["student_ids"].shape[0] == n_rows
+
+
+def test_two_sided_mean_targets_are_role_reversed_copies(tokenizer, tiny_gpt2):
+    """append + mean(0.5): the twin row's target at j is pi of the original row's target at i = align^-1(j)."""
+    cfg, cf = _cf(tokenizer, "append", "mean")
+    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    q = targets_for_step(item, _teacher_logits(tiny_gpt2, item), cfg, cf)
+    pi = cf.builder.pi
+    checked = 0
+    for twin_k, b in enumerate(item["selected"].nonzero().flatten().tolist()):
+        for i, j in enumerate(item["align"][b].tolist()):
+            if j >= 0:
+                assert torch.allclose(q[b, i], q[3 + twin_k, j][pi], atol=1e-5)
+                checked += 1
+    assert checked > 10
+
+
+def test_plain_kd_targets_are_the_teacher(tokenizer, tiny_gpt2):
+    cfg = load_config("recipes/debug.yaml", ["augment.mode=off", "perturb.kind=none"])
+    x = _batch(tokenizer, TEXTS)
+    item = build_step_inputs(x, None)
+    logits = _teacher_logits(tiny_gpt2, item)
+    q = targets_for_step(item, logits, cfg, None)
+    assert torch.allclose(q, torch.log_softmax(logits / cfg.kd.temperature, -1))
+
+
+def test_augment_p_zero_trains_on_x_only(tokenizer):
+    _, cf = _cf(tokenizer, "append", "none", p=0.0)
+    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    assert item["student_ids"].shape[0] == 3 and not item["twin_rows"].any()
