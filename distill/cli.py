@@ -20,7 +20,11 @@ def _setup_logging(verbose: bool) -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     level = logging.INFO if (rank == 0 or verbose) else logging.WARNING
     logging.basicConfig(
-        level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+        level=level,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
     )
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "accelerate.utils.other"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

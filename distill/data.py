@@ -123,6 +123,15 @@ def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
             raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .jsonl or .parquet")
 
 
+def preflight(cfg: DataConfig) -> None:
+    """Cheap checks before any model loads: files exist, their first record has the text field, prompts parse."""
+    if cfg.source == "files":
+        for path in _expand_files(cfg.files):
+            next(iter_file_documents([path], cfg.text_field), None)
+    elif cfg.source == "teacher_samples":
+        read_prompts(cfg.prompts)
+
+
 def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:
     import datasets
 

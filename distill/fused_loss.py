@@ -60,7 +60,7 @@ class _Plan:
         start, stop, first = chunk
         if first is not None:
             return x[first : first + stop - start]
-        return x.index_select(0, self.idx[start:stop])
+        return x[self.idx[start:stop]]  # aten::index: several times faster than index_select for wide rows on CPU
 
     def put(self, out: torch.Tensor, chunk: tuple[int, int, int | None], value: torch.Tensor) -> None:
         """out[rows of chunk] = value."""
@@ -68,7 +68,7 @@ class _Plan:
         if first is not None:
             out[first : first + stop - start] = value
         else:
-            out.index_copy_(0, self.idx[start:stop], value)
+            out[self.idx[start:stop]] = value
 
 
 def _softmax_dtype(x: torch.Tensor) -> torch.dtype:
@@ -117,7 +117,7 @@ class _FusedKDCE(torch.autograd.Function):
         kd = hidden.new_zeros((), dtype=acc_dtype)
         ce = hidden.new_zeros((), dtype=acc_dtype)
         w = weight.to(dtype)  # no-op unless the matmul runs in a lower precision than the parameter
-        y_all = labels.index_select(0, plan.idx)
+        y_all = labels[plan.idx]
         for chunk in plan.chunks:
             start, stop, _ = chunk
             z = _chunk_logits(plan.take(hidden, chunk), w, bias, dtype)  # [c, V]

@@ -435,6 +435,17 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         _check_writable(run_dir, 0)
         save_config(cfg, run_dir / "config.yaml")
 
+    # Cheap checks first, so a bad data file, word list or probe file fails before any model loads.
+    from distill.data import preflight
+    from distill.evaluation.probe import load_templates
+    from distill.wordlists import load_lexicon, load_professions
+
+    preflight(cfg.data)
+    if cfg.augment.mode != "off" or cfg.perturb.kind != "none":
+        load_lexicon(cfg.augment.pairs, cfg.augment.one_to_many, cfg.augment.names)
+    load_professions(cfg.probe.professions)
+    load_templates(cfg.probe.templates)
+
     teacher, tokenizer, teacher_path = load_teacher(cfg)
     teacher.to(device)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():

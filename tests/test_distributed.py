@@ -27,11 +27,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIG = "recipes/accelerate/cpu_multiprocess.yaml"
-# float32 sums in another order: the per-step losses agree to ~1e-7 relative, and four Adam steps at lr 1e-3
-# keep the weights within ~1e-6 (measured: see docs/scaling.md). The tolerances leave a 10x margin; a real
-# fault (a wrong batch, a wrong normaliser, an LR schedule stepped twice) moves them by 1e-3 or more.
+# float32 sums in another order. Measured (2 CPU cores, torch 2.13): every logged number within 3e-7 relative
+# (train/loss 6e-8; train/loss_kd, about 3e-4, within 1e-8 absolute) and the final weights within 5e-8. The
+# tolerances leave a 20x margin or more; a real fault (a wrong row, a wrong normaliser, the LR schedule stepped once
+# per process) moves them by 1e-3 or more.
 LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 2e-5
+LOSS_ATOL = 1e-7
+WEIGHT_ATOL = 1e-6
 
 
 def _overrides(tmp_path: Path, teacher_dir: Path, name: str, micro_batch_size: int) -> list[str]:
@@ -104,7 +106,7 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
             if key.startswith(("time/", "train/tokens_per_s", "train/step_time_s")) or key == "step":
                 continue
             assert key in r2, (step, key)
-            assert r2[key] == pytest.approx(v1, rel=LOSS_RTOL, abs=1e-7), (step, key, v1, r2[key])
+            assert r2[key] == pytest.approx(v1, rel=LOSS_RTOL, abs=LOSS_ATOL), (step, key, v1, r2[key])
             compared += 1
     assert all(rec_two[s]["train/tokens"] == rec_one[s]["train/tokens"] for s in range(1, 5))
     assert 0 < rec_two[4]["train/changed_frac"] < 1  # p = 0.5 really selected some twins and skipped others

@@ -25,7 +25,8 @@ from distill.evaluation.runner import (
 )
 
 # Test-sized `quick`: 18 groups x 4 prompts x 1 sample of 4 tokens, 8 professions, few bootstrap resamples.
-SMALL = ["n_per_prompt=1", "max_new_tokens=4", "probe.max_professions=8", "n_boot=50", "device=cpu"]
+GEN_SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu"]
+SMALL = GEN_SMALL + ["probe.max_professions=8"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,7 +105,7 @@ def test_quick_on_a_model_folder_writes_scores_and_their_texts(tmp_path, model_d
 
 
 def test_generations_do_not_depend_on_batch_size(tmp_path, model_dir):
-    args = SMALL + ["templates.groups=[nursing_specialties, corporate_titles]", "n_per_prompt=2"]
+    args = GEN_SMALL + ["templates.groups=[nursing_specialties, corporate_titles]", "n_per_prompt=2"]
     evaluate_checkpoint(model_dir, "templates", out_dir=tmp_path / "a", overrides=args + ["batch_size=1"])
     evaluate_checkpoint(model_dir, "templates", out_dir=tmp_path / "b", overrides=args + ["batch_size=8"])
     a = read_jsonl(tmp_path / "a" / "templates_generations.jsonl")
@@ -114,7 +115,7 @@ def test_generations_do_not_depend_on_batch_size(tmp_path, model_dir):
 
 def test_reference_model_scores_fluency(tmp_path, model_dir, teacher_dir):
     result = evaluate_checkpoint(
-        model_dir, "templates", out_dir=tmp_path, overrides=SMALL, reference=str(teacher_dir)
+        model_dir, "templates", out_dir=tmp_path, overrides=GEN_SMALL, reference=str(teacher_dir)
     )
     flu = result["tasks"]["templates"]["result"]["fluency"]
     assert flu["ppl"] > 1 and flu["n_texts"] == 72 and flu["reference"] == "reference (teacher)"
@@ -145,7 +146,7 @@ def test_evaluate_run_puts_teacher_and_student_side_by_side(run_dir):
 
 
 def test_evaluate_checkpoint_on_a_run_uses_its_final_model_and_teacher(run_dir):
-    result = evaluate_checkpoint(run_dir, "templates", overrides=SMALL)
+    result = evaluate_checkpoint(run_dir, "templates", overrides=GEN_SMALL)
     assert (run_dir / "eval" / "templates.json").is_file()
     assert result["model"]["path"] == str(run_dir / "final")
     assert result["reference"].startswith("teacher (")
