@@ -723,6 +723,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     # ---- final ---------------------------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     final_dir = run_dir / "final"
+    write_probe_table(run_dir, cfg, teacher, student, tokenizer, accelerator, device)
     # On every process: under FSDP or ZeRO-3 this gathers the full weights from the shards (onto main).
     state_dict = accelerator.get_state_dict(student)
     if main:
@@ -737,6 +738,36 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         log.info("final student written to %s", final_dir)
     accelerator.end_training()
     return run_dir
+
+
+def write_probe_table(run_dir: Path, cfg: Config, teacher, student, tokenizer, accelerator, device) -> None:
+    """Per-profession pronoun probe (he minus she, nats) of teacher and final student: `probe.json` and a W&B table."""
+    from accelerate.utils import DistributedType
+
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    t = run_probe(teacher, tokenizer, cfg, device)  # every process: sharded models gather in forward
+    s = run_probe(student if fsdp else accelerator.unwrap_model(student), tokenizer, cfg, device)
+    if not accelerator.is_main_process:
+        return
+    rows = [
+        {"profession": p, "teacher": t["per_profession"].get(p), "student": s["per_profession"][p]}
+        for p in s["per_profession"]
+    ]
+    summary = {
+        "teacher": {"pronoun_gap": t["pronoun_gap"], "he_minus_she": t["he_minus_she"]},
+        "student": {"pronoun_gap": s["pronoun_gap"], "he_minus_she": s["he_minus_she"]},
+        "per_profession": rows,
+        "male_tokens": s.get("male_tokens"),
+        "female_tokens": s.get("female_tokens"),
+    }
+    (run_dir / "probe.json").write_text(json.dumps(summary, indent=2))
+    if any(tr.name == "wandb" for tr in accelerator.trackers):
+        import wandb
+
+        table = wandb.Table(columns=["profession", "teacher_he_minus_she", "student_he_minus_she"])
+        for r in rows:
+            table.add_data(r["profession"], r["teacher"], r["student"])
+        accelerator.get_tracker("wandb", unwrap=True).log({"probe/per_profession": table})
 
 
 class TrainingStopped(Exception):

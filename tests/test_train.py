@@ -67,6 +67,8 @@ def test_debug_run_end_to_end(tmp_path, teacher_dir):
     assert tok("The nurse said").input_ids
     assert "base_model:" in (run_dir / "final" / "README.md").read_text()
     assert not list((run_dir / "final").glob("*.bin"))
+    probe = json.loads((run_dir / "probe.json").read_text())
+    assert {r["profession"] for r in probe["per_profession"]} and probe["teacher"]["pronoun_gap"] >= 0
 
     # resume: asking for more steps continues from step 6, appending without duplicate steps
     cfg2 = _cfg(tmp_path, teacher_dir, "train.max_steps=8", "train.lr=3e-3")
