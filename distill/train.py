@@ -613,38 +613,38 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         )
         kd_sum, ce_sum, changed = float(reduced[0]), float(reduced[1]), float(reduced[2]) / world
         step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / max(1, int(global_tokens))
+        grad_norm = None
         if not math.isfinite(step_loss):
             opt.zero_grad(set_to_none=True)
-            if cfg.train.on_nan == "skip":
-                state["skipped_nan"] += 1
-                step += 1
-                sched.step()
-                bar.update(1)
-                log.warning("step %d: non-finite loss, step skipped (%d so far)", step, state["skipped_nan"])
-                continue
-            stop_reason = f"non-finite loss at step {step + 1}"
-            break
-        grad_norm = (
-            accelerator.clip_grad_norm_(student.parameters(), cfg.train.clip) if cfg.train.clip > 0 else None
-        )
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        state["tokens"] += int(global_tokens)
-        dt = time.perf_counter() - t_step
-        window["loss"] += step_loss
-        window["loss_kd"] += kd_sum / max(1, int(global_tokens))
-        window["loss_ce"] += ce_sum / max(1, int(global_tokens))
-        window["tokens"] += int(global_tokens)
-        window["time"] += dt
-        window["changed"] += changed
-        window["n"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
+            if cfg.train.on_nan != "skip":
+                stop_reason = f"non-finite loss at step {step + 1}"
+                break
+            state["skipped_nan"] += 1
+            step += 1
+            sched.step()
+            bar.update(1)
+            log.warning("step %d: non-finite loss, step skipped (%d so far)", step, state["skipped_nan"])
+        else:
+            if cfg.train.clip > 0:
+                grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.train.clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            state["tokens"] += int(global_tokens)
+            dt = time.perf_counter() - t_step
+            window["loss"] += step_loss
+            window["loss_kd"] += kd_sum / max(1, int(global_tokens))
+            window["loss_ce"] += ce_sum / max(1, int(global_tokens))
+            window["tokens"] += int(global_tokens)
+            window["time"] += dt
+            window["changed"] += changed
+            window["n"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}")
 
         values: dict = {}
-        if cfg.train.log_every and (step % cfg.train.log_every == 0 or step == total_steps):
+        if cfg.train.log_every and (step % cfg.train.log_every == 0 or step == total_steps) and window["n"]:
             n = window["n"]
             values.update(
                 {
