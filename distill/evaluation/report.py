@@ -303,6 +303,8 @@ def plot_parity(
         for p, v, g in zip(pos, values, groups):
             if v is None and g in r["groups"]:
                 ax.plot([p], [0.03], marker="x", color=colors[col.label], markersize=7, markeredgewidth=2)
+            elif v == 0.0:  # a zero-height bar is invisible; say it is a measured 0, not a missing value
+                ax.text(p, 0.01, "0", ha="center", va="bottom", fontsize=7, color=colors[col.label])
     per_group = [r["groups"][g].get("n") for _, r in data[:1] for g in groups if g in r["groups"]]
     n_text = f", {per_group[0]} continuations per group" if per_group and len(set(per_group)) == 1 else ""
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
@@ -358,7 +360,8 @@ def plot_probe(
     n_templates = len(first and data[0][1].get("per_template") or {})
     ax.set_xlabel("log P(he-words) - log P(she-words) for the next token (nats; > 0: expects a man)")
     ax.set_ylabel("profession")
-    ax.set_title(f"Pronoun probe per profession ({suite} / {task}, mean over {n_templates} templates)")
+    plural = "s" if n_templates != 1 else ""
+    ax.set_title(f"Pronoun probe per profession ({suite} / {task}, mean over {n_templates} template{plural})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.savefig(path, dpi=110)
