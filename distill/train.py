@@ -10,6 +10,7 @@ setup (run dir, models, data, counterfactuals, optimizer) -> loop over optimizer
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -386,7 +387,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     """Run `cfg` to the end (or, with `stop_after`, leave after the first checkpoint at or past that step, as a
     preempted job would; tests use it). Returns the run directory."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, set_seed
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
     from tqdm.auto import tqdm
 
     from distill.data import build_blocks
@@ -409,6 +410,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         # The loop steps the LR schedule once per optimizer step. Left on, Accelerate would step it num_processes
         # times per call (it assumes each process's batch shrank), ending the schedule early on several processes.
         step_scheduler_with_optimizer=False,
+        # The other processes wait in a barrier while the main one builds the data cache (tokenizing millions of
+        # documents the first time) or writes a large checkpoint: far longer than NCCL's 10-minute default.
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=2))],
     )
     if launched > 1 and accelerator.num_processes != launched:
         raise FairDistillError(
@@ -485,7 +489,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     batches = MicroBatches(train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
 
     step = 0
-    state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None}
+    state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None, "world": world}
     if resume_step is not None:
         ckpt = list_checkpoints(run_dir)[-1]
         accelerator.load_state(str(ckpt))
@@ -493,6 +497,12 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         step = st["step"]
         batches.load_state_dict(st["batches"])
         state.update(st["state"])
+        # the data position counts global micro-batches of micro_batch_size x world rows
+        if state["world"] != world:
+            raise FairDistillError(
+                f"{ckpt} was written by {state['world']} processes and this run has {world}: the data position and "
+                f"each process's RNG state belong to that count; resume with {state['world']} processes"
+            )
         rng = torch.load(ckpt / f"loop_rng_{accelerator.process_index}.pt", weights_only=True)
         if cf is not None and rng.get("augment") is not None:
             cf.generator.set_state(rng["augment"])

@@ -119,3 +119,16 @@ def teacher_dir(tmp_path, tokenizer):
     make_gpt2(tokenizer, n_layer=4).save_pretrained(d)
     tokenizer.save_pretrained(d)
     return d
+
+
+def debug_overrides(out, teacher_dir, *extra: str) -> list[str]:
+    """Overrides that point recipes/debug.yaml at a tiny local teacher and the test corpus, writing under `out`."""
+    return [
+        f"teacher.name_or_path={teacher_dir}",
+        "student.layers=[0, 3]",
+        f"run.output_dir={out / 'runs'}",
+        f"data.cache_dir={out / 'cache'}",
+        "data.files=[tests/data/corpus.txt]",
+        "data.block_size=16",
+        *extra,
+    ]

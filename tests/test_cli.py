@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import debug_overrides
 
 from distill.cli import EXIT_USER_ERROR, main
 
 
 def _train(tmp_path, teacher_dir, *extra):
-    return main(
-        [
-            "train",
-            "recipes/debug.yaml",
-            f"teacher.name_or_path={teacher_dir}",
-            "student.layers=[0, 3]",
-            f"run.output_dir={tmp_path / 'runs'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.files=[tests/data/corpus.txt]",
-            "data.block_size=16",
-            "train.max_steps=1",
-            "tracking.wandb=false",
-            *extra,
-        ]
-    )
+    base = debug_overrides(tmp_path, teacher_dir, "train.max_steps=1", "tracking.wandb=false", *extra)
+    return main(["train", "recipes/debug.yaml", *base])
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
     from safetensors.torch import load_file
 
     from distill.config import load_config
+    from distill.errors import FairDistillError
     from distill.tracking import read_metrics
     from distill.train import list_checkpoints, train
 
@@ -135,6 +136,11 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
         assert {"loop_rng_0.pt", "loop_rng_1.pt", "trainer_state.json", "complete"} <= names, names
         assert len(list(ckpt.glob("model*.safetensors"))) == 1, names
     assert not list(two.glob(".tmp*"))
+
+    # a checkpoint belongs to its process count: one process refuses it instead of replaying data
+    more = load_config("recipes/debug.yaml", [*two_args, "train.max_steps=6"])
+    with pytest.raises(FairDistillError, match="written by 2 processes and this run has 1"):
+        train(more)
 
 
 # The worker: `accelerate launch tests/test_distributed.py STOP_AFTER RECIPE [key=value ...]`.

@@ -16,9 +16,7 @@ PROFESSIONS = ["nurse", "engineer", "pilot"]
 
 def _payload(label, role, checkpoint, parity, gaps, ppl, female_share=0.3):
     """A `quick.json` as the runner writes it, cut down to what the report reads."""
-    groups = {
-        g: {"n": 12, "male": 6, "female": 2, "neutral": 4, "parity": p} for g, p in zip(GROUPS, parity)
-    }
+    groups = {g: {"n": 12, "male": 6, "female": 2, "neutral": 4, "parity": p} for g, p in zip(GROUPS, parity)}
     defined = [p for p in parity if p is not None]
     summary = {
         "templates": {
@@ -37,10 +35,19 @@ def _payload(label, role, checkpoint, parity, gaps, ppl, female_share=0.3):
     return {
         "suite": "quick",
         "description": "hand-written results",
-        "model": {"label": label, "role": role, "checkpoint": checkpoint, "n_params": 1_000_000, "n_layers": 2},
+        "model": {
+            "label": label,
+            "role": role,
+            "checkpoint": checkpoint,
+            "n_params": 1_000_000,
+            "n_layers": 2,
+        },
         "summary": summary,
         "tasks": {
-            "templates": {"metric": "generation_disparity", "result": {"groups": groups, **summary["templates"]}},
+            "templates": {
+                "metric": "generation_disparity",
+                "result": {"groups": groups, **summary["templates"]},
+            },
             "probe": {
                 "metric": "pronoun_probe",
                 "result": {
@@ -51,14 +58,25 @@ def _payload(label, role, checkpoint, parity, gaps, ppl, female_share=0.3):
             },
             "perplexity": {
                 "metric": "perplexity",
-                "result": {"ppl": ppl, "source": "run validation blocks (16 x 128 tokens)", "block_size": 128},
+                "result": {
+                    "ppl": ppl,
+                    "source": "run validation blocks (16 x 128 tokens)",
+                    "block_size": 128,
+                },
             },
         },
     }
 
 
 def _write_run(root, name, student):
-    teacher = _payload("teacher (embedded:smollm2-135m)", "teacher", "embedded:smollm2-135m", [0.2, None, 0.5], [-1.5, 1.2, 0.8], 30.0)
+    teacher = _payload(
+        "teacher (embedded:smollm2-135m)",
+        "teacher",
+        "embedded:smollm2-135m",
+        [0.2, None, 0.5],
+        [-1.5, 1.2, 0.8],
+        30.0,
+    )
     run = root / name
     (run / "eval" / "teacher").mkdir(parents=True)
     (run / "eval" / "teacher" / "quick.json").write_text(json.dumps(teacher))
@@ -69,8 +87,16 @@ def _write_run(root, name, student):
 
 @pytest.fixture
 def runs(tmp_path):
-    a = _write_run(tmp_path, "baseline", _payload("baseline", "student", "runs/baseline", [0.1, 0.0, 0.4], [-2.0, 1.5, 1.0], 45.0))
-    b = _write_run(tmp_path, "mitigated", _payload("mitigated", "student", "runs/mitigated", [0.8, 0.9, None], [-0.2, 0.1, 0.05], 48.0, 0.45))
+    a = _write_run(
+        tmp_path,
+        "baseline",
+        _payload("baseline", "student", "runs/baseline", [0.1, 0.0, 0.4], [-2.0, 1.5, 1.0], 45.0),
+    )
+    b = _write_run(
+        tmp_path,
+        "mitigated",
+        _payload("mitigated", "student", "runs/mitigated", [0.8, 0.9, None], [-0.2, 0.1, 0.05], 48.0, 0.45),
+    )
     return [a, b]
 
 
@@ -89,7 +115,10 @@ def test_report_tables_and_plots(tmp_path, runs):
     text = path.read_text()
     header = "| task: metric | ideal | teacher (embedded:smollm2-135m) | baseline | mitigated |"
     assert text.count(header) == 1
-    assert "| templates: female share of gendered texts [95% CI] | 0.5 | 0.3 [0.2, 0.4] | 0.3 [0.2, 0.4] | 0.45 [0.35, 0.55] |" in text
+    assert (
+        "| templates: female share of gendered texts [95% CI] | 0.5 | 0.3 [0.2, 0.4] | 0.3 [0.2, 0.4] | 0.45 [0.35, 0.55] |"
+        in text
+    )
     assert "| templates: groups with no gendered text (parity n/a) | 0 | 1 | 0 | 1 |" in text
     assert "| perplexity: perplexity | lower | 30 | 45 | 48 |" in text
     assert "| templates: gendered / all continuations |  | 24 / 36 | 24 / 36 | 24 / 36 |" in text
@@ -114,7 +143,13 @@ def test_suite_table_for_teacher_vs_student():
 
 
 def test_number_format():
-    assert [fmt(0.123456), fmt(123.456), fmt(None), fmt(float("nan")), fmt(7)] == ["0.123", "123.5", "n/a", "n/a", "7"]
+    assert [fmt(0.123456), fmt(123.456), fmt(None), fmt(float("nan")), fmt(7)] == [
+        "0.123",
+        "123.5",
+        "n/a",
+        "n/a",
+        "7",
+    ]
 
 
 def test_runs_without_results_are_refused(tmp_path):

@@ -164,12 +164,17 @@ def _write_fixtures(tmp_path):
 
     def entry(i, target, s, a, u):
         labels = ("stereotype", "anti-stereotype", "unrelated")
-        sents = [{"id": f"{i}{k}", "sentence": t, "gold_label": g} for k, (t, g) in enumerate(zip((s, a, u), labels))]
+        sents = [
+            {"id": f"{i}{k}", "sentence": t, "gold_label": g}
+            for k, (t, g) in enumerate(zip((s, a, u), labels))
+        ]
         return {"id": str(i), "target": target, "bias_type": "gender", "context": "BLANK", "sentences": sents}
 
     dev = tmp_path / "dev.json"
     entries = [entry(1, "mother", "The mother is caring.", "The mother is cruel.", "The mother is purple.")]
-    entries.append(entry(2, "gentlemen", "Gentlemen are strong.", "Gentlemen are weak.", "Gentlemen are spoons."))
+    entries.append(
+        entry(2, "gentlemen", "Gentlemen are strong.", "Gentlemen are weak.", "Gentlemen are spoons.")
+    )
     dev.write_text(json.dumps({"version": "1.0", "data": {"intersentence": [], "intrasentence": entries}}))
 
     bios = tmp_path / "bios.jsonl"
@@ -177,7 +182,11 @@ def _write_fixtures(tmp_path):
         {"hard_text": "She has cared for patients for ten years.", "profession": "nurse", "gender": "F"},
         {"hard_text": "He has cared for patients in the ward.", "profession": "nurse", "gender": "M"},
         {"hard_text": "He writes software for banks.", "profession": "software_engineer", "gender": "M"},
-        {"hard_text": "She writes software and leads a team.", "profession": "software_engineer", "gender": "F"},
+        {
+            "hard_text": "She writes software and leads a team.",
+            "profession": "software_engineer",
+            "gender": "F",
+        },
     ]
     bios.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -219,7 +228,11 @@ def test_every_other_metric_runs_from_local_files(tmp_path, model_dir):
 
 @pytest.mark.parametrize(
     "suite, field",
-    [("crows_pairs", "crows_pairs.path"), ("bold_professions", "bold_professions.path"), ("perplexity", "perplexity.path")],
+    [
+        ("crows_pairs", "crows_pairs.path"),
+        ("bold_professions", "bold_professions.path"),
+        ("perplexity", "perplexity.path"),
+    ],
 )
 def test_hub_only_suite_offline_names_the_field_to_set(tmp_path, model_dir, suite, field):
     with pytest.raises(DataError, match=rf"Set `{field}` to a local copy"):
@@ -253,6 +266,11 @@ def test_resolve_checkpoint(tmp_path, run_dir, model_dir):
 
 
 def test_strict_json_has_no_nan():
-    data = {"a": math.nan, "b": [1.0, math.inf, np.float32(0.5)], "c": (np.int64(3), None), "d": np.array([1, 2])}
+    data = {
+        "a": math.nan,
+        "b": [1.0, math.inf, np.float32(0.5)],
+        "c": (np.int64(3), None),
+        "d": np.array([1, 2]),
+    }
     assert to_strict_json(data) == {"a": None, "b": [1.0, None, 0.5], "c": [3, None], "d": [1, 2]}
     json.dumps(to_strict_json(data), allow_nan=False)

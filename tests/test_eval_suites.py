@@ -3,6 +3,7 @@ mistake gets one clear ConfigError (with a "did you mean" where a name is close)
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def test_every_suite_validates_and_says_what_it_is_for(path):
     assert suite.name == Path(path).stem
     assert suite.description.strip()
     first_line = Path(path).read_text().splitlines()[0]
-    assert first_line.startswith(f"# eval/{Path(path).name}:"), "a suite says what it is for on its first line"
+    assert first_line.startswith(f"# eval/{Path(path).name}:"), (
+        "a suite says what it is for on its first line"
+    )
     for task in suite.tasks.values():
         assert type(task) is METRICS[task.metric]
 
@@ -54,7 +57,9 @@ def test_quick_and_templates_need_no_hub():
         for task in load_suite(name).tasks.values():
             for f in HUB_FIELDS:
                 if hasattr(task, f):
-                    assert getattr(task, f), f"{name}: {f} must name a local file for the suite to run offline"
+                    assert getattr(task, f), (
+                        f"{name}: {f} must name a local file for the suite to run offline"
+                    )
 
 
 def test_quick_measures_disparity_probe_perplexity_and_fluency():
@@ -88,7 +93,10 @@ def test_override_values_are_yaml():
     [
         ("n_per_promt=1", r"no task in this suite has a field 'n_per_promt'; did you mean 'n_per_prompt'"),
         ("templats.seed=1", r"no task named 'templats'; did you mean 'templates'"),
-        ("templates.n_per_promt=1", r"unknown key 'tasks.templates.n_per_promt'; did you mean 'tasks.templates.n_per_prompt'"),
+        (
+            "templates.n_per_promt=1",
+            r"unknown key 'tasks.templates.n_per_promt'; did you mean 'tasks.templates.n_per_prompt'",
+        ),
         ("top_p=1.5", r"tasks.templates.top_p must be in \(0, 1\], got 1.5"),
         ("templates.domain=professions", r"domain must be one of .*did you mean 'profession'"),
         ("templates.n_per_prompt=two", r"tasks.templates.n_per_prompt must be an integer, got 'two'"),
@@ -127,7 +135,9 @@ def test_bad_suite_file_gathers_every_problem(tmp_path):
 
 def test_range_errors_list_every_field(tmp_path):
     bad = tmp_path / "ranges.yaml"
-    bad.write_text("tasks:\n  gen: {metric: generation_disparity, n_per_prompt: 0, max_new_tokens: 0, top_p: 0}\n")
+    bad.write_text(
+        "tasks:\n  gen: {metric: generation_disparity, n_per_prompt: 0, max_new_tokens: 0, top_p: 0}\n"
+    )
     with pytest.raises(ConfigError, match="3 problems") as err:
         load_suite(str(bad))
     for f in ("n_per_prompt", "max_new_tokens", "top_p"):
@@ -144,3 +154,15 @@ def test_a_suite_needs_tasks():
         suite_from_dict({"description": "nothing"}, "empty")
     with pytest.raises(ConfigError, match="a suite must be a mapping"):
         suite_from_dict(["tasks"], "listy")
+
+
+def test_readme_documents_every_suite_and_field():
+    readme = (ROOT / "eval" / "README.md").read_text()
+    section = readme[readme.index("## Suites, the runner and the report") :]
+    for name in list_suites():
+        assert f"`{name}`" in section, f"eval/README.md does not list suite {name}"
+    for metric, cls in METRICS.items():
+        assert f"`{metric}`" in section
+        for f in dataclasses.fields(cls):
+            if f.name != "metric":
+                assert f"`{f.name}`" in section, f"eval/README.md does not document {metric}.{f.name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_gpt2
+from conftest import debug_overrides, make_gpt2
 
 from distill.config import load_config
 from distill.errors import ConfigError, FairDistillError
@@ -13,22 +13,14 @@ from distill.train import list_checkpoints, train
 
 
 def _cfg(tmp_path, teacher_dir, *extra):
-    return load_config(
-        "recipes/debug.yaml",
-        [
-            f"teacher.name_or_path={teacher_dir}",
-            "student.layers=[0, 1]",
-            f"run.output_dir={tmp_path / 'runs'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.files=[tests/data/corpus.txt]",
-            "data.block_size=16",
-            "train.max_steps=4",
-            "train.save_every=1",
-            "train.probe_every=0",
-            "tracking.wandb=false",
-            *extra,
-        ],
-    )
+    base = [
+        "student.layers=[0, 1]",
+        "train.max_steps=4",
+        "train.save_every=1",
+        "train.probe_every=0",
+        "tracking.wandb=false",
+    ]
+    return load_config("recipes/debug.yaml", debug_overrides(tmp_path, teacher_dir, *base, *extra))
 
 
 @pytest.fixture
@@ -45,7 +37,9 @@ def nan_teacher(tmp_path, tokenizer):
 
 def test_non_finite_loss_stops_with_the_step_and_a_hint(tmp_path, nan_teacher):
     cfg = _cfg(tmp_path, nan_teacher, "augment.mode=off", "perturb.kind=none")
-    with pytest.raises(FairDistillError, match=r"non-finite loss at step 1; no checkpoint was written yet\. .*on_nan=skip"):
+    with pytest.raises(
+        FairDistillError, match=r"non-finite loss at step 1; no checkpoint was written yet\. .*on_nan=skip"
+    ):
         train(cfg)
 
 
@@ -63,7 +57,9 @@ def test_non_finite_loss_can_be_skipped_and_counted(tmp_path, nan_teacher):
 def test_unwritable_output_dir_is_found_before_training(tmp_path, teacher_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cfg = load_config("recipes/debug.yaml", [f"run.output_dir={blocker}", f"teacher.name_or_path={teacher_dir}"])
+    cfg = load_config(
+        "recipes/debug.yaml", [f"run.output_dir={blocker}", f"teacher.name_or_path={teacher_dir}"]
+    )
     with pytest.raises(FairDistillError, match="is not writable"):
         train(cfg)
 
@@ -90,7 +86,10 @@ def test_resume_never_refuses_an_existing_run(tmp_path, teacher_dir):
 
 
 def test_secrets_are_redacted():
-    cfg = {"tracking": {"api_key": "abc", "wandb_token": "x", "project": "p"}, "data": {"sample_max_new_tokens": 5}}
+    cfg = {
+        "tracking": {"api_key": "abc", "wandb_token": "x", "project": "p"},
+        "data": {"sample_max_new_tokens": 5},
+    }
     out = redact(cfg)
     assert out["tracking"]["api_key"] == "***" and out["tracking"]["wandb_token"] == "***"
     assert out["tracking"]["project"] == "p" and out["data"]["sample_max_new_tokens"] == 5
@@ -99,7 +98,9 @@ def test_secrets_are_redacted():
 def test_trust_remote_code_warns(tmp_path, teacher_dir, caplog):
     from distill.models import load_teacher
 
-    cfg = load_config("recipes/debug.yaml", [f"teacher.name_or_path={teacher_dir}", "teacher.trust_remote_code=true"])
+    cfg = load_config(
+        "recipes/debug.yaml", [f"teacher.name_or_path={teacher_dir}", "teacher.trust_remote_code=true"]
+    )
     with caplog.at_level("WARNING"):
         load_teacher(cfg)
     assert "trust_remote_code is on" in caplog.text

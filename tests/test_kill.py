@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import debug_overrides
 
 from distill.config import load_config
 from distill.tracking import read_metrics
@@ -23,20 +24,8 @@ STEPS = 14
 
 
 def _args(out, teacher_dir):
-    return [
-        f"teacher.name_or_path={teacher_dir}",
-        "student.layers=[0, 3]",
-        f"run.output_dir={out / 'runs'}",
-        f"data.cache_dir={out / 'cache'}",
-        "data.files=[tests/data/corpus.txt]",
-        "data.block_size=16",
-        f"train.max_steps={STEPS}",
-        "train.save_every=1",
-        "train.keep_last=2",
-        "train.eval_every=5",
-        "train.probe_every=0",
-        "tracking.wandb=false",
-    ]
+    extra = [f"train.max_steps={STEPS}", "train.save_every=1", "train.keep_last=2", "train.eval_every=5"]
+    return debug_overrides(out, teacher_dir, *extra, "train.probe_every=0", "tracking.wandb=false")
 
 
 def _start(out, teacher_dir, pause=0.0):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import debug_overrides
 
 from distill.tracking import read_metrics
 
@@ -18,20 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _args(tmp_path, teacher_dir, steps):
-    return [
-        "recipes/debug.yaml",
-        f"teacher.name_or_path={teacher_dir}",
-        "student.layers=[0, 3]",
-        f"run.output_dir={tmp_path / 'runs'}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.files=[tests/data/corpus.txt]",
-        "data.block_size=16",
+    extra = [
         f"train.max_steps={steps}",
         "train.save_every=0",
         "train.eval_every=0",
         "train.probe_every=0",
         "tracking.wandb=false",
     ]
+    return ["recipes/debug.yaml", *debug_overrides(tmp_path, teacher_dir, *extra)]
 
 
 @pytest.mark.slow

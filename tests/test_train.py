@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import debug_overrides
 
 from distill.config import load_config
 from distill.errors import ConfigError
@@ -15,17 +16,7 @@ from distill.train import list_checkpoints, train
 
 def _cfg(tmp_path, teacher_dir, *extra):
     return load_config(
-        "recipes/debug.yaml",
-        [
-            f"teacher.name_or_path={teacher_dir}",
-            "student.layers=[0, 3]",
-            f"run.output_dir={tmp_path / 'runs'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.files=[tests/data/corpus.txt]",
-            "data.block_size=16",
-            "data.val_fraction=0.1",
-            *extra,
-        ],
+        "recipes/debug.yaml", debug_overrides(tmp_path, teacher_dir, "data.val_fraction=0.1", *extra)
     )
 
 

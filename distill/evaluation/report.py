@@ -408,6 +408,9 @@ def plot_tradeoff(columns: list[Column], path: Path, colors: dict[str, str]) -> 
         return None
     fig = _new_figure(6.0 * len(panels), 4.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    xs = [x for c in columns if (x := _summary_value(c, x_at, "ppl")) is not None and x > 0]
+    # A barely trained student can sit orders of magnitude above the teacher; a linear axis would hide the rest.
+    log_x = bool(xs) and max(xs) / min(xs) > 20
     for ax, (where, key, ylabel) in zip(axes, panels):
         for col in columns:
             x = _summary_value(col, x_at, "ppl")
@@ -428,7 +431,10 @@ def plot_tradeoff(columns: list[Column], path: Path, colors: dict[str, str]) -> 
                 linewidths=0.5,
             )
             ax.annotate(col.label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=7)
-        ax.set_xlabel(f"perplexity ({x_at[0]} / {x_at[1]}; lower is better)")
+        if log_x:
+            ax.set_xscale("log")
+        scale = ", log scale" if log_x else ""
+        ax.set_xlabel(f"perplexity ({x_at[0]} / {x_at[1]}{scale}; lower is better)")
         ax.set_ylabel(ylabel)
         ax.set_title(
             f"{'disparity' if key == 'parity_mean' else 'pronoun gap'} vs perplexity ({where[0]} / {where[1]})"
@@ -449,6 +455,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
+def _count(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return ""
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
 def _model_table(columns: list[Column]) -> str:
     rows = []
     for c in columns:
@@ -461,7 +473,7 @@ def _model_table(columns: list[Column]) -> str:
                 c.role,
                 f"`{model.get('checkpoint', '')}`",
                 str(model.get("n_layers", "")),
-                f"{params / 1e6:.1f}M" if isinstance(params, (int, float)) else "",
+                _count(params),
                 ", ".join(_suite_order(set(c.results))),
                 f"`{c.source}`",
             ]

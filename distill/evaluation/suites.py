@@ -506,33 +506,3 @@ def load_suite(suite: str | Path, overrides: list[str] | None = None) -> Suite:
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML: {e}", source) from None
     return suite_from_dict(data if data is not None else {}, path.stem, source, overrides)
-
-
-def task_fields_doc() -> str:
-    """Every metric kind with its fields, defaults and docstrings, as markdown (for `eval/README.md`)."""
-    import ast
-    import inspect
-
-    lines = []
-    for metric, cls in METRICS.items():
-        lines.append(f"- `{metric}`: {(cls.__doc__ or '').strip()}")
-        docs: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
-            try:
-                tree = ast.parse(inspect.getsource(klass))
-            except (OSError, TypeError):
-                continue
-            body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-            for a, b in zip(body, body[1:]):
-                if (
-                    isinstance(a, ast.AnnAssign)
-                    and isinstance(b, ast.Expr)
-                    and isinstance(b.value, ast.Constant)
-                ):
-                    docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
-        for f in dataclasses.fields(cls):
-            if f.name == "metric":
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  - `{f.name}` (default `{default!r}`): {docs.get(f.name, '')}")
-    return "\n".join(lines)
