@@ -5,7 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of torch by default (it lies on this disk); override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?= torch==2.13.0
-RECIPE ?= recipes/smollm2-135m_to_6L.yaml
+DEFAULT_RECIPE := recipes/smollm2-135m_to_6L.yaml
+RECIPE ?= $(DEFAULT_RECIPE)
+# The embedded default also trains its baseline twin (plain KD) and reports the two side by side; COMPARE= skips it.
+COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_6L_baseline.yaml,)
+LAUNCH = $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) -m distill.cli
 ARGS ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
 NUM_PROCESSES ?=
@@ -31,11 +35,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 distill: $(STAMP)
-	$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) \
-		-m distill.cli train $(RECIPE) $(ARGS)
+	$(LAUNCH) train $(RECIPE) $(ARGS)
+	$(if $(COMPARE),$(LAUNCH) train $(COMPARE) $(ARGS) eval.suite=null)
+	$(if $(COMPARE),$(BIN)/python -m distill.cli compare $(RECIPE) $(COMPARE) $(ARGS))
 
 eval: $(STAMP)
-	$(BIN)/python -m distill.cli eval $(CKPT) --suite $(SUITE) $(ARGS)
+	$(BIN)/python -m distill.cli eval $(CKPT) $(ARGS) --suite $(SUITE)
 
 report: $(STAMP)
 	$(BIN)/python -m distill.cli report $(RUNS)

@@ -39,7 +39,7 @@ def _cmd_train(args) -> int:
     if cfg.eval.suite:
         from distill.evaluation.runner import evaluate_run
 
-        evaluate_run(run_dir, cfg.eval.suite)
+        sys.stdout.write(evaluate_run(run_dir, cfg.eval.suite) + "\n")
     return 0
 
 
@@ -52,9 +52,31 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from distill.evaluation.report import suite_table
     from distill.evaluation.runner import evaluate_checkpoint
 
-    evaluate_checkpoint(args.ckpt, args.suite, out_dir=args.out, overrides=args.overrides)
+    result = evaluate_checkpoint(args.ckpt, args.suite, out_dir=args.out, overrides=args.overrides)
+    sys.stdout.write(suite_table([(result["model"]["label"], result)]) + "\n")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
+    from pathlib import Path
+
+    from distill.config import load_config
+    from distill.evaluation.report import write_report
+    from distill.evaluation.runner import evaluate_checkpoint
+
+    main_cfg = load_config(args.recipe, args.overrides)
+    base_cfg = load_config(args.baseline, args.overrides)
+    main_dir = Path(main_cfg.run.output_dir) / main_cfg.run.name
+    base_dir = Path(base_cfg.run.output_dir) / base_cfg.run.name
+    suite = main_cfg.eval.suite
+    if suite and not (base_dir / "eval" / f"{suite}.json").is_file():
+        evaluate_checkpoint(base_dir, suite)
+    path = write_report([str(main_dir), str(base_dir)], out=str(main_dir / "report"))
+    sys.stdout.write(Path(path).read_text() + f"\nreport: {path}\n")
     return 0
 
 
@@ -91,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
     e.add_argument("overrides", nargs="*")
     e.set_defaults(func=_cmd_eval)
+
+    m = sub.add_parser(
+        "compare", help="evaluate a baseline run like the main run and report the two side by side"
+    )
+    m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
+    m.add_argument("baseline", help="the baseline recipe")
+    m.add_argument("overrides", nargs="*")
+    m.set_defaults(func=_cmd_compare)
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")
     r.add_argument("runs", nargs="+")

@@ -2,11 +2,10 @@
 
 Why: at GPT-2 sizes (V = 50,257, N = B x T = 8 x 1024 positions) one float32 [N, V] tensor is 1.6 GB, and the
 straightforward loss (logits = h @ W^T, log-softmax, KL, CE, then their backward) keeps several of them alive at
-once: the logits, their log-softmax saved for backward, the gradient w.r.t. the logits, and float32 copies. Here
-positions are processed `chunk_size` rows at a time; each chunk's logits are computed, reduced to per-row numbers
-and dropped. Backward recomputes each chunk's logits (one extra matmul of the chunk, cheaper than storing them)
-and turns them straight into the gradients w.r.t. the hidden states, the weight and the bias. Peak memory beyond
-the inputs is a few [chunk_size, V] float32 buffers plus the weight gradient, independent of N.
+once: the logits, their log-softmax saved for backward, the gradient w.r.t. the logits, float32 copies. Here the
+valid positions are processed `chunk_size` rows at a time; each chunk's logits are computed, reduced to per-row
+numbers and dropped, so peak memory beyond the inputs is a few [chunk_size, V] float32 buffers plus the gradients
+w.r.t. hidden and weight, independent of N.
 
 The sums are those of `distill.losses.kd_ce_sums` on `hidden @ weight.T + bias`, over positions with
 labels != -100:
@@ -14,10 +13,21 @@ labels != -100:
     kd = T^2 * sum_i KL(q_i || softmax(z_i / T))      q_i = exp(teacher_logq_i), 0 * log 0 counted as 0
     ce = sum_i -log softmax(z_i)[labels_i]
 
-with gradients (per row, z = student logits, g_kd / g_ce the incoming gradients of the two sums)
+and, per row (z = student logits),
 
     d kd / d z = T * (softmax(z / T) * sum(q) - q)
     d ce / d z = softmax(z) - onehot(label)
+
+Two ways to get the gradients:
+
+- default: backward recomputes each chunk's logits (one extra [chunk, H] x [H, V] matmul per chunk, instead of
+  storing them) and turns them straight into d/d hidden, d/d weight and d/d bias.
+- `grad_weights=(w_kd, w_ce)`: the caller promises to backpropagate `w_kd * kd + w_ce * ce` times any scale (the
+  trainer's `alpha * kd + (1 - alpha) * ce` divided by the step's tokens). The forward then forms each chunk's
+  gradient while its logits are still there, and backward only scales the stored [N, H] and [V, H] gradients:
+  three matmuls per chunk instead of four, no second softmax. If the incoming gradients turn out not to be in that
+  proportion, backward falls back to recomputing, so the result is always exact (the check reads two scalars,
+  one device sync).
 
 The teacher side never receives a gradient (the teacher is frozen). Instead of log-targets the teacher can be given
 as raw logits (`teacher_logits=`), in which case q = softmax(teacher_logits / T) is formed one chunk at a time
@@ -31,8 +41,8 @@ import torch
 from distill.losses import LossSums
 
 DEFAULT_CHUNK_SIZE = 256
-"""Rows per chunk. 256 x 50,257 float32 is 51 MB per buffer; large enough that each chunk's matmul runs at full
-speed on CPU and GPU, small enough that the chunk buffers stay far below one [N, V] tensor at N >= 2048."""
+"""Rows per chunk. 256 x 50,257 float32 is 51 MB per buffer: small next to one [N, V] tensor at N >= 2048, and
+large enough that each chunk's matmul still runs near full speed. Raise it on a GPU with memory to spare."""
 
 
 def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -41,6 +51,11 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return hidden.dtype
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """Softmax, KL, CE and gradient accumulation run in float32, or float64 when the inputs are float64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 class _Plan:
@@ -56,7 +71,7 @@ class _Plan:
             self.chunks.append((start, stop, first if last - first == stop - start - 1 else None))
 
     def take(self, x: torch.Tensor, chunk: tuple[int, int, int | None]) -> torch.Tensor:
-        """Rows of x [N, ...] belonging to `chunk`: [c, ...]."""
+        """Rows of x [N, ...] belonging to `chunk`: [c, ...]. May be a view: never modify it in place."""
         start, stop, first = chunk
         if first is not None:
             return x[first : first + stop - start]
@@ -71,135 +86,189 @@ class _Plan:
             out[self.idx[start:stop]] = value
 
 
-def _softmax_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+class _Inputs:
+    """Everything both passes read: the flattened tensors, the chunk plan and the settings."""
+
+    def __init__(self, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype):
+        self.hidden, self.bias, self.teacher, self.plan = hidden, bias, teacher, plan
+        self.weight = weight.to(dtype)  # no-op unless the matmul runs in a lower precision than the parameter
+        self.y = labels[plan.idx]  # [n_valid]
+        self.T, self.teacher_is_logits, self.dtype = temperature, teacher_is_logits, dtype
+        self.acc = _acc_dtype(hidden)
+
+    def logits(self, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h [c, H] in the compute dtype, student logits [c, V] in the accumulation dtype) for one chunk: the
+        matmul runs in the compute dtype, as the lm_head would."""
+        h = self.plan.take(self.hidden, chunk).to(self.dtype)
+        b = self.bias.to(self.dtype) if self.bias is not None else None
+        z = h @ self.weight.t() if b is None else torch.addmm(b, h, self.weight.t())
+        return h, (z if z.dtype == self.acc else z.to(self.acc))
+
+    def teacher_logq(self, chunk) -> torch.Tensor | None:
+        """Teacher log-probabilities [c, V] at temperature T for one chunk (may be a view of the caller's tensor)."""
+        if self.teacher is None:
+            return None
+        t = self.plan.take(self.teacher, chunk).to(self.acc)
+        return torch.log_softmax(t / self.T, dim=-1) if self.teacher_is_logits else t
 
 
-def _teacher_logq(teacher: torch.Tensor, is_logits: bool, temperature: float) -> torch.Tensor:
-    """One chunk of teacher targets as float32 log-probabilities [c, V] (float64 stays float64). May be a view of
-    the caller's tensor: never modify it in place."""
-    if is_logits:
-        return torch.log_softmax(teacher.to(_softmax_dtype(teacher)) / temperature, dim=-1)
-    return teacher.to(_softmax_dtype(teacher))
+def _loss_chunk(z: torch.Tensor, logq: torch.Tensor | None, y: torch.Tensor, T: float, keep_z: bool):
+    """Per-chunk sums and the per-row numbers the gradient needs.
+
+    z: [c, V] student logits (overwritten unless keep_z); logq: [c, V] or None; y: [c].
+    Returns (ce sum, kd sum without the T^2 factor or None, lse(z) [c], lse(z / T) [c] or None, sum(q) [c] or None).
+    """
+    lse1 = torch.logsumexp(z, dim=-1)
+    ce = (lse1 - z.gather(1, y[:, None]).squeeze(1)).sum()
+    if logq is None:
+        return ce, None, lse1, None, None
+    if keep_z:
+        a = z / T if T != 1.0 else z.clone()
+    else:
+        a = z.div_(T) if T != 1.0 else z
+    lse_t = torch.logsumexp(a, dim=-1) if T != 1.0 else lse1
+    diff = a.sub_(lse_t[:, None]).neg_().add_(logq)  # log q - log p_S, in a's buffer
+    q = logq.exp()
+    q_mass = q.sum(-1)
+    # 0 * log 0 = 0: where q is 0 (a masked or underflowed target) the term vanishes, -inf included.
+    diff.masked_fill_(q == 0, 0.0)
+    kd = q.mul_(diff).sum()
+    return ce, kd, lse1, lse_t, q_mass
 
 
-def _chunk_logits(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
-) -> torch.Tensor:
-    """Student logits of one chunk, float32 [c, V]: the matmul runs in `dtype` (as the lm_head would), the
-    softmax maths in float32 (or float64 when the inputs are)."""
-    h = h.to(dtype)
-    z = h @ weight.t() if bias is None else torch.addmm(bias.to(dtype), h, weight.t())
-    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+def _grad_logits_chunk(z, logq, y, lse1, lse_t, q_mass, T: float, g_ce, g_kd) -> torch.Tensor:
+    """d(g_kd * kd + g_ce * ce) / dz for one chunk, [c, V]; consumes z's buffer. g_ce / g_kd: float, 0-dim
+    tensor, or None for a term that gets no gradient."""
+    dz = None
+    if g_kd is not None and logq is not None:
+        c = g_kd * T  # d(T^2 KL)/dz = T * (softmax(z / T) * sum(q) - q)
+        dz = (z / T if T != 1.0 else z.clone()).sub_(lse_t[:, None]).exp_()
+        dz.mul_((c * q_mass)[:, None])
+        dz.sub_(logq.exp().mul_(c))  # out of place: logq may be a view of the caller's targets
+    if g_ce is not None:
+        p = z.sub_(lse1[:, None]).exp_().mul_(g_ce)
+        p[torch.arange(y.shape[0], device=y.device), y] -= g_ce
+        dz = p if dz is None else p.add_(dz)
+    return dz if dz is not None else torch.zeros_like(z)
+
+
+class _Grads:
+    """Accumulators for d/d hidden [N, H], d/d weight [V, H] and d/d bias [V], in the accumulation dtype."""
+
+    def __init__(self, inp: _Inputs, need_h: bool, need_w: bool, need_b: bool):
+        V, H = inp.weight.shape
+        dev, acc = inp.hidden.device, inp.acc
+        self.h = torch.zeros(inp.hidden.shape, dtype=acc, device=dev) if need_h else None
+        self.w = torch.zeros(V, H, dtype=acc, device=dev) if need_w else None
+        self.b = torch.zeros(V, dtype=acc, device=dev) if need_b else None
+
+    def add(self, inp: _Inputs, chunk, h: torch.Tensor, dz: torch.Tensor) -> None:
+        """Backpropagate one chunk's dz [c, V] through z = h @ W^T + b."""
+        dz_c = dz.to(inp.dtype)
+        if self.h is not None:
+            inp.plan.put(self.h, chunk, (dz_c @ inp.weight).to(self.h.dtype))
+        if self.w is not None:
+            if dz_c.dtype == self.w.dtype:
+                self.w.addmm_(dz_c.t(), h)
+            else:
+                self.w.add_(dz_c.t() @ h)
+        if self.b is not None:
+            self.b.add_(dz.sum(0))
+
+    def result(self, hidden, weight, bias, scale=None):
+        out = []
+        for g, like in ((self.h, hidden), (self.w, weight), (self.b, bias)):
+            if g is not None and scale is not None:
+                g = g.mul_(scale)
+            out.append(g.to(like.dtype) if g is not None else None)
+        return out
 
 
 class _FusedKDCE(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx,
-        hidden: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        teacher: torch.Tensor | None,
-        labels: torch.Tensor,
-        plan: _Plan,
-        temperature: float,
-        teacher_is_logits: bool,
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype, eager):
         ctx.set_materialize_grads(False)
-        acc_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        inp = _Inputs(hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype)
         n = plan.idx.numel()
-        # Per-row numbers the backward needs, so it can form softmax(z) as exp(z - lse) without a second reduction.
-        lse1 = hidden.new_empty(n, dtype=acc_dtype)
-        lse_t = hidden.new_empty(n, dtype=acc_dtype)
-        q_mass = hidden.new_empty(n, dtype=acc_dtype)
-        kd = hidden.new_zeros((), dtype=acc_dtype)
-        ce = hidden.new_zeros((), dtype=acc_dtype)
-        w = weight.to(dtype)  # no-op unless the matmul runs in a lower precision than the parameter
-        y_all = labels[plan.idx]
+        # Per-row numbers a recomputing backward needs, so it forms softmax(z) as exp(z - lse) with no reduction.
+        lse1 = hidden.new_empty(n, dtype=inp.acc)
+        lse_t = hidden.new_empty(n, dtype=inp.acc)
+        q_mass = hidden.new_empty(n, dtype=inp.acc)
+        kd = hidden.new_zeros((), dtype=inp.acc)
+        ce = hidden.new_zeros((), dtype=inp.acc)
+        grads = None
+        if eager is not None:
+            grads = _Grads(inp, *ctx.needs_input_grad[:3])
+            w_kd, w_ce = eager
         for chunk in plan.chunks:
             start, stop, _ = chunk
-            z = _chunk_logits(plan.take(hidden, chunk), w, bias, dtype)  # [c, V]
-            y = y_all[start:stop]
-            lse = torch.logsumexp(z, dim=-1)
-            lse1[start:stop] = lse
-            ce = ce + (lse - z.gather(1, y[:, None]).squeeze(1)).sum()
-            if teacher is None:
-                continue
-            # In place from here on: z becomes z / T, then log p_S, then log q - log p_S.
-            if temperature != 1.0:
-                z.div_(temperature)
-                lse = torch.logsumexp(z, dim=-1)
-            lse_t[start:stop] = lse
-            diff = z.sub_(lse[:, None]).neg_()
-            logq = _teacher_logq(plan.take(teacher, chunk), teacher_is_logits, temperature)
-            diff.add_(logq)
-            q = logq.exp()
-            q_mass[start:stop] = q.sum(-1)
-            # 0 * log 0 = 0: where q is 0 (a masked or underflowed target) the term vanishes, -inf included.
-            diff.masked_fill_(q == 0, 0.0)
-            kd = kd + q.mul_(diff).sum()
+            h, z = inp.logits(chunk)
+            logq = inp.teacher_logq(chunk)
+            y = inp.y[start:stop]
+            ce_c, kd_c, lse1[start:stop], lt, qm = _loss_chunk(z, logq, y, temperature, keep_z=grads is not None)
+            ce = ce + ce_c
+            if kd_c is not None:
+                kd = kd + kd_c
+                lse_t[start:stop], q_mass[start:stop] = lt, qm
+            if grads is not None:
+                dz = _grad_logits_chunk(z, logq, y, lse1[start:stop], lt, qm, temperature, w_ce, w_kd)
+                grads.add(inp, chunk, h, dz)
         if teacher is not None:
             kd = kd * temperature**2
-        ctx.save_for_backward(hidden, weight, bias, teacher, y_all, lse1, lse_t, q_mass)
-        ctx.plan, ctx.temperature, ctx.teacher_is_logits, ctx.dtype = plan, temperature, teacher_is_logits, dtype
+        ctx.save_for_backward(hidden, weight, bias, teacher, labels, lse1, lse_t, q_mass)
+        ctx.inp_args = (plan, temperature, teacher_is_logits, dtype)
+        ctx.grads, ctx.eager = grads, eager
         return kd, ce
 
     @staticmethod
-    def backward(ctx, grad_kd: torch.Tensor | None, grad_ce: torch.Tensor | None):
-        hidden, weight, bias, teacher, y_all, lse1, lse_t, q_mass = ctx.saved_tensors
-        plan: _Plan = ctx.plan
-        T, dtype = ctx.temperature, ctx.dtype
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        use_kd = teacher is not None and grad_kd is not None
-        if grad_ce is None and not use_kd:
-            return (None,) * 9
-        acc_dtype = lse1.dtype
-        grad_h = torch.zeros_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
-        grad_b = torch.zeros(weight.shape[0], dtype=acc_dtype, device=weight.device) if need_b else None
-        w = weight.to(dtype)
-        g_ce = grad_ce.to(acc_dtype) if grad_ce is not None else None
-        # d(T^2 KL)/dz = T * (p_T * sum(q) - q)
-        g_kd = grad_kd.to(acc_dtype) * T if use_kd else None
+    def backward(ctx, grad_kd, grad_ce):
+        hidden, weight, bias, teacher, labels, lse1, lse_t, q_mass = ctx.saved_tensors
+        none = (None,) * 7  # no gradient for teacher, labels and the settings
+        if teacher is None:
+            grad_kd = None  # kd is a constant 0 then
+        if grad_kd is None and grad_ce is None:
+            return (None, None, None, *none)
+        if ctx.grads is not None:
+            scale = _proportional(grad_kd, grad_ce, *ctx.eager)
+            if scale is not None:
+                grads, ctx.grads = ctx.grads, None
+                return (*grads.result(hidden, weight, bias, scale), *none)
+            ctx.grads = None  # not in the promised proportion: free them and recompute
+        plan, T, teacher_is_logits, dtype = ctx.inp_args
+        inp = _Inputs(hidden, weight, bias, teacher, labels, plan, T, teacher_is_logits, dtype)
+        grads = _Grads(inp, *ctx.needs_input_grad[:3])
+        g_ce = grad_ce.to(inp.acc) if grad_ce is not None else None
+        g_kd = grad_kd.to(inp.acc) if grad_kd is not None else None
         for chunk in plan.chunks:
             start, stop, _ = chunk
-            h = plan.take(hidden, chunk).to(dtype)
-            z = _chunk_logits(h, w, bias, dtype)  # recomputed: the forward kept only per-row numbers
-            y = y_all[start:stop]
-            if g_ce is not None:
-                dz = (z - lse1[start:stop, None]).exp_().mul_(g_ce)  # g_ce * softmax(z)
-                dz.scatter_add_(1, y[:, None], (-g_ce).expand(y.shape[0], 1).to(dz.dtype))
-            else:
-                dz = torch.zeros_like(z)
-            if use_kd:
-                p_t = z.div_(T).sub_(lse_t[start:stop, None]).exp_()  # softmax(z / T), in z's buffer
-                dz.add_(p_t.mul_((g_kd * q_mass[start:stop])[:, None]))
-                logq = _teacher_logq(plan.take(teacher, chunk), ctx.teacher_is_logits, T)
-                dz.sub_(logq.exp().mul_(g_kd))  # out of place: logq may be a view of the caller's targets
-            del z
-            dz_c = dz.to(dtype)
-            if need_h:
-                plan.put(grad_h, chunk, (dz_c @ w).to(hidden.dtype))
-            if need_w:
-                if dz_c.dtype == acc_dtype:
-                    grad_w.addmm_(dz_c.t(), h)
-                else:
-                    grad_w.add_(dz_c.t() @ h)
-            if need_b:
-                grad_b.add_(dz.sum(0))
-        return (
-            grad_h,
-            grad_w.to(weight.dtype) if grad_w is not None else None,
-            grad_b.to(bias.dtype) if grad_b is not None else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+            h, z = inp.logits(chunk)  # recomputed: the forward kept only per-row numbers
+            dz = _grad_logits_chunk(
+                z,
+                inp.teacher_logq(chunk),
+                inp.y[start:stop],
+                lse1[start:stop],
+                lse_t[start:stop],
+                q_mass[start:stop],
+                T,
+                g_ce,
+                g_kd,
+            )
+            grads.add(inp, chunk, h, dz)
+        return (*grads.result(hidden, weight, bias), *none)
+
+
+def _proportional(grad_kd, grad_ce, w_kd: float, w_ce: float) -> float | None:
+    """s with (grad_kd, grad_ce) == s * (w_kd, w_ce), or None when they are not in that proportion.
+    A missing gradient counts as 0 (its term was not used)."""
+    g_kd = float(grad_kd) if grad_kd is not None else 0.0
+    g_ce = float(grad_ce) if grad_ce is not None else 0.0
+    norm = w_kd * w_kd + w_ce * w_ce
+    if norm == 0.0:
+        return None
+    s = (g_kd * w_kd + g_ce * w_ce) / norm
+    if abs(g_kd - s * w_kd) + abs(g_ce - s * w_ce) > 1e-6 * (abs(g_kd) + abs(g_ce)):
+        return None
+    return s
 
 
 def fused_kd_ce_sums(
@@ -212,20 +281,23 @@ def fused_kd_ce_sums(
     bias: torch.Tensor | None = None,
     *,
     teacher_logits: torch.Tensor | None = None,
+    grad_weights: tuple[float, float] | None = None,
 ) -> LossSums:
     """KD and CE sums of `kd_ce_sums(hidden @ weight.T + bias, teacher_logq, labels, temperature)` without ever
     materialising the student's logits (see the module docstring for why and how).
 
-    hidden: [B, T, H] or [N, H], the student's final hidden states (after the final norm, what the lm_head reads);
+    hidden: [B, T, H] or [N, H], the student's final hidden states (after the final norm: what the lm_head reads);
     weight: [V, H] the output projection (`model.get_output_embeddings().weight`, tied or not); bias: [V] or None;
-    teacher_logq: [B, T, V] or [N, V] the target's log-probabilities at temperature T, or None for no KD term;
+    teacher_logq: [B, T, V] or [N, V], the target's log-probabilities at temperature T, or None for no KD term;
     teacher_logits: instead of teacher_logq, the teacher's raw logits (same shape); q = softmax(teacher_logits / T)
-    is then formed chunk by chunk; labels: [B, T] or [N] next-token ids, -100 where no loss is taken.
+    is then formed chunk by chunk; labels: [B, T] or [N] next-token ids, -100 where no loss is taken;
+    grad_weights: (w_kd, w_ce) when the caller will backpropagate s * (w_kd * kd + w_ce * ce), e.g.
+    (alpha, 1 - alpha): gradients are then formed in the forward, one matmul per chunk cheaper (exact either way).
     Returns LossSums(kd, ce, tokens): 0-dim tensors (float32, or float64 for float64 inputs) with gradients into
     hidden, weight and bias, none into the teacher.
 
     The logits' matmul runs in the autocast dtype when autocast is on (as the lm_head would), else in hidden's
-    dtype; softmax, KL and CE always in float32 (float64 for float64 inputs).
+    dtype; softmax, KL, CE and the gradient accumulators in float32 (float64 for float64 inputs).
     """
     if teacher_logq is not None and teacher_logits is not None:
         raise ValueError("pass the teacher as teacher_logq or as teacher_logits, not both")
@@ -248,9 +320,25 @@ def fused_kd_ce_sums(
         teacher = teacher.detach().reshape(-1, V)
     plan = _Plan(y, chunk_size)
     if plan.idx.numel() == 0:
-        zero = (h[:0].sum() + weight[:0].sum()).float()  # keeps the graph connected for backward
+        zero = (h[:0].sum() + weight[:0].sum()).to(_acc_dtype(h))  # keeps the graph connected for backward
         return LossSums(kd=zero, ce=zero, tokens=0)
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )
+    eager = None
+    if grad_weights is not None and wants_grad:
+        w_kd, w_ce = (float(w) for w in grad_weights)
+        eager = (w_kd if teacher is not None else 0.0, w_ce)
     kd, ce = _FusedKDCE.apply(
-        h, weight, bias, teacher, y, plan, float(temperature), teacher_logits is not None, _compute_dtype(h)
+        h,
+        weight,
+        bias,
+        teacher,
+        y,
+        plan,
+        float(temperature),
+        teacher_logits is not None,
+        _compute_dtype(h),
+        eager,
     )
     return LossSums(kd=kd, ce=ce, tokens=int(plan.idx.numel()))

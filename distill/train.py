@@ -469,6 +469,10 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     with accelerator.main_process_first():
         train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
     t_data = time.perf_counter() - t0
+    if main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
+        from safetensors.torch import save_file
+
+        save_file({"val": val_blocks.contiguous()}, str(run_dir / "val_blocks.safetensors"))
 
     mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum
     world = accelerator.num_processes

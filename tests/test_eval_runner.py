@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_gpt2
+from conftest import debug_overrides, make_gpt2
 
 from distill.config import load_config, save_config
 from distill.errors import DataError, ModelError
@@ -48,19 +48,17 @@ def model_dir(tmp_path, tokenizer):
 
 @pytest.fixture
 def run_dir(tmp_path, tokenizer, teacher_dir):
-    """A finished run as train() leaves it (config.yaml + final/), without training: the debug recipe with the
-    4-layer teacher, its data cache under tmp_path, and a 2-layer student in final/."""
-    run = tmp_path / "runs" / "debug"
+    """A finished run as train() leaves it (config.yaml, val_blocks.safetensors, final/), without training: the
+    debug recipe with the 4-layer teacher, its held-out blocks, and a 2-layer student in final/."""
+    from safetensors.torch import save_file
+
+    from distill.data import build_blocks
+
+    cfg = load_config("recipes/debug.yaml", debug_overrides(tmp_path, teacher_dir))
+    run = tmp_path / "runs" / cfg.run.name
     run.mkdir(parents=True)
-    cfg = load_config(
-        "recipes/debug.yaml",
-        [
-            f"teacher.name_or_path={teacher_dir}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"run.output_dir={tmp_path / 'runs'}",
-        ],
-    )
     save_config(cfg, run / "config.yaml")
+    save_file({"val": build_blocks(cfg, tokenizer)[1]}, str(run / "val_blocks.safetensors"))
     make_gpt2(tokenizer, n_layer=2, seed=2).save_pretrained(run / "final")
     tokenizer.save_pretrained(run / "final")
     return run
@@ -136,7 +134,7 @@ def test_evaluate_run_puts_teacher_and_student_side_by_side(run_dir):
         assert r["reference"] == teacher["model"]["label"]
         assert r["summary"]["templates"]["fluency_ppl"] > 1
         assert r["tasks"]["perplexity"]["result"]["source"].startswith("run validation blocks")
-        assert r["tasks"]["perplexity"]["result"]["block_size"] == 32
+        assert r["tasks"]["perplexity"]["result"]["block_size"] == 16  # data.block_size of the run
 
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("| task: metric"))

@@ -686,54 +686,16 @@ def _needs_run_blocks(suite: S.Suite) -> bool:
     return any(isinstance(t, S.PerplexityTask) and t.run_validation for t in suite.tasks.values())
 
 
-def _teacher_samples_cached(cfg: Config, teacher: torch.nn.Module) -> bool:
-    """Whether the run's transfer set (teacher samples) is in the data cache, so its blocks can be rebuilt
-    without sampling again. Mirrors the cache key of `distill.data.sample_teacher_documents`."""
-    from distill.data import _digest, read_prompts
+def run_validation_blocks(run_dir: Path) -> tuple[torch.Tensor | None, str]:
+    """The run's held-out validation blocks (N, block_size), as `train()` saved them in `val_blocks.safetensors`,
+    and a note saying where they came from, or (None, why not). Nothing is rebuilt or sampled again."""
+    from safetensors.torch import load_file
 
-    d = cfg.data
-    key = _digest(
-        {
-            "teacher": cfg.teacher.name_or_path,
-            "dtype": cfg.teacher.dtype,
-            "prompts": read_prompts(d.prompts),
-            "n": d.samples_per_prompt,
-            "len": d.sample_max_new_tokens,
-            "top_p": d.sample_top_p,
-            "temp": d.sample_temperature,
-            "seed": cfg.run.seed,
-            "params": sum(p.numel() for p in teacher.parameters()),
-        }
-    )
-    return (Path(d.cache_dir) / "samples" / f"{key}.jsonl").is_file()
-
-
-def run_validation_blocks(
-    cfg: Config, tokenizer, teacher: torch.nn.Module | None, device: torch.device
-) -> tuple[torch.Tensor | None, str]:
-    """The run's validation blocks (N, block_size), rebuilt from the data cache exactly as training built them,
-    and a note saying where they came from, or (None, why not).
-
-    Never samples the teacher again: a transfer set of teacher samples is used only when it is still cached."""
-    from distill.data import build_blocks
-
-    d = cfg.data
-    try:
-        if d.source == "teacher_samples":
-            if teacher is None:
-                return None, (
-                    "run validation blocks not used: the run's teacher is not loaded (the reference is not the "
-                    "teacher), and its transfer samples are cached under a key that needs it"
-                )
-            if not _teacher_samples_cached(cfg, teacher):
-                return None, (
-                    f"run validation blocks not used: the teacher samples are no longer cached under {d.cache_dir} "
-                    "(rebuilding them would mean sampling the whole transfer set again)"
-                )
-        _, val = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
-    except FairDistillError as e:  # e.g. an hf source offline, or moved data files
-        return None, f"run validation blocks not used: {e}"
-    return val, f"run validation blocks ({val.shape[0]} x {val.shape[1]} tokens, data.source {d.source})"
+    path = Path(run_dir) / "val_blocks.safetensors"
+    if not path.is_file():
+        return None, f"run validation blocks not used: {path} does not exist (a run from an older version?)"
+    val = load_file(str(path))["val"]
+    return val, f"run validation blocks ({val.shape[0]} x {val.shape[1]} tokens, {path.name})"
 
 
 def _resolve_reference(
@@ -775,15 +737,8 @@ def _context(
     if _needs_reference(suite):
         reference, note = _resolve_reference(reference_spec, run_cfg, run_dir, device, teacher)
     blocks, blocks_note = None, "run validation blocks not used: not a run directory"
-    if _needs_run_blocks(suite) and run_cfg is not None:
-        run_teacher = (
-            teacher
-            if teacher is not None
-            else (reference if reference is not None and reference.info.get("role") == "teacher" else None)
-        )
-        blocks, blocks_note = run_validation_blocks(
-            run_cfg, tokenizer, run_teacher.model if run_teacher else None, device
-        )
+    if _needs_run_blocks(suite) and run_dir is not None:
+        blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
     return _Context(device, reference, note, blocks, blocks_note)

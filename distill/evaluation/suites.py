@@ -20,6 +20,7 @@ as a `ConfigError`. The metrics themselves are defined in `eval/README.md`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -453,7 +454,8 @@ def suite_from_dict(
         problems.append(
             f"suite name {name!r} may hold only letters, digits, '.', '_' and '-' (it names files)"
         )
-    data = apply_suite_overrides(data, list(overrides or []), problems)
+    # Overrides edit a copy, so the caller's dict (e.g. a parsed file reused for several runs) stays as it was.
+    data = apply_suite_overrides(copy.deepcopy(data), list(overrides or []), problems)
     suite = _build(Suite, data, "", problems)
     _check_device(suite.device, problems)
     raw_tasks = data.get("tasks")
