@@ -39,22 +39,31 @@ def sync(device: torch.device) -> None:
 
 def time_interleaved(
     fns: dict[str, Callable[[], object]], reps: int, device: torch.device, warmup: int = 1
-) -> dict[str, float]:
-    """Median wall seconds of each fn. Variants alternate within every repetition (A B A B ...), so a noisy
-    neighbour on a shared machine slows all of them alike instead of whichever happened to run then."""
+) -> dict[str, dict[str, float]]:
+    """Median seconds of each fn: {"wall": {name: s}, "cpu": {name: s}}.
+
+    Variants alternate within every repetition (A B A B ...), so a noisy neighbour on a shared machine slows all of
+    them alike instead of whichever happened to run then. "cpu" is this process's CPU time over all its threads:
+    on a shared machine it leaves out time spent waiting for a core, so it is the steadier measure of cost there;
+    "wall" is what a user waits for, and what the ratios use."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
             sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {
+        "wall": {k: statistics.median(v) for k, v in wall.items()},
+        "cpu": {k: statistics.median(v) for k, v in cpu.items()},
+    }
 
 
 # ---- CPU peak memory, measured in a child process ------------------------------------------------------------

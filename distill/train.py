@@ -73,15 +73,16 @@ def shard_teacher(accelerator, teacher):
                 limit_all_gathers=plugin.limit_all_gathers,
                 device_id=accelerator.device,
             )
-    elif (
-        accelerator.distributed_type == DistributedType.DEEPSPEED
-        and accelerator.state.deepspeed_plugin.zero_stage == 3
-    ):
+    elif accelerator.distributed_type == DistributedType.DEEPSPEED:
         import copy
 
         import deepspeed
 
+        # ZeRO-3 partitions the teacher like the student; below it, a stage-0 engine keeps a full copy. Either way
+        # DeepSpeed casts it to the run's precision, as it does the student (it runs no autocast).
         config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+        if config["zero_optimization"]["stage"] != 3:
+            config["zero_optimization"]["stage"] = 0
         teacher, *_ = deepspeed.initialize(model=teacher, config=config)
     return teacher.eval().requires_grad_(False)
 

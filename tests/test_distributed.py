@@ -1,9 +1,10 @@
 """The distributed path, run for real: the debug recipe on 2 CPU processes (gloo) through `accelerate launch`.
 
-One test, three runs of the same recipe on a dropout-free 4-layer teacher:
+One test, two runs of the same recipe (4 steps, checkpoints every 2) on a dropout-free 4-layer teacher:
   one  - 1 process, in this pytest process, micro_batch_size 4, uninterrupted;
   two  - 2 processes, micro_batch_size 2 each, stopped after its step-2 checkpoint (as a preempted job would be),
-         then relaunched, which resumes it to step 4.
+         then launched again, which resumes it to step 4;
+and last, one process asked to continue `two` must refuse a checkpoint written by two.
 `MicroBatches` hands process r rows [r * mbs, (r + 1) * mbs) of each global micro-batch of mbs * world rows, and
 its epoch length is n // (mbs * world): 1 process x 4 rows and 2 processes x 2 rows see the same rows in the same
 micro-batches and the same epochs. Doubling grad_accum instead would give the same rows per step but a different
