@@ -22,7 +22,9 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_SILENT ?= true
 
-.PHONY: setup distill distill-baseline eval report test test-fast lint bench clean
+GRID ?= recipes/experiments/smollm2_grid.yaml
+
+.PHONY: setup distill eval report experiment test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +46,9 @@ eval: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/python -m distill.cli report $(RUNS)
+
+experiment: $(STAMP)
+	$(BIN)/python -m distill.cli experiment $(GRID)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

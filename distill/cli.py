@@ -80,6 +80,15 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_experiment(args) -> int:
+    from distill.experiment import load_grid, run_grid, summarise
+
+    grid = load_grid(args.grid)
+    out = summarise(grid) if args.summarise_only else run_grid(grid)
+    sys.stdout.write((out / "table.md").read_text() + f"\nresults: {out}\n")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from distill.evaluation.report import write_report
 
@@ -121,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("baseline", help="the baseline recipe")
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=_cmd_compare)
+
+    x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
+    x.add_argument("grid", help="e.g. recipes/experiments/smollm2_grid.yaml")
+    x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
+    x.set_defaults(func=_cmd_experiment)
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")
     r.add_argument("runs", nargs="+")

@@ -111,6 +111,9 @@ class DataConfig:
     """Cap on validation blocks, so validation stays cheap on huge corpora."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    seed: int | None = None
+    """Seed of the transfer set (teacher sampling) and of the train/validation split; null uses run.seed. Fix it
+    to compare training seeds on the same data."""
     cache_dir: str = ".cache/fairdistill"
     """Where tokenized blocks, teacher samples and converted embedded models are cached (keyed by content)."""
 

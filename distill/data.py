@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 TEXT_SUFFIXES = (".txt", ".md")
 
 
+def data_seed(cfg: Config) -> int:
+    """Seed of the transfer set and the validation split: `data.seed`, or `run.seed` when that is null."""
+    return cfg.run.seed if cfg.data.seed is None else cfg.data.seed
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -172,7 +177,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
             "len": d.sample_max_new_tokens,
             "top_p": d.sample_top_p,
             "temp": d.sample_temperature,
-            "seed": cfg.run.seed,
+            "seed": data_seed(cfg),
             "params": sum(p.numel() for p in teacher.parameters()),
         }
     )
@@ -195,7 +200,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
         max_new_tokens=d.sample_max_new_tokens,
         top_p=d.sample_top_p,
         temperature=d.sample_temperature,
-        seed=cfg.run.seed,
+        seed=data_seed(cfg),
         batch_size=d.sample_batch_size,
         device=device,
     )
@@ -279,7 +284,7 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
             d.block_size,
             d.val_fraction,
             d.max_val_blocks,
-            cfg.run.seed,
+            data_seed(cfg),
         ]
     )
     cache = Path(d.cache_dir) / "blocks" / f"{key}.safetensors"
@@ -305,7 +310,7 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
         raise DataError(
             f"the {d.source} transfer text is empty (0 documents); check data.files / data.name / data.split"
         )
-    train, val = split_blocks(blocks, d.val_fraction, d.max_val_blocks, cfg.run.seed)
+    train, val = split_blocks(blocks, d.val_fraction, d.max_val_blocks, data_seed(cfg))
     _atomic_save({"train": train, "val": val}, cache, {"documents": str(n_docs)})
     log.info(
         "data: %d documents -> %d train / %d validation blocks of %d tokens (cached %s)",

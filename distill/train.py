@@ -602,10 +602,13 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             if twin_rows is not None and twin_rows.any():
                 tin = torch.cat([tin, item["twin_ids"][twin_rows]])
                 tmask = torch.cat([tmask, item["twin_mask"][twin_rows]])
-            with torch.no_grad(), accelerator.autocast():
-                t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
-            targets = targets_for_step(item, t_logits, cfg, cf)
-            del t_logits
+            if cfg.kd.alpha > 0 or cf is not None:
+                with torch.no_grad(), accelerator.autocast():
+                    t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
+                targets = targets_for_step(item, t_logits, cfg, cf)
+                del t_logits
+            else:
+                targets = None  # kd.alpha 0 and no counterfactuals: plain cross-entropy, the teacher is not needed
             ctx = accelerator.no_sync(student) if k < accum - 1 else _nullcontext()
             with ctx:
                 with accelerator.autocast():

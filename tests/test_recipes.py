@@ -20,7 +20,7 @@ from distill.models import build_student
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(glob.glob(str(ROOT / "recipes" / "**" / "*.yaml"), recursive=True))
-TRAINING = [r for r in RECIPES if "/accelerate/" not in r]
+TRAINING = [r for r in RECIPES if "/accelerate/" not in r and "/experiments/" not in r]
 ACCELERATE = [r for r in RECIPES if "/accelerate/" in r]
 LADDER = [r for r in TRAINING if re.search(r"/(gpt2-|smollm2-(360m|1\.7b))", r)]
 

@@ -168,6 +168,8 @@ def pronoun_probe(
         "he_minus_she": sum(gaps) / len(gaps),
         "per_profession": {p: sum(v) / len(v) for p, v in per_profession.items()},
         "per_template": {t: sum(v) / len(v) for t, v in per_template.items()},
+        # every prompt's signed gap, in a fixed order, so two models can be compared prompt by prompt (paired)
+        "per_prompt": [{"template": t, "profession": p, "gap": g} for (t, p), g in zip(cells, gaps)],
         "n_prompts": len(gaps),
         **report,
     }

@@ -1,0 +1,93 @@
+"""The experiment grid on tiny models: every variant x seed trains and is evaluated, results/ holds the table,
+the JSON and readable plots, and a second call resumes (trains nothing again)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import debug_overrides
+
+from distill.errors import ConfigError
+from distill.experiment import load_grid, run_grid
+
+
+@pytest.mark.slow
+def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
+    grid_file = tmp_path / "grid.yaml"
+    common = debug_overrides(
+        tmp_path,
+        teacher_dir,
+        "train.max_steps=3",
+        "train.probe_every=0",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "tracking.wandb=false",
+    )
+    common = [c for c in common if not c.startswith("run.output_dir")]
+    grid_file.write_text(
+        yaml.safe_dump(
+            {
+                "base": "recipes/debug.yaml",
+                "output_dir": str(tmp_path / "runs"),
+                "results_dir": str(tmp_path / "results"),
+                "seeds": [0, 1],
+                "suite": "quick",
+                "suite_overrides": [
+                    "n_per_prompt=1",
+                    "max_new_tokens=6",
+                    "max_per_group=1",
+                    "probe.max_professions=8",
+                ],
+                "common": common,
+                "variants": {
+                    "plain_kd": ["augment.mode=off", "perturb.kind=none"],
+                    "cda_mean": ["augment.mode=append", "perturb.kind=mean"],
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    out = run_grid(load_grid(grid_file))
+    table = (out / "table.md").read_text()
+    assert "| teacher |" in table and "| plain_kd |" in table and "| cda_mean |" in table
+    assert "reference" in table
+    data = json.loads((out / "results.json").read_text())
+    assert [v["variant"] for v in data["variants"]] == ["plain_kd", "cda_mean"]
+    cda = data["variants"][1]
+    assert cda["gap_verdict"] in (
+        "better",
+        "worse",
+        "no measurable difference",
+        "no measurable difference (seeds disagree)",
+    )
+    assert len(cda["gap_diff_seeds"]) == 2 and cda["gap_diff_ci"][0] <= cda["gap_diff_ci"][1]
+    assert (out / "frontier.png").stat().st_size > 1000 and (out / "parity_groups.png").stat().st_size > 1000
+    assert "make experiment" in (out / "COMMANDS.md").read_text()
+
+    # resumes: nothing is trained again
+    import distill.train
+
+    monkeypatch.setattr(distill.train, "train", lambda cfg: pytest.fail("retrained a finished run"))
+    run_grid(load_grid(grid_file))
+
+
+def test_bad_grid_is_named(tmp_path):
+    g = tmp_path / "g.yaml"
+    g.write_text("base: recipes/debug.yaml\nvariants: {a: [kd.alpha=0.5]}\nseedz: [0]\n")
+    with pytest.raises(ConfigError) as e:
+        load_grid(g)
+    assert "unknown key 'seedz'" in str(e.value) and "reference 'plain_kd' is not one of the variants" in str(
+        e.value
+    )
+
+
+def test_shipped_grid_validates_every_variant():
+    from distill.config import load_config
+    from distill.experiment import variant_overrides
+
+    grid = load_grid("recipes/experiments/smollm2_grid.yaml")
+    assert len(grid.variants) == 7 and grid.reference in grid.variants
+    for v in grid.variants:
+        load_config(grid.base, variant_overrides(grid, v, 0))
