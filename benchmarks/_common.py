@@ -103,7 +103,9 @@ def run_child(script: str, args: list[str]) -> dict:
     for line in proc.stdout.splitlines():
         if line.startswith("CHILD_RESULT "):
             return json.loads(line[len("CHILD_RESULT ") :])
-    raise RuntimeError(f"child {script} {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    raise RuntimeError(
+        f"child {script} {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    )
 
 
 def gpu_peak_bytes(run: Callable[[], object], device: torch.device) -> int:

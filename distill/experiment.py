@@ -223,8 +223,12 @@ def summarise(grid: Grid) -> Path:
     teacher = json.loads(_teacher_result(grid).read_text()) if _teacher_result(grid).is_file() else None
 
     per_variant: dict[str, dict] = {}
+    missing = []
     for v in grid.variants:
         runs = [root / run_name(v, s) for s in grid.seeds]
+        if not all((r / "eval" / f"{grid.suite}.json").is_file() for r in runs):
+            missing.append(v)
+            continue
         results = [json.loads((r / "eval" / f"{grid.suite}.json").read_text()) for r in runs]
         gaps = [np.abs(_probe_gaps(r)) for r in results]
         signed = [_probe_gaps(r) for r in results]
@@ -237,6 +241,12 @@ def summarise(grid: Grid) -> Path:
             "labels": labels,
         }
 
+    if grid.reference not in per_variant:
+        raise ConfigError(
+            f"the reference variant {grid.reference!r} has not finished every seed; run the grid first"
+        )
+    if missing:
+        log.warning("experiment: %s not finished for every seed; left out of results/", ", ".join(missing))
     ref = per_variant[grid.reference]
     rows = []
     for v, d in per_variant.items():
@@ -303,7 +313,8 @@ def summarise(grid: Grid) -> Path:
         "variants": [{k: v for k, v in r.items()} for r in rows],
     }
     (out / "results.json").write_text(json.dumps(_nan_to_none(payload), indent=2, default=str))
-    (out / "table.md").write_text(_table(rows, teacher_row, grid))
+    note = f"\nNot finished, so not in this table: {', '.join(missing)}.\n" if missing else ""
+    (out / "table.md").write_text(_table(rows, teacher_row, grid) + note)
     _plots(per_variant, rows, teacher_row, grid, out)
     (out / "COMMANDS.md").write_text(
         "# How these results were made\n\n```bash\nmake experiment"

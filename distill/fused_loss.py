@@ -75,7 +75,9 @@ class _Plan:
         start, stop, first = chunk
         if first is not None:
             return x[first : first + stop - start]
-        return x[self.idx[start:stop]]  # aten::index: several times faster than index_select for wide rows on CPU
+        return x[
+            self.idx[start:stop]
+        ]  # aten::index: several times faster than index_select for wide rows on CPU
 
     def put(self, out: torch.Tensor, chunk: tuple[int, int, int | None], value: torch.Tensor) -> None:
         """out[rows of chunk] = value."""
@@ -112,44 +114,49 @@ class _Inputs:
         return torch.log_softmax(t / self.T, dim=-1) if self.teacher_is_logits else t
 
 
-def _loss_chunk(z: torch.Tensor, logq: torch.Tensor | None, y: torch.Tensor, T: float, keep_z: bool):
-    """Per-chunk sums and the per-row numbers the gradient needs.
+def _chunk(z, logq, y, T: float, coefs: tuple[float, float] | None, need_loss: bool = True):
+    """Loss sums and/or logit gradient of one chunk, in as few passes over [c, V] as we could make it.
 
-    z: [c, V] student logits (overwritten unless keep_z); logq: [c, V] or None; y: [c].
-    Returns (ce sum, kd sum without the T^2 factor or None, lse(z) [c], lse(z / T) [c] or None, sum(q) [c] or None).
+    z: [c, V] student logits (overwritten); logq: [c, V] teacher log-targets or None (read only); y: [c] labels;
+    coefs: (g_kd, g_ce) to also return dz = d(g_kd * kd + g_ce * ce) / dz, or None.
+    Returns (ce sum, kd sum without the T^2 factor or None, dz [c, V] or None).
     """
-    lse1 = torch.logsumexp(z, dim=-1)
-    ce = (lse1 - z.gather(1, y[:, None]).squeeze(1)).sum()
-    if logq is None:
-        return ce, None, lse1, None, None
-    if keep_z:
-        a = z / T if T != 1.0 else z.clone()
-    else:
-        a = z.div_(T) if T != 1.0 else z
-    lse_t = torch.logsumexp(a, dim=-1) if T != 1.0 else lse1
-    diff = a.sub_(lse_t[:, None]).neg_().add_(logq)  # log q - log p_S, in a's buffer
-    q = logq.exp()
-    q_mass = q.sum(-1)
-    # 0 * log 0 = 0: where q is 0 (a masked or underflowed target) the term vanishes, -inf included.
-    diff.masked_fill_(q == 0, 0.0)
-    kd = q.mul_(diff).sum()
-    return ce, kd, lse1, lse_t, q_mass
-
-
-def _grad_logits_chunk(z, logq, y, lse1, lse_t, q_mass, T: float, g_ce, g_kd) -> torch.Tensor:
-    """d(g_kd * kd + g_ce * ce) / dz for one chunk, [c, V]; consumes z's buffer. g_ce / g_kd: float, 0-dim
-    tensor, or None for a term that gets no gradient."""
-    dz = None
-    if g_kd is not None and logq is not None:
-        c = g_kd * T  # d(T^2 KL)/dz = T * (softmax(z / T) * sum(q) - q)
-        dz = (z / T if T != 1.0 else z.clone()).sub_(lse_t[:, None]).exp_()
-        dz.mul_((c * q_mass)[:, None])
-        dz.sub_(logq.exp().mul_(c))  # out of place: logq may be a view of the caller's targets
-    if g_ce is not None:
-        p = z.sub_(lse1[:, None]).exp_().mul_(g_ce)
-        p[torch.arange(y.shape[0], device=y.device), y] -= g_ce
-        dz = p if dz is None else p.add_(dz)
-    return dz if dz is not None else torch.zeros_like(z)
+    # Work with z - max(z): the same softmax, and every exp below is <= 1. Then lse(z) = max + log(s1), and
+    # the scaled logits a = (z - max) / T have lse(z / T) = max / T + log(s_t).
+    zs = z.sub_(z.amax(dim=-1, keepdim=True))
+    e1 = zs.exp()  # unnormalised softmax(z)
+    s1 = e1.sum(-1)
+    ce = (s1.log() - zs.gather(1, y[:, None]).squeeze(1)).sum() if need_loss else None
+    kd = dz = None
+    if logq is not None:
+        if T != 1.0:
+            a = zs.div_(T)
+            e_t = a.exp()  # unnormalised softmax(z / T)
+            s_t = e_t.sum(-1)
+        else:
+            a, e_t, s_t = zs, e1, s1
+        q = logq.exp()
+        q_mass = q.sum(-1)
+        if need_loss:
+            # KL_i = sum_v q (log q - log p_S) with log p_S = a - log s_t. a's buffer becomes log q - a; where
+            # q == 0 and log q = -inf the term must be 0 (0 * log 0), so clamp -inf to a large finite number.
+            diff = a.neg_().add_(logq).clamp_(min=-1e30)
+            kd = (diff.mul_(q).sum(-1) + q_mass * s_t.log()).sum()
+    if coefs is not None:
+        g_kd, g_ce = coefs
+        rows = torch.arange(y.shape[0], device=y.device)
+        # g_ce * (softmax(z) - onehot(y)) + g_kd * T * (softmax(z / T) * sum(q) - q), in e1's buffer
+        use_kd = logq is not None and g_kd != 0.0
+        if use_kd and T == 1.0:
+            dz = e1.mul_(((g_ce + g_kd * q_mass) / s1)[:, None])  # softmax(z / T) is softmax(z)
+        else:
+            dz = e1.mul_((g_ce / s1)[:, None])
+            if use_kd:
+                dz.addcmul_(e_t, ((g_kd * T) * q_mass / s_t)[:, None])
+        dz[rows, y] -= g_ce
+        if use_kd:
+            dz.add_(q, alpha=-g_kd * T)
+    return ce, kd, dz
 
 
 class _Grads:
@@ -186,82 +193,56 @@ class _Grads:
 
 class _FusedKDCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype, eager):
+    def forward(
+        ctx, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype, eager
+    ):
         ctx.set_materialize_grads(False)
         inp = _Inputs(hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype)
-        n = plan.idx.numel()
-        # Per-row numbers a recomputing backward needs, so it forms softmax(z) as exp(z - lse) with no reduction.
-        lse1 = hidden.new_empty(n, dtype=inp.acc)
-        lse_t = hidden.new_empty(n, dtype=inp.acc)
-        q_mass = hidden.new_empty(n, dtype=inp.acc)
         kd = hidden.new_zeros((), dtype=inp.acc)
         ce = hidden.new_zeros((), dtype=inp.acc)
-        grads = None
-        if eager is not None:
-            grads = _Grads(inp, *ctx.needs_input_grad[:3])
-            w_kd, w_ce = eager
+        grads = _Grads(inp, *ctx.needs_input_grad[:3]) if eager is not None else None
         for chunk in plan.chunks:
             start, stop, _ = chunk
             h, z = inp.logits(chunk)
-            logq = inp.teacher_logq(chunk)
-            y = inp.y[start:stop]
-            ce_c, kd_c, lse1[start:stop], lt, qm = _loss_chunk(z, logq, y, temperature, keep_z=grads is not None)
+            ce_c, kd_c, dz = _chunk(z, inp.teacher_logq(chunk), inp.y[start:stop], temperature, eager)
             ce = ce + ce_c
             if kd_c is not None:
                 kd = kd + kd_c
-                lse_t[start:stop], q_mass[start:stop] = lt, qm
             if grads is not None:
-                dz = _grad_logits_chunk(z, logq, y, lse1[start:stop], lt, qm, temperature, w_ce, w_kd)
                 grads.add(inp, chunk, h, dz)
         if teacher is not None:
             kd = kd * temperature**2
-        ctx.save_for_backward(hidden, weight, bias, teacher, labels, lse1, lse_t, q_mass)
+        ctx.save_for_backward(hidden, weight, bias, teacher, labels)
         ctx.inp_args = (plan, temperature, teacher_is_logits, dtype)
         ctx.grads, ctx.eager = grads, eager
         return kd, ce
 
     @staticmethod
     def backward(ctx, grad_kd, grad_ce):
-        hidden, weight, bias, teacher, labels, lse1, lse_t, q_mass = ctx.saved_tensors
+        hidden, weight, bias, teacher, labels = ctx.saved_tensors
         none = (None,) * 7  # no gradient for teacher, labels and the settings
-        if teacher is None:
-            grad_kd = None  # kd is a constant 0 then
-        if grad_kd is None and grad_ce is None:
-            return (None, None, None, *none)
+        # Two scalars read on the host (one sync): they scale whole chunks, and decide the path below.
+        g_kd = float(grad_kd) if grad_kd is not None and teacher is not None else 0.0
+        g_ce = float(grad_ce) if grad_ce is not None else 0.0
         if ctx.grads is not None:
-            scale = _proportional(grad_kd, grad_ce, *ctx.eager)
+            grads, ctx.grads = ctx.grads, None
+            scale = _proportional(g_kd, g_ce, *ctx.eager)
             if scale is not None:
-                grads, ctx.grads = ctx.grads, None
                 return (*grads.result(hidden, weight, bias, scale), *none)
-            ctx.grads = None  # not in the promised proportion: free them and recompute
+            del grads  # not in the promised proportion: free them and recompute
         plan, T, teacher_is_logits, dtype = ctx.inp_args
         inp = _Inputs(hidden, weight, bias, teacher, labels, plan, T, teacher_is_logits, dtype)
         grads = _Grads(inp, *ctx.needs_input_grad[:3])
-        g_ce = grad_ce.to(inp.acc) if grad_ce is not None else None
-        g_kd = grad_kd.to(inp.acc) if grad_kd is not None else None
         for chunk in plan.chunks:
             start, stop, _ = chunk
-            h, z = inp.logits(chunk)  # recomputed: the forward kept only per-row numbers
-            dz = _grad_logits_chunk(
-                z,
-                inp.teacher_logq(chunk),
-                inp.y[start:stop],
-                lse1[start:stop],
-                lse_t[start:stop],
-                q_mass[start:stop],
-                T,
-                g_ce,
-                g_kd,
-            )
+            h, z = inp.logits(chunk)  # recomputed: the forward kept nothing of size V
+            _, _, dz = _chunk(z, inp.teacher_logq(chunk), inp.y[start:stop], T, (g_kd, g_ce), need_loss=False)
             grads.add(inp, chunk, h, dz)
         return (*grads.result(hidden, weight, bias), *none)
 
 
-def _proportional(grad_kd, grad_ce, w_kd: float, w_ce: float) -> float | None:
-    """s with (grad_kd, grad_ce) == s * (w_kd, w_ce), or None when they are not in that proportion.
-    A missing gradient counts as 0 (its term was not used)."""
-    g_kd = float(grad_kd) if grad_kd is not None else 0.0
-    g_ce = float(grad_ce) if grad_ce is not None else 0.0
+def _proportional(g_kd: float, g_ce: float, w_kd: float, w_ce: float) -> float | None:
+    """s with (g_kd, g_ce) == s * (w_kd, w_ce), or None when they are not in that proportion."""
     norm = w_kd * w_kd + w_ce * w_ce
     if norm == 0.0:
         return None

@@ -1,0 +1,96 @@
+"""Run every benchmark with sizes that finish in under 15 minutes on a 2-core CPU (`make bench`), then print each
+one's ratio lines again, together, at the end.
+
+Each benchmark runs in its own process (one at a time: they time themselves, and two would share the cores). The
+sizes here are the small end of each script's range; run a script alone for its full sizes (benchmarks/README.md).
+
+    python benchmarks/run_all.py            # ~11 minutes on 2 CPU cores
+    python benchmarks/run_all.py --quick    # tiny sizes, ~3 minutes: checks that everything runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# script, arguments for `make bench`, arguments for --quick
+BENCHMARKS = [
+    (
+        "bench_kd_loss.py",
+        [
+            "--vocab",
+            "50257",
+            "49152",
+            "--batch",
+            "8",
+            "--seq",
+            "256",
+            "--reps",
+            "1",
+            "--variants",
+            "full",
+            "trl",
+        ],
+        ["--quick"],
+    ),
+    ("bench_counterfactual.py", ["--reps", "1"], ["--quick", "--reps", "1"]),
+    (
+        "bench_generation.py",
+        ["--prompts", "18", "--samples", "1", "--max-new-tokens", "16"],
+        ["--quick"],
+    ),
+]
+
+
+def is_ratio_line(line: str) -> bool:
+    return "(target " in line
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="+", default=None, help="script names to run, e.g. bench_generation.py")
+    a = p.parse_args(argv)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    summary: list[str] = []
+    failed: list[str] = []
+    t_all = time.perf_counter()
+    for script, args, quick_args in BENCHMARKS:
+        if a.only and script not in a.only:
+            continue
+        cmd = [sys.executable, str(HERE / script), *(quick_args if a.quick else args)]
+        print(f"\n######## {' '.join(['python', 'benchmarks/' + script, *cmd[2:]])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        lines = []
+        for line in proc.stdout:  # stream, so a long run shows progress
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+        rc = proc.wait()
+        took = time.perf_counter() - t0
+        if rc != 0:
+            failed.append(script)
+            summary.append(f"{script}: FAILED (exit {rc}) after {took:.0f} s")
+            continue
+        summary.append(f"{script} ({took:.0f} s):")
+        summary.extend("  " + line for line in lines if is_ratio_line(line))
+    print(f"\n######## summary ({time.perf_counter() - t_all:.0f} s in all)")
+    for line in summary:
+        print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

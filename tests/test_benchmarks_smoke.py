@@ -1,0 +1,69 @@
+"""The benchmark scripts run at tiny sizes and end with their ratio lines. Timings are never checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED = ROOT / ".cache" / "fairdistill" / "embedded" / "smollm2-135m" / "config.json"
+RATIO = re.compile(r"^\S.* -?[0-9.e+-]+ \(target (<=|>=) [0-9.]+\) (met|MISSED)$")
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_kd_loss_benchmark_prints_ratios_last():
+    lines = _run(
+        "bench_kd_loss.py",
+        "--quick",
+        "--vocab",
+        "512",
+        "--hidden",
+        "16",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--no-trl",
+    )
+    assert RATIO.match(lines[-1]) and "time_ratio" in lines[-1], lines[-3:]
+    assert RATIO.match(lines[-2]) and "peak_memory_ratio" in lines[-2], lines[-3:]
+    # the float32 agreement line of the fused loss
+    agree = [line for line in lines if line.strip().startswith("fused:") and "rel. diff" in line]
+    assert agree and float(agree[0].split("full ")[1].split(",")[0]) < 1e-5
+
+
+@pytest.mark.skipif(
+    not EMBEDDED.is_file(), reason="needs the embedded SmolLM2 tokenizer (run `make distill` once)"
+)
+def test_generation_benchmark_runs():
+    lines = _run("bench_generation.py", "--quick", "--prompts", "3", "--max-new-tokens", "4")
+    assert RATIO.match(lines[-1]) and lines[-1].startswith("generation_speedup"), lines[-3:]
+    assert "  outputs identical: yes" in lines
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not EMBEDDED.is_file(), reason="needs the embedded SmolLM2 tokenizer (run `make distill` once)"
+)
+def test_counterfactual_benchmark_runs():
+    lines = _run("bench_counterfactual.py", "--quick", "--reps", "1", "--settings", "append", "--seq", "32")
+    assert RATIO.match(lines[-1]) and "counterfactual_overhead" in lines[-1], lines[-3:]
+    assert any("unchanged rows: once" in line for line in lines)

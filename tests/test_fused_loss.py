@@ -1,0 +1,229 @@
+"""The fused KD + CE loss against the straightforward one on materialised logits: same sums, same gradients.
+
+Tolerances: float64 inputs agree with a float64 textbook reference (F.kl_div + F.cross_entropy) to 1e-10, absolute
+on sums of ~10-100 and gradients of ~1; float32 inputs agree with `kd_ce_sums` (which computes in float32) to 1e-5
+relative on the sums and 1e-5 absolute on the gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.fused_loss import fused_kd_ce_sums
+from distill.losses import kd_ce_sums, next_token_labels
+
+N, H, V = 13, 8, 29
+ALPHA = 0.3
+
+
+def _inputs(dtype=torch.float64, bias=False, seed=0, T=2.0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, H, generator=g, dtype=dtype).requires_grad_()
+    w = torch.randn(V, H, generator=g, dtype=dtype).requires_grad_()
+    b = torch.randn(V, generator=g, dtype=dtype).requires_grad_() if bias else None
+    teacher_logits = torch.randn(N, V, generator=g, dtype=dtype) * 3
+    labels = torch.randint(0, V, (N,), generator=g)
+    labels[[2, 5, 6, N - 1]] = -100  # padding in the middle and at the end
+    return h, w, b, teacher_logits, labels
+
+
+def _reference(h, w, b, logq, labels, T):
+    """Textbook: full logits, log-softmax, F.kl_div and F.cross_entropy over the valid rows."""
+    return _reference_on_logits(h @ w.t() + (b if b is not None else 0), logq, labels, T)
+
+
+def _reference_on_logits(z, logq, labels, T):
+    m = labels != -100
+    ce = F.cross_entropy(z[m], labels[m], reduction="sum")
+    if logq is None:
+        return torch.zeros((), dtype=z.dtype), ce
+    kd = F.kl_div(F.log_softmax(z[m] / T, -1), logq[m], log_target=True, reduction="sum") * T**2
+    return kd, ce
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return abs((a - b).item())
+
+
+def _grads(loss, tensors):
+    return [g.clone() for g in torch.autograd.grad(loss, [t for t in tensors if t is not None])]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+@pytest.mark.parametrize("T", [1.0, 2.0])
+@pytest.mark.parametrize("grad_weights", [None, (ALPHA, 1 - ALPHA)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_matches_reference_float64(chunk, T, grad_weights, bias):
+    h, w, b, tz, labels = _inputs(bias=bias)
+    logq = torch.log_softmax(tz / T, -1)
+    s = fused_kd_ce_sums(h, w, logq, labels, T, chunk_size=chunk, bias=b, grad_weights=grad_weights)
+    kd, ce = _reference(h, w, b, logq, labels, T)
+    assert s.tokens == int((labels != -100).sum())
+    assert _diff(s.kd, kd) < 1e-10 and _diff(s.ce, ce) < 1e-10
+    ours = _grads(ALPHA * s.kd + (1 - ALPHA) * s.ce, (h, w, b))
+    ref = _grads(ALPHA * kd + (1 - ALPHA) * ce, (h, w, b))
+    for a, r in zip(ours, ref):
+        assert torch.allclose(a, r, rtol=0, atol=1e-10), (a - r).abs().max()
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+@pytest.mark.parametrize("T", [1.0, 2.0])
+@pytest.mark.parametrize("grad_weights", [None, (ALPHA, 1 - ALPHA)])
+def test_matches_kd_ce_sums_float32(chunk, T, grad_weights):
+    h, w, _, tz, labels = _inputs(torch.float32, seed=1)
+    logq = torch.log_softmax(tz / T, -1)
+    s = fused_kd_ce_sums(h, w, logq, labels, T, chunk_size=chunk, grad_weights=grad_weights)
+    r = kd_ce_sums(h @ w.t(), logq, labels, T, chunk_size=chunk)
+    assert torch.allclose(s.kd, r.kd, rtol=1e-5) and torch.allclose(s.ce, r.ce, rtol=1e-5)
+    ours = _grads(ALPHA * s.kd + (1 - ALPHA) * s.ce, (h, w))
+    ref = _grads(ALPHA * r.kd + (1 - ALPHA) * r.ce, (h, w))
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5), (a - b).abs().max()
+
+
+def test_padding_is_masked():
+    h, w, _, tz, labels = _inputs()
+    logq = torch.log_softmax(tz / 2, -1)
+    pad = labels == -100
+    s = fused_kd_ce_sums(h, w, logq, labels, 2.0, chunk_size=4)
+    (gh,) = torch.autograd.grad(s.kd + s.ce, [h])
+    assert gh[pad].abs().max() == 0 and gh[~pad].abs().max() > 0
+    # Whatever sits at padded positions, even NaN targets and hidden states, changes nothing.
+    h2, logq2 = h.detach().clone(), logq.clone()
+    h2[pad], logq2[pad] = float("nan"), float("nan")
+    s2 = fused_kd_ce_sums(h2, w, logq2, labels, 2.0, chunk_size=4)
+    assert torch.equal(s2.kd, s.kd.detach()) and torch.equal(s2.ce, s.ce.detach())
+
+
+def test_no_teacher_term_without_teacher():
+    h, w, b, _, labels = _inputs(bias=True)
+    for grad_weights in (None, (0.5, 0.5)):
+        s = fused_kd_ce_sums(h, w, None, labels, 2.0, chunk_size=3, bias=b, grad_weights=grad_weights)
+        kd, ce = _reference(h, w, b, None, labels, 2.0)
+        assert s.kd.item() == 0.0 and _diff(s.ce, ce) < 1e-10
+        # kd carries no gradient: backpropagating through it as well changes nothing
+        ours = _grads(0.5 * s.kd + 0.5 * s.ce, (h, w, b))
+        ref = _grads(0.5 * ce, (h, w, b))
+        for a, r in zip(ours, ref):
+            assert torch.allclose(a, r, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_teacher_logits_equal_teacher_log_targets(T):
+    h, w, _, tz, labels = _inputs()
+    a = fused_kd_ce_sums(h, w, torch.log_softmax(tz / T, -1), labels, T, chunk_size=4)
+    b = fused_kd_ce_sums(h, w, None, labels, T, chunk_size=4, teacher_logits=tz)
+    assert _diff(a.kd, b.kd) < 1e-10
+    ga, gb = _grads(a.kd + a.ce, (h, w)), _grads(b.kd + b.ce, (h, w))
+    assert all(torch.allclose(x, y, rtol=0, atol=1e-10) for x, y in zip(ga, gb))
+
+
+def test_grad_weights_fall_back_when_not_in_proportion():
+    """Promised (0.3, 0.7) but backpropagated kd alone: backward must recompute, not scale the wrong gradient."""
+    h, w, _, tz, labels = _inputs()
+    logq = torch.log_softmax(tz / 2, -1)
+    s = fused_kd_ce_sums(h, w, logq, labels, 2.0, chunk_size=4, grad_weights=(0.3, 0.7))
+    kd, _ = _reference(h, w, None, logq, labels, 2.0)
+    for a, r in zip(_grads(s.kd, (h, w)), _grads(kd, (h, w))):
+        assert torch.allclose(a, r, rtol=0, atol=1e-10)
+
+
+def test_zero_where_q_is_zero_and_no_gradient_into_teacher():
+    h, w, _, tz, labels = _inputs()
+    tz[:, :7] = -float("inf")  # q = 0 there: 0 * log 0 counts as 0
+    logq = torch.log_softmax(tz / 2, -1).requires_grad_()
+    s = fused_kd_ce_sums(h, w, logq, labels, 2.0, chunk_size=3)
+    # F.kl_div gives NaN here (0 * -inf); kd_ce_sums counts those terms as 0, as we do
+    r = kd_ce_sums(h @ w.t(), logq.detach(), labels, 2.0)
+    assert torch.isfinite(s.kd) and torch.allclose(s.kd, r.kd.double(), rtol=1e-6)
+    (s.kd + s.ce).backward()
+    assert logq.grad is None and torch.isfinite(h.grad).all()
+
+
+def test_identical_student_and_teacher_give_zero_kd():
+    h, w, _, _, labels = _inputs()
+    for T in (1.0, 2.0, 0.5):
+        logq = torch.log_softmax((h @ w.t()).detach() / T, -1)
+        assert abs(fused_kd_ce_sums(h, w, logq, labels, T).kd.item()) < 1e-10
+
+
+def test_all_positions_masked():
+    h, w, _, tz, _ = _inputs()
+    labels = torch.full((N,), -100)
+    s = fused_kd_ce_sums(h, w, tz, labels, 2.0)
+    assert s.tokens == 0 and s.kd.item() == 0 and s.ce.item() == 0
+    (s.kd + s.ce).backward()  # connected to the graph, gradient zero
+    assert h.grad is None or h.grad.abs().max() == 0
+
+
+def test_batched_shapes_and_errors():
+    h, w, _, tz, labels = _inputs()
+    flat = fused_kd_ce_sums(h, w, tz, labels, 2.0)
+    shaped = fused_kd_ce_sums(
+        h[:12].reshape(3, 4, H), w, tz[:12].reshape(3, 4, V), labels[:12].reshape(3, 4), 2.0
+    )
+    part = fused_kd_ce_sums(h[:12], w, tz[:12], labels[:12], 2.0)
+    assert flat.tokens == part.tokens  # the 13th position is padding
+    assert torch.allclose(shaped.kd, part.kd) and torch.allclose(shaped.ce, part.ce)
+    with pytest.raises(ValueError, match="not both"):
+        fused_kd_ce_sums(h, w, tz, labels, 2.0, teacher_logits=tz)
+    with pytest.raises(ValueError, match="weight must be"):
+        fused_kd_ce_sums(h, w.t(), tz, labels, 2.0)
+    with pytest.raises(ValueError, match="teacher targets"):
+        fused_kd_ce_sums(h, w, tz[:, :5], labels, 2.0)
+
+
+def test_autocast_bfloat16_close_to_float32():
+    h, w, _, tz, labels = _inputs(torch.float32, seed=2)
+    logq = torch.log_softmax(tz / 2, -1)
+    ref = fused_kd_ce_sums(h, w, logq, labels, 2.0, chunk_size=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = fused_kd_ce_sums(h, w, logq, labels, 2.0, chunk_size=4, grad_weights=(0.5, 0.5))
+    assert s.kd.dtype == torch.float32
+    assert torch.allclose(s.kd, ref.kd, rtol=3e-2) and torch.allclose(s.ce, ref.ce, rtol=3e-2)
+    g16, g32 = _grads(s.kd + s.ce, (h, w)), _grads(ref.kd + ref.ce, (h, w))
+    for a, b in zip(g16, g32):
+        assert a.dtype == torch.float32 and (a - b).abs().max() < 5e-2 * b.abs().max()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("grad_weights", [None, (ALPHA, 1 - ALPHA)])
+def test_tiny_model_hidden_states_same_loss_and_parameter_gradients(tokenizer, arch, grad_weights):
+    """How train.py uses it: the student's last hidden state (output_hidden_states, logits_to_keep=1 so the
+    full logits are never formed) and its lm_head weight give the same loss and the same gradient on every
+    parameter as kd_ce_sums on the model's logits. float64 model; Llama ties the head to the embeddings."""
+    from conftest import make_gpt2, make_llama
+
+    model = (
+        (make_gpt2 if arch == "gpt2" else make_llama)(tokenizer, n_layer=2).double().eval()
+    )  # eval: no dropout, so both forwards agree
+    T = 2.0
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, len(tokenizer), (3, 9), generator=g)
+    mask = torch.ones_like(x)
+    mask[2, 6:] = 0  # a padded row
+    labels = next_token_labels(x, mask)
+    logq = torch.log_softmax(torch.randn(3, 9, len(tokenizer), generator=g, dtype=torch.float64) * 2, -1)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    logits = model(input_ids=x, attention_mask=mask).logits
+    r = kd_ce_sums(logits, logq, labels, T, chunk_size=5)
+    kd, ce = _reference_on_logits(
+        logits.reshape(-1, logits.shape[-1]), logq.reshape(-1, logq.shape[-1]), labels.reshape(-1), T
+    )
+    ref = torch.autograd.grad(ALPHA * kd + (1 - ALPHA) * ce, params)
+
+    out = model(input_ids=x, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+    head = model.get_output_embeddings()
+    s = fused_kd_ce_sums(
+        out.hidden_states[-1], head.weight, logq, labels, T, 5, head.bias, grad_weights=grad_weights
+    )
+    ours = torch.autograd.grad(ALPHA * s.kd + (1 - ALPHA) * s.ce, params)
+    assert s.tokens == r.tokens
+    assert _diff(s.kd, kd) < 1e-10 and _diff(s.ce, ce) < 1e-10
+    # kd_ce_sums computes in float32 whatever its input: agreement to float32 precision
+    assert torch.allclose(s.kd, r.kd.double(), rtol=1e-6) and torch.allclose(s.ce, r.ce.double(), rtol=1e-6)
+    for p, a, b in zip(params, ours, ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10), (p.shape, (a - b).abs().max())
