@@ -40,6 +40,8 @@ def skewed(tmp_path_factory):
         "The {profession} said that\nThe {profession} told the customer that\n"
     )
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-wide model: threads only fight over the two cores
     model = make_gpt2(tok, n_layer=4, n_embd=32).train()
     ids = [tok.encode(s) + [tok.eos_token_id] for s in corpus]
     width = max(len(i) for i in ids)
@@ -50,6 +52,7 @@ def skewed(tmp_path_factory):
         loss.backward()
         opt.step()
         opt.zero_grad()
+    torch.set_num_threads(threads)
     model.eval().save_pretrained(root / "teacher")
     tok.save_pretrained(root / "teacher")
     return root
