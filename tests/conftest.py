@@ -60,6 +60,15 @@ def build_tokenizer(vocab_size: int = 400):
     )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU the threads mostly wait on each other."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()

@@ -6,20 +6,12 @@ import csv
 import math
 
 import pytest
-import torch
 
 from distill.errors import DataError
 from distill.evaluation.downstream.crows_pairs import load_crows_pairs, score_crows_pairs
 from distill.evaluation.perplexity import LoglikScorer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared CPU the threads mostly wait on each other.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 HEADER = [

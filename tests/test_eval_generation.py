@@ -11,14 +11,7 @@ import torch
 from distill.errors import ConfigError
 from distill.evaluation.generation import generate, read_jsonl, row_seed, save_jsonl
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared CPU the threads mostly wait on each other.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = [

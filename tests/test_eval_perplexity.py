@@ -12,14 +12,7 @@ from conftest import CORPUS
 
 from distill.evaluation.perplexity import LoglikScorer, fluency, loglik_all, perplexity, sentence_loglik
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared CPU the threads mostly wait on each other.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class UniformLM(torch.nn.Module):

@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from conftest import debug_overrides, make_gpt2
 
 from distill.config import load_config, save_config
@@ -29,13 +28,7 @@ GEN_SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu"]
 SMALL = GEN_SMALL + ["probe.max_professions=8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared CPU the threads mostly wait on each other.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

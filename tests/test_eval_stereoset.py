@@ -7,20 +7,12 @@ import json
 import math
 
 import pytest
-import torch
 
 from distill.errors import DataError
 from distill.evaluation.downstream.stereoset import icat, load_stereoset, parse_intrasentence, score_stereoset
 from distill.evaluation.perplexity import LoglikScorer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared CPU the threads mostly wait on each other.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _entry(i, target, bias_type, stereo, anti, unrelated):
