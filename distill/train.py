@@ -608,7 +608,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                 targets = targets_for_step(item, t_logits, cfg, cf)
                 del t_logits
             else:
-                targets = None  # kd.alpha 0 and no counterfactuals: plain cross-entropy, the teacher is not needed
+                targets = (
+                    None  # kd.alpha 0 and no counterfactuals: plain cross-entropy, the teacher is not needed
+                )
             ctx = accelerator.no_sync(student) if k < accum - 1 else _nullcontext()
             with ctx:
                 with accelerator.autocast():
