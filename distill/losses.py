@@ -59,10 +59,11 @@ def kd_ce_sums(
     ce = student_logits.new_zeros((), dtype=torch.float32)
     for start in range(0, idx.numel(), chunk_size):
         rows = idx[start : start + chunk_size]
-        s_rows = s.index_select(0, rows)
-        ce = ce + F.cross_entropy(s_rows.float(), y.index_select(0, rows), reduction="sum")
+        # plain indexing: index_select on [rows, V] was measured up to 15x slower on a shared CPU
+        s_rows = s[rows]
+        ce = ce + F.cross_entropy(s_rows.float(), y[rows], reduction="sum")
         if t is not None:
-            kd = kd + _kl_rows(t.index_select(0, rows), s_rows, temperature).sum()
+            kd = kd + _kl_rows(t[rows], s_rows, temperature).sum()
     if t is not None:
         kd = kd * temperature**2
     return LossSums(kd=kd, ce=ce, tokens=int(idx.numel()))
