@@ -175,7 +175,7 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
         "method": lambda: method_step(x, teacher, student, cf, cfg, device),
         "plain_same_rows": lambda: plain_step(t_ids, t_mask, s_ids, s_mask, teacher, student, cfg, device),
     }
-    if name == "perturb":  # the issue's formula: plain KD on x, plus the extra teacher forward timed alone
+    if name == "perturb":  # the target's formula: plain KD on x, plus the extra teacher forward timed alone
         x_mask = item["x_mask"]
         fns["plain_x"] = lambda: plain_step(x, x_mask, x, x_mask, teacher, student, cfg, device)
         fns["extra_teacher"] = lambda: teacher_forward(
@@ -197,9 +197,9 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
     print(f"  method's own work: {own:.3f} s = {100 * r['direct']:.1f}% of the plain step on the same rows")
     print(f"  end to end: method step / plain step on the same rows - 1 = {100 * r['end_to_end']:.1f}%")
     if name == "perturb":
-        r["issue_formula"] = t["method"] / (t["plain_x"] + t["extra_teacher"]) - 1
+        r["target_formula"] = t["method"] / (t["plain_x"] + t["extra_teacher"]) - 1
         print(
-            f"  method step / (plain step on x + extra teacher forward alone) - 1 = {100 * r['issue_formula']:.1f}% "
+            f"  method step / (plain step on x + extra teacher forward alone) - 1 = {100 * r['target_formula']:.1f}% "
             "(a forward of the k twins alone costs more than adding them to the batch)"
         )
     return r

@@ -9,7 +9,7 @@ and backpropagates into h and W; memory counts everything the loss adds beyond i
 softmax buffers, the gradients h.grad and W.grad).
 
     python benchmarks/bench_kd_loss.py                    # CPU: B x T = 8 x 256 (8 x 1024 needs ~10 GB, minutes)
-    python benchmarks/bench_kd_loss.py --seq 1024         # the issue's full size
+    python benchmarks/bench_kd_loss.py --seq 1024         # the full size
     python benchmarks/bench_kd_loss.py --quick            # seconds
 """
 
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
             print(ratio_line(f"V={vocab} vs_trl time_ratio", t["fused"] / t["trl"], TARGET_TIME))
         lines.append(ratio_line(f"V={vocab} peak_memory_ratio", m["fused"] / m["full"], TARGET_MEMORY))
         lines.append(ratio_line(f"V={vocab} time_ratio", t["fused"] / t["full"], TARGET_TIME))
-    for line in lines:  # last: ours vs the straightforward implementation, next to the issue's targets
+    for line in lines:  # last: ours vs the straightforward implementation, next to the targets
         print(line)
     return 0
 
