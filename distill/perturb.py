@@ -11,8 +11,10 @@ At an aligned position i of x (j = align[i] >= 0):
     expmean        q = exp((log p + log r) / 2) on G, p elsewhere, renormalised
     pair_equalize  q(v) = (p(v) + p(pi(v))) / 2 on G, p elsewhere  (no twin needed; mass is already 1)
 
-Unaligned positions (and rows with nothing to swap) keep p. The targets of a twin row x~ use the same formulas
-with the roles exchanged, from the same two teacher passes. All functions work on log-probabilities [..., V] and
+Unaligned positions keep p. A row with nothing to swap is its own twin (x~ = x, every position aligned to itself), so
+there r = p with each gendered pair exchanged and `mean` equalises he/she where the context does not decide them;
+the teacher still runs on it once. The targets of a twin row x~ use the same formulas with the roles exchanged,
+from the same two teacher passes. All functions work on log-probabilities [..., V] and
 never carry gradients (the teacher is frozen).
 """
 
@@ -26,16 +28,22 @@ NEEDS_TWIN = frozenset({"mean", "max", "expmean"})
 
 
 def gather_twin(
-    twin_logp: torch.Tensor, align: torch.Tensor, pi: torch.Tensor
+    twin_logp: torch.Tensor, align: torch.Tensor, pi: torch.Tensor, twin_rows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """r = twin distribution at the aligned position, with the vocabulary mapped through pi.
 
-    twin_logp: [B, T2, V]; align: [B, T] (index into T2, or -1); pi: [V] involution.
-    Returns (log r [B, T, V], valid [B, T] bool). Rows at -1 hold garbage and are masked by `valid`.
+    twin_logp: [R, T2, V]; align: [B, T] (index into T2, or -1); pi: [V] involution; twin_rows: [B], the row of
+    twin_logp holding each row's twin (default: row b, R = B). Returns (log r [B, T, V], valid [B, T] bool).
+    Rows at -1 hold garbage and are masked by `valid`.
     """
     valid = align >= 0
     idx = align.clamp(min=0)
-    r = torch.gather(twin_logp, 1, idx.unsqueeze(-1).expand(-1, -1, twin_logp.shape[-1]))
+    R, T2, V = twin_logp.shape
+    if twin_rows is None:
+        r = torch.gather(twin_logp, 1, idx.unsqueeze(-1).expand(-1, -1, V))
+    else:  # one gather over the flattened rows: no [B, T2, V] copy of the chosen twins first
+        flat = (twin_rows.unsqueeze(1) * T2 + idx).reshape(-1)
+        r = twin_logp.reshape(R * T2, V).index_select(0, flat).view(*align.shape, V)
     # pi is the identity outside G: permute only G's columns (a full-vocabulary index_select costs ~6x more)
     g_idx = (pi != torch.arange(pi.shape[0], device=pi.device)).nonzero(as_tuple=True)[0]
     r[..., g_idx] = r[..., pi[g_idx]]
@@ -90,13 +98,17 @@ def perturbed_log_targets(
     g_mask: torch.Tensor,
     kind: str,
     lam: float,
+    twin_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log q from the teacher's log-probabilities at temperature T: logp [B, T, V], twin_logp [B, T2, V] (the
-    twin of each row; None when no row has one), align [B, T]. Same formulas as `teacher_targets`."""
+    twin of each row), align [B, T]; with `twin_rows` [B], twin_logp is [R, T2, V] and row b's twin is
+    twin_logp[twin_rows[b]]. Same formulas as `teacher_targets`."""
     if kind in NEEDS_TWIN:
-        if twin_logp is None:
-            return logp  # no row in this batch has a twin: every position keeps p
-        log_r, valid = gather_twin(twin_logp, align, pi)
+        if twin_logp is None or align is None:
+            raise ValueError(
+                f"perturb.kind {kind!r} needs each row's twin (a row with nothing to swap is its own)"
+            )
+        log_r, valid = gather_twin(twin_logp, align, pi, twin_rows)
         return combine_logp(logp, log_r, valid, kind, lam, pi, g_mask)
     return combine_logp(logp, None, None, kind, lam, pi, g_mask)
 
@@ -116,7 +128,8 @@ def teacher_targets(
 
     twin_logits [B, T2, V] are the teacher's logits on each row's twin and `align` [B, T] maps each position of the
     row to the twin's corresponding position (-1: none). For a twin row, pass the roles exchanged (the twin's
-    logits as `teacher_logits`, the original's as `twin_logits`, and the inverse alignment).
+    logits as `teacher_logits`, the original's as `twin_logits`, and the inverse alignment). A row with nothing to
+    swap is its own twin: pass its logits as both, with the identity alignment.
     """
     logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
     twin_logp = None if twin_logits is None else torch.log_softmax(twin_logits.float() / temperature, dim=-1)

@@ -210,27 +210,38 @@ def targets_for_step(
     One log-softmax over all rows; the twin rows' targets reuse the same two distributions with the roles
     exchanged (no extra teacher pass).
     """
-    B = item["x"].shape[0]
     logp = torch.log_softmax(teacher_logits.float() / cfg.kd.temperature, dim=-1)
-    logq_x = logp[:B]
+    return targets_from_log_probs(item, logp, cf)
+
+
+def targets_from_log_probs(item: dict, logp: torch.Tensor, cf: Counterfactuals | None) -> torch.Tensor:
+    """`targets_for_step` from the teacher's log-probabilities at the KD temperature, [B + k, T, V] (from a live
+    forward, or rebuilt from `teacher.cache`)."""
+    B = item["x"].shape[0]
+    logp_x = logp[:B]
     if cf is None:
-        return logq_x
+        return logp_x
     dev = logp.device
     pi, g = cf.builder.pi.to(dev), cf.builder.g_mask.to(dev)
     rows = item["twin_rows"].nonzero(as_tuple=True)[0].to(dev)
     logp_cf = logp[B:]
-    logq_cf = None
+    logq_x, logq_cf = logp_x, None
     if cf.kind == "pair_equalize":
-        logq_x = perturbed_log_targets(logq_x, None, None, pi, g, cf.kind, cf.lam)
+        logq_x = perturbed_log_targets(logp_x, None, None, pi, g, cf.kind, cf.lam)
         if rows.numel():
             logq_cf = perturbed_log_targets(logp_cf, None, None, pi, g, cf.kind, cf.lam)
-    elif rows.numel():
-        align, inv = item["align"].to(dev)[rows], item["align_inv"].to(dev)[rows]
-        logp_x_rows = logq_x[rows]
+    else:
         if cf.kind in NEEDS_TWIN:
-            logq_x = logq_x.clone()
-            logq_x[rows] = perturbed_log_targets(logp_x_rows, logp_cf, align, pi, g, cf.kind, cf.lam)
-        logq_cf = perturbed_log_targets(logp_cf, logp_x_rows, inv, pi, g, cf.kind, cf.lam)
+            # Every row has a twin: a changed row's is the teacher's pass on x~, an unchanged row's is x itself
+            # (x~ = x; its alignment is the identity), so the formula applies there too at no extra forward.
+            src = torch.arange(B, device=dev)
+            src[rows] = B + torch.arange(rows.numel(), device=dev)
+            logq_x = perturbed_log_targets(
+                logp_x, logp, item["align"].to(dev), pi, g, cf.kind, cf.lam, twin_rows=src
+            )
+        if rows.numel():
+            inv = item["align_inv"].to(dev)[rows]
+            logq_cf = perturbed_log_targets(logp_cf, logp_x, inv, pi, g, cf.kind, cf.lam, twin_rows=rows)
     sel = item["selected"].to(dev)
     if cf.mode == "off" or not sel.any():
         return logq_x

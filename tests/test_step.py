@@ -85,3 +85,50 @@ def test_augment_p_zero_trains_on_x_only(tokenizer):
     _, cf = _cf(tokenizer, "append", "none", p=0.0)
     item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
     assert item["student_ids"].shape[0] == 3 and not item["twin_rows"].any()
+
+
+@pytest.mark.parametrize("kind", ["mean", "max", "expmean"])
+def test_a_row_with_nothing_to_swap_is_its_own_twin(tokenizer, tiny_gpt2, kind):
+    """x~ = x for an unchanged row: the formula applies with r = p o pi (one teacher pass), so at lam 0.5 `mean`
+    gives each gendered pair equal probability there, as `pair_equalize` does."""
+    from distill.perturb import teacher_targets
+
+    cfg, cf = _cf(tokenizer, "off", kind)
+    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    assert item["align"][1].tolist() == list(range(item["x"].shape[1]))
+    logits = _teacher_logits(tiny_gpt2, item)
+    q = targets_for_step(item, logits, cfg, cf)
+    pi, g = cf.builder.pi, cf.builder.g_mask
+    z1 = logits[1:2]
+    ref = teacher_targets(z1, z1, item["align"][1:2], pi, g, kind, cf.lam, cfg.kd.temperature)
+    assert torch.allclose(q[1], ref[0], atol=1e-6)
+    p1 = torch.log_softmax(z1[0] / cfg.kd.temperature, -1)
+    assert not torch.allclose(q[1], p1, atol=1e-4)  # the unchanged row's targets did move
+    if kind == "mean":
+        assert torch.allclose(q[1][:, g], q[1][:, pi[g]], atol=1e-6)
+
+
+def test_targets_match_a_row_by_row_reference(tokenizer, tiny_gpt2):
+    """The batched step equals `teacher_targets` row by row (changed rows with their twin pass, others with x)."""
+    from distill.perturb import teacher_targets
+
+    cfg, cf = _cf(tokenizer, "append", "mean")
+    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    logits = _teacher_logits(tiny_gpt2, item)
+    q = targets_for_step(item, logits, cfg, cf)
+    pi, g, T = cf.builder.pi, cf.builder.g_mask, cfg.kd.temperature
+    k = 0
+    for b in range(3):
+        if item["twin_rows"][b]:
+            zt = logits[3 + k : 4 + k]
+            ref = teacher_targets(logits[b : b + 1], zt, item["align"][b : b + 1], pi, g, "mean", 0.5, T)
+            ref_twin = teacher_targets(
+                zt, logits[b : b + 1], item["align_inv"][b : b + 1], pi, g, "mean", 0.5, T
+            )
+            assert torch.allclose(q[3 + k], ref_twin[0], atol=1e-6)
+            k += 1
+        else:
+            ref = teacher_targets(
+                logits[b : b + 1], logits[b : b + 1], item["align"][b : b + 1], pi, g, "mean", 0.5, T
+            )
+        assert torch.allclose(q[b], ref[0], atol=1e-6)
