@@ -55,6 +55,12 @@ class TeacherConfig:
     """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
     trust_remote_code: bool = False
     """Run model code shipped in the hub repository. Off by default; turning it on prints a warning."""
+    cache: str | None = None
+    """Folder for cached teacher targets: the teacher runs once over the training blocks (and their twins) and
+    every later step, epoch, run and student size with the same teacher, blocks, word lists and temperature reads
+    them from disk. null: the teacher runs live every step."""
+    cache_top_k: int = 64
+    """Tokens kept per position in `cache` besides the gendered vocabulary G (the rest share the left-over mass)."""
 
 
 @dataclass
@@ -124,8 +130,12 @@ class KDConfig:
     """Weight of the KD term; the CE term gets 1 - alpha."""
     temperature: float = 2.0
     """Softmax temperature for teacher and student; the KD term is scaled by T**2 (Hinton et al. 2015)."""
-    chunk_size: int = 1024
+    chunk_size: int = 256
     """Positions per chunk in the KD loss, so the full B x T x V probabilities are never held more than once."""
+    fused: bool = True
+    """Fuse the student's output projection into the chunked loss (`distill.fused_loss`): its [B, T, V] logits are
+    never formed. Same loss and gradients; falls back to the plain chunked loss under FSDP and DeepSpeed (whose
+    sharded lm_head weight lives only inside the model's forward) and for models without `logits_to_keep`."""
 
 
 @dataclass
@@ -416,6 +426,7 @@ def validate(cfg: Config) -> list[str]:
     _in_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
     _in_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
     _in_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
+    _in_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
     _in_range(p, "augment.p", cfg.augment.p, 0, 1)
     _in_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
     _in_range(p, "data.block_size", cfg.data.block_size, 2)

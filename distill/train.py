@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from distill.config import Config, config_to_yaml, save_config
+from distill.config import Config, config_to_yaml, load_config, save_config
 from distill.errors import ConfigError, FairDistillError
+from distill.fused_loss import fused_kd_ce_sums
 from distill.losses import combine, kd_ce_sums, next_token_labels
 from distill.perturb import NEEDS_TWIN, perturbed_log_targets
 from distill.tracking import MetricsLog, redact, wandb_mode
@@ -256,6 +258,50 @@ def targets_from_log_probs(item: dict, logp: torch.Tensor, cf: Counterfactuals |
     return out
 
 
+def fused_head(cfg: Config, accelerator, student):
+    """(use the fused loss?, the student's output projection): off under FSDP and DeepSpeed, whose sharded head
+    weight exists whole only inside the forward, and for a model whose forward has no `logits_to_keep`."""
+    import inspect
+
+    from accelerate.utils import DistributedType
+
+    if not cfg.kd.fused or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return False, None
+    model = accelerator.unwrap_model(student)
+    head = model.get_output_embeddings()
+    if head is None or "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        log.warning(
+            "%s has no logits_to_keep or output head: the loss runs on full logits", type(model).__name__
+        )
+        return False, None
+    return True, head
+
+
+def student_loss_sums(student, head, item, targets, raw_logits, cfg: Config, device, accelerator):
+    """Student forward on the step's rows and the KD + CE sums: fused with `head` (the output projection) when
+    given, so the student's logits are never formed, else `kd_ce_sums` on the full logits. `raw_logits`: the
+    teacher's logits in place of `targets` (plain KD, fused path only)."""
+    ids, mask = item["student_ids"].to(device), item["student_mask"].to(device)
+    labels = item["labels"].to(device)
+    T, a = cfg.kd.temperature, cfg.kd.alpha
+    with accelerator.autocast():
+        if head is None:
+            logits = student(input_ids=ids, attention_mask=mask).logits
+            return kd_ce_sums(logits, targets, labels, T, cfg.kd.chunk_size)
+        out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+        return fused_kd_ce_sums(
+            out.hidden_states[-1],
+            head.weight,
+            targets,
+            labels,
+            T,
+            cfg.kd.chunk_size,
+            bias=head.bias,
+            teacher_logits=raw_logits,
+            grad_weights=(a, 1 - a) if (targets is not None or raw_logits is not None) else (0.0, 1.0),
+        )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Checkpoints
 
@@ -346,6 +392,39 @@ def run_probe(model, tokenizer, cfg: Config, device) -> dict:
 # The run
 
 
+# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss is computed (same
+# values), where W&B goes. Everything else must match the run's config.yaml.
+RESUMABLE_CHANGES = {
+    "train": ("max_steps", "max_tokens", "log_every", "eval_every", "probe_every", "save_every", "keep_last"),
+    "eval": ("suite",),
+    "kd": ("chunk_size", "fused"),
+    "data": ("num_workers", "cache_dir"),
+    "tracking": None,
+}
+
+
+def _saved_config(path: Path) -> dict:
+    """A run's config.yaml with today's defaults filled in for keys it predates (so an upgrade can resume)."""
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    try:
+        return yaml.safe_load(config_to_yaml(load_config(path)))
+    except Exception:
+        return raw
+
+
+def _recipe_of(d: dict) -> dict:
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for section, keys in RESUMABLE_CHANGES.items():
+        if keys is None:
+            d.pop(section, None)
+        elif isinstance(d.get(section), dict):
+            for k in keys:
+                d[section].pop(k, None)
+    return d
+
+
 def prepare_run_dir(cfg: Config) -> tuple[Path, int | None]:
     """Create or reopen the run directory; refuse a different recipe in an existing one. Returns (dir, resume step)."""
     root = Path(cfg.run.output_dir).expanduser().resolve()
@@ -360,14 +439,7 @@ def prepare_run_dir(cfg: Config) -> tuple[Path, int | None]:
                 f"run directory {run_dir} already holds checkpoints and run.resume is 'never'; "
                 f"pick another run.name or delete the folder"
             )
-        import yaml
-
-        old = yaml.safe_load(saved.read_text())
-        new = yaml.safe_load(config_to_yaml(cfg))
-        for d in (old, new):
-            d.get("train", {}).pop("max_steps", None)
-            d.get("eval", {}).pop("suite", None)
-        if old != new:
+        if _recipe_of(_saved_config(saved)) != _recipe_of(yaml.safe_load(config_to_yaml(cfg))):
             raise ConfigError(
                 f"run directory {run_dir} was started with a different recipe (see its config.yaml); "
                 f"resume it with the same recipe, or start a new run with run.name=<new name>"
@@ -485,6 +557,14 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         from safetensors.torch import save_file
 
         save_file({"val": val_blocks.contiguous()}, str(run_dir / "val_blocks.safetensors"))
+    tcache = None
+    if cfg.teacher.cache and (cfg.kd.alpha > 0 or cf is not None):
+        # before the teacher is sharded: the main process runs it whole over the blocks once
+        from distill.teacher_cache import open_or_build
+
+        t0 = time.perf_counter()
+        tcache = open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator)
+        t_data += time.perf_counter() - t0
 
     mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum
     world = accelerator.num_processes
@@ -503,6 +583,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     student, opt, sched = accelerator.prepare(student, opt, sched)
     teacher = shard_teacher(accelerator, teacher)
     batches = MicroBatches(train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
+    fused, head = fused_head(cfg, accelerator, student)
+    if main:
+        log.info("loss: %s", "fused with the output projection" if fused else "chunked over full logits")
 
     step = 0
     state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None, "world": world}
@@ -599,7 +682,11 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     signals = StopSignals().__enter__()
     while step < total_steps:
         t_step = time.perf_counter()
-        items = [build_step_inputs(train_blocks[next(it)], cf) for _ in range(accum)]
+        items = []
+        for _ in range(accum):
+            idx = next(it)
+            items.append(build_step_inputs(train_blocks[idx], cf))
+            items[-1]["blocks"] = idx
         local_tokens = sum(int((i["labels"] != -100).sum()) for i in items)
         global_tokens = accelerator.reduce(
             torch.tensor(local_tokens, device=device, dtype=torch.float64), reduction="sum"
@@ -613,10 +700,23 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             if twin_rows is not None and twin_rows.any():
                 tin = torch.cat([tin, item["twin_ids"][twin_rows]])
                 tmask = torch.cat([tmask, item["twin_mask"][twin_rows]])
-            if cfg.kd.alpha > 0 or cf is not None:
+            raw_logits = None
+            if tcache is not None:
+                twin_blocks = (
+                    [b for b, t in zip(item["blocks"], twin_rows.tolist()) if t]
+                    if twin_rows is not None
+                    else []
+                )
+                logp = tcache.log_probs(item["blocks"], twin_blocks).to(device)
+                targets = targets_from_log_probs(item, logp, cf)
+                del logp
+            elif cfg.kd.alpha > 0 or cf is not None:
                 with torch.no_grad(), accelerator.autocast():
                     t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
-                targets = targets_for_step(item, t_logits, cfg, cf)
+                if cf is None and fused:  # plain KD: the fused loss forms q chunk by chunk from the logits
+                    raw_logits, targets = t_logits, None
+                else:
+                    targets = targets_for_step(item, t_logits, cfg, cf)
                 del t_logits
             else:
                 targets = (
@@ -624,13 +724,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                 )
             ctx = accelerator.no_sync(student) if k < accum - 1 else _nullcontext()
             with ctx:
-                with accelerator.autocast():
-                    s_logits = student(
-                        input_ids=item["student_ids"].to(device),
-                        attention_mask=item["student_mask"].to(device),
-                    ).logits
-                sums = kd_ce_sums(
-                    s_logits, targets, item["labels"].to(device), cfg.kd.temperature, cfg.kd.chunk_size
+                sums = student_loss_sums(
+                    student, head if fused else None, item, targets, raw_logits, cfg, device, accelerator
                 )
                 loss = combine(sums, cfg.kd.alpha, normaliser)
                 accelerator.backward(loss)

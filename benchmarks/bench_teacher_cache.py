@@ -1,0 +1,180 @@
+"""Cached teacher targets (`teacher.cache`): what a training step costs with them, what they cost on disk, and how
+far they are from the teacher's full distribution.
+
+On the embedded SmolLM2-135M teacher and the default recipe's 6-layer student (`--quick`: tiny random models with
+the same tokenizer), over blocks of the project's text:
+
+- builds the cache for `--blocks` blocks and their twins with `distill.teacher_cache.build_cache` (timed once);
+- bytes per cached token, for each `--top-k`;
+- KL(full targets || cached targets) per position, mean and max, for plain KD and for the method's perturbed
+  targets (two-sided CDA + `mean`), each against the same targets built from the live teacher;
+- step time, interleaved in one process: a cached step (read the micro-batch's rows, rebuild, targets, student
+  forward, KD + CE loss, backward) against a student-only cross-entropy step on the same student rows. Target:
+  cached / CE <= 1.15. The live-teacher step is timed alongside for reference.
+
+    python benchmarks/bench_teacher_cache.py              # B x T = 4 x 128, top-k 64 and 256
+    python benchmarks/bench_teacher_cache.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
+from bench_counterfactual import load_models, make_batch  # noqa: E402
+
+from distill.config import load_config  # noqa: E402
+from distill.losses import combine, kd_ce_sums, next_token_labels  # noqa: E402
+from distill.teacher_cache import TeacherCache, build_cache  # noqa: E402
+from distill.train import Counterfactuals, build_step_inputs, targets_for_step, targets_from_log_probs  # noqa: E402
+
+TARGET = 1.15
+
+
+def teacher_rows(item):
+    tin, tmask = item["x"], item["x_mask"]
+    if item["twin_rows"].any():
+        tin = torch.cat([tin, item["twin_ids"][item["twin_rows"]]])
+        tmask = torch.cat([tmask, item["twin_mask"][item["twin_rows"]]])
+    return tin, tmask
+
+
+def kl_rows(full: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
+    """KL(full || cached) per position, both log-probabilities [..., V]."""
+    p = full.exp()
+    return torch.where(p > 0, p * (full - cached), torch.zeros_like(p)).sum(-1)
+
+
+def student_step(student, ids, mask, targets, cfg, device) -> None:
+    """Student forward + KD/CE sums (the trainer's `kd_ce_sums`) + backward; targets None: CE alone."""
+    student.zero_grad(set_to_none=True)
+    logits = student(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    labels = next_token_labels(ids, mask).to(device)
+    sums = kd_ce_sums(logits, targets, labels, cfg.kd.temperature, cfg.kd.chunk_size)
+    alpha = cfg.kd.alpha if targets is not None else 0.0
+    combine(sums, alpha, max(1, sums.tokens)).backward()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument(
+        "--blocks", type=int, default=16, help="blocks in the cache (the step reads 'batch' of them)"
+    )
+    p.add_argument("--top-k", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.reps, a.blocks = min(a.reps, 3), min(a.blocks, 8)
+    os.chdir(ROOT)
+    device = pick_device(a.device)
+    torch.manual_seed(0)
+    print(
+        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
+    )
+    cfg = load_config(
+        ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
+    )
+    teacher, student, tok = load_models(cfg, a.quick, device)
+    cf = Counterfactuals(cfg, tok)
+    blocks = make_batch(tok, cf, a.blocks, a.seq)
+    g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
+    batch = list(range(a.batch))
+    item = build_step_inputs(blocks[batch], cf)
+    item_plain = build_step_inputs(blocks[batch], None)
+    twin_blocks = [b for b, t in zip(batch, item["twin_rows"].tolist()) if t]
+    tin, tmask = teacher_rows(item)
+    with torch.no_grad():
+        logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
+    full_method = targets_for_step(item, logits, cfg, cf)
+    full_plain = targets_for_step(item_plain, logits[: a.batch], cfg, None)
+
+    tmp = Path(tempfile.mkdtemp(prefix="fairdistill-bench-cache-"))
+    caches: dict[int, TeacherCache] = {}
+    import contextlib
+    import time
+
+    for k in a.top_k:
+        t0 = time.perf_counter()
+        meta = build_cache(
+            tmp / f"k{k}.safetensors",
+            teacher,
+            blocks,
+            cf,
+            g_idx,
+            cfg.kd.temperature,
+            k,
+            a.batch,
+            device,
+            contextlib.nullcontext,
+        )
+        build_s = time.perf_counter() - t0
+        caches[k] = c = TeacherCache(tmp / f"k{k}.safetensors")
+        cached_plain = targets_from_log_probs(item_plain, c.log_probs(batch, []).to(device), None)
+        cached_method = targets_from_log_probs(item, c.log_probs(batch, twin_blocks).to(device), cf)
+        klp, klm = kl_rows(full_plain, cached_plain), kl_rows(full_method, cached_method)
+        size = (tmp / f"k{k}.safetensors").stat().st_size
+        tokens = (meta["blocks"] + meta["twins"]) * a.seq
+        print(
+            f"top-k {k:>4} + |G| {g_idx.numel()}: {meta['bytes_per_token']} bytes per token "
+            f"({size / tokens:.0f} on disk with the index); {meta['blocks']} blocks + {meta['twins']} twins built "
+            f"in {build_s:.1f} s; KL(full || cached) plain KD mean {klp.mean():.2e} max {klp.max():.2e}, "
+            f"method mean {klm.mean():.2e} max {klm.max():.2e} nats"
+        )
+
+    k = a.top_k[0]
+    c = caches[k]
+    s_ids, s_mask = item["student_ids"], item["student_mask"]
+    x, x_mask = item_plain["student_ids"], item_plain["student_mask"]
+
+    def cached_plain_step():
+        student_step(
+            student, x, x_mask, targets_from_log_probs(item_plain, c.log_probs(batch, []), None), cfg, device
+        )
+
+    def cached_method_step():
+        t = targets_from_log_probs(item, c.log_probs(batch, twin_blocks).to(device), cf)
+        student_step(student, s_ids, s_mask, t, cfg, device)
+
+    def live_plain_step():
+        with torch.no_grad():
+            z = teacher(input_ids=x.to(device), attention_mask=x_mask.to(device)).logits
+        student_step(student, x, x_mask, targets_for_step(item_plain, z, cfg, None), cfg, device)
+
+    fns = {
+        "ce_x": lambda: student_step(student, x, x_mask, None, cfg, device),
+        "cached_plain": cached_plain_step,
+        "ce_x_and_twins": lambda: student_step(student, s_ids, s_mask, None, cfg, device),
+        "cached_method": cached_method_step,
+        "live_plain": live_plain_step,
+    }
+    timed = time_interleaved(fns, a.reps, device, warmup=0 if a.reps < 3 else 1)
+    t = timed["wall"]
+    print(f"\nmedian of {a.reps} interleaved repetitions, top-k {k}, B x T = {a.batch} x {a.seq}")
+    for name, v in t.items():
+        print(f"  {name:>16}: wall {v:7.3f} s  cpu {timed['cpu'][name]:7.3f} s")
+    print(f"  live teacher plain-KD step / cached plain-KD step = {t['live_plain'] / t['cached_plain']:.2f}x")
+    print()
+    print(ratio_line("cached plain-KD step / student-only CE step", t["cached_plain"] / t["ce_x"], TARGET))
+    print(
+        ratio_line(
+            "cached method step (CDA + mean) / CE step on the same rows",
+            t["cached_method"] / t["ce_x_and_twins"],
+            TARGET,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

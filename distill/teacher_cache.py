@@ -1,0 +1,262 @@
+"""Cached teacher targets (`teacher.cache: <dir>`): the teacher runs once per training block, not once per step.
+
+For every training block x, and for the twin x~ of every block that has something to swap, the cache keeps the
+teacher's log-probabilities at the KD temperature on
+
+- the top `teacher.cache_top_k` tokens of each position,
+- every token of the gendered vocabulary G (so `max`, `expmean`, `pair_equalize` and `mean` stay exact on G),
+- and the log of the mass left over, with how many tokens share it.
+
+A step rebuilds dense log-probabilities from that (the left-over mass spread evenly over the left-over tokens:
+exact on the kept tokens, and a distribution that sums to 1) and hands them to the same target code as a live
+teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
+`perturb` setting, every seed and every student that shares the teacher, the transfer blocks, the word lists and
+the temperature; its file name is a digest of those, and a cache that does not match them is never read.
+
+One safetensors file per digest, read through safetensors' memory map one row at a time: a run holds only the
+rows of its current micro-batch. Written to a temporary name and renamed, so an interrupted build leaves nothing
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from distill.errors import FairDistillError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def teacher_fingerprint(teacher) -> str:
+    """Digest of the teacher's config and a sample of its weights (same name, other weights: another cache)."""
+    from distill.data import _digest
+
+    params = list(teacher.parameters())
+    picks = [params[0], params[len(params) // 2], params[-1]]
+    sample = [
+        [list(p.shape), float(p.detach().float().flatten()[:: max(1, p.numel() // 4096)].double().sum())]
+        for p in picks
+    ]
+    return _digest([teacher.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
+
+
+def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor) -> str:
+    from distill.data import _digest, _tokenizer_fingerprint
+
+    words = []
+    a = cfg.augment
+    for path in (a.pairs, a.one_to_many, a.names):
+        words.append(Path(path).read_text(encoding="utf-8") if path else None)
+    return _digest(
+        [
+            CACHE_VERSION,
+            teacher_fingerprint(teacher),
+            _tokenizer_fingerprint(tokenizer),
+            hashlib.sha256(train_blocks.contiguous().numpy().tobytes()).hexdigest(),
+            list(train_blocks.shape),
+            cfg.kd.temperature,
+            cfg.teacher.cache_top_k,
+            words,
+        ]
+    )
+
+
+def compress(logp: torch.Tensor, k: int, g_idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Dense log-probabilities [R, T, V] -> the cached fields (top-k ids and values, G values, left-over mass)."""
+    k = min(k, logp.shape[-1])
+    top_lp, top_idx = logp.topk(k, dim=-1)
+    rest = logp.scatter(-1, top_idx, float("-inf"))
+    if g_idx.numel():
+        rest[..., g_idx] = float("-inf")
+    return {
+        "top_idx": top_idx.to(torch.int32),
+        "top_lp": top_lp.float(),
+        "g_lp": logp[..., g_idx].float(),
+        "rest_lp": torch.logsumexp(rest, dim=-1).float(),
+        "n_rest": torch.isfinite(rest).sum(-1).to(torch.int32),
+    }
+
+
+def expand(fields: dict[str, torch.Tensor], g_idx: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The cached fields of R rows -> dense log-probabilities [R, T, V] (kept tokens exact, the rest uniform)."""
+    n_rest = fields["n_rest"].float()
+    fill = torch.where(n_rest > 0, fields["rest_lp"] - n_rest.clamp(min=1).log(), float("-inf"))
+    dense = fill.unsqueeze(-1).expand(*fill.shape, vocab).clone()
+    if g_idx.numel():
+        dense[..., g_idx] = fields["g_lp"]
+    dense.scatter_(-1, fields["top_idx"].long(), fields["top_lp"])
+    return dense
+
+
+def bytes_per_token(k: int, g: int) -> int:
+    """Bytes one cached position costs: top-k ids (int32) and values (float32), G values, rest mass and count."""
+    return 4 * k + 4 * k + 4 * g + 4 + 4
+
+
+FIELDS = ("top_idx", "top_lp", "g_lp", "rest_lp", "n_rest")
+
+
+class TeacherCache:
+    """Reads the cached targets of a micro-batch: `log_probs(blocks, twin_blocks)` -> [B + k, T, V]."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path = path
+        try:
+            self._f = safe_open(str(path), framework="pt")
+            self.g_idx = self._f.get_tensor("g_idx")
+            self.twin_of = self._f.get_tensor("twin_of")
+            meta = self._f.metadata() or {}
+        except Exception as e:  # a truncated or foreign file
+            raise FairDistillError(
+                f"teacher cache {path} cannot be read ({e}); delete it and it is rebuilt on the next run"
+            ) from e
+        self.meta = json.loads(meta.get("fairdistill", "{}"))
+        self.k = int(self.meta.get("top_k", 0))
+        self.vocab = int(self.meta.get("vocab", 0))
+        if self.meta.get("version") != CACHE_VERSION or self.vocab <= 0:
+            raise FairDistillError(
+                f"teacher cache {path} was written by another version of fairdistill; delete it and it is rebuilt"
+            )
+
+    def _rows(self, prefix: str, rows: list[int]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in FIELDS:
+            sl = self._f.get_slice(f"{prefix}_{name}")
+            out[name] = torch.cat([sl[r : r + 1] for r in rows]) if rows else None
+        return out
+
+    def log_probs(self, blocks: list[int], twin_blocks: list[int]) -> torch.Tensor:
+        """Dense log-probabilities for the x rows of `blocks` then the twins of `twin_blocks`, in that order."""
+        twin_rows = [int(self.twin_of[b]) for b in twin_blocks]
+        if any(r < 0 for r in twin_rows):
+            bad = [b for b, r in zip(twin_blocks, twin_rows) if r < 0]
+            raise FairDistillError(
+                f"teacher cache {self.path} holds no twin for blocks {bad[:5]}: it was built with other word lists; "
+                "delete it and it is rebuilt"
+            )
+        parts = [expand(self._rows("x", blocks), self.g_idx, self.vocab)]
+        if twin_rows:
+            parts.append(expand(self._rows("t", twin_rows), self.g_idx, self.vocab))
+        return torch.cat(parts)
+
+
+@torch.no_grad()
+def build_cache(
+    path: Path,
+    teacher,
+    train_blocks: torch.Tensor,
+    cf,
+    g_idx: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    batch_size: int,
+    device,
+    autocast,
+) -> dict:
+    """Run the teacher over every block (and every changed block's twin) and write the cache file at `path`."""
+    from safetensors.torch import save_file
+
+    N, T = train_blocks.shape
+    store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in FIELDS}
+    twin_of = torch.full((N,), -1, dtype=torch.long)
+    n_twins = 0
+    vocab = [0]
+
+    def run(prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        with autocast():
+            logits = teacher(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1).cpu()
+        vocab[0] = logp.shape[-1]
+        for name, value in compress(logp, top_k, g_idx).items():
+            store[f"{prefix}_{name}"].append(value)
+
+    for start in range(0, N, batch_size):
+        x = train_blocks[start : start + batch_size]
+        run("x", x, torch.ones_like(x))
+        if cf is not None:
+            tw = cf.twins(x)
+            changed = tw["changed"]
+            if changed.any():
+                run("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
+                rows = changed.nonzero(as_tuple=True)[0] + start
+                twin_of[rows] = torch.arange(n_twins, n_twins + rows.numel())
+                n_twins += rows.numel()
+        log.info("teacher cache: %d / %d blocks", min(N, start + batch_size), N)
+    tensors = {k: torch.cat(v) for k, v in store.items() if v}
+    tensors.update(g_idx=g_idx.long(), twin_of=twin_of)
+    meta = {
+        "version": CACHE_VERSION,
+        "top_k": min(top_k, int(tensors["x_top_idx"].shape[-1])),
+        "blocks": N,
+        "twins": n_twins,
+        "vocab": vocab[0],
+        "block_size": T,
+        "temperature": temperature,
+        "bytes_per_token": bytes_per_token(min(top_k, tensors["x_top_idx"].shape[-1]), g_idx.numel()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"fairdistill": json.dumps(meta)}
+    )
+    os.replace(tmp, path)
+    return meta
+
+
+def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) -> TeacherCache:
+    """The cache for this run: reused when its digest matches, built (by the main process) otherwise.
+
+    The twins are always cached (from the recipe's word lists), so a plain-KD run and a counterfactual run over
+    the same blocks share one file."""
+    from distill.train import Counterfactuals
+
+    cf = Counterfactuals(cfg, tokenizer)
+    root = Path(cfg.teacher.cache).expanduser()
+    key = cache_key(cfg, teacher, tokenizer, train_blocks)
+    path = root / f"{key}.safetensors"
+    g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not path.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK):
+                raise FairDistillError(
+                    f"teacher.cache {root} is not writable; point teacher.cache at another folder"
+                )
+            log.info(
+                "teacher cache: building %s (top %d + |G| %d per position)",
+                path,
+                cfg.teacher.cache_top_k,
+                g_idx.numel(),
+            )
+            meta = build_cache(
+                path,
+                teacher,
+                train_blocks,
+                cf,
+                g_idx,
+                cfg.kd.temperature,
+                cfg.teacher.cache_top_k,
+                cfg.train.micro_batch_size,
+                device,
+                accelerator.autocast,
+            )
+            log.info(
+                "teacher cache: %d blocks + %d twins, %d bytes per token, %.1f MB",
+                meta["blocks"],
+                meta["twins"],
+                meta["bytes_per_token"],
+                path.stat().st_size / 1e6,
+            )
+        else:
+            log.info("teacher cache: reusing %s", path)
+    return TeacherCache(path)
