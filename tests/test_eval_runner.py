@@ -265,3 +265,22 @@ def test_strict_json_has_no_nan():
     }
     assert to_strict_json(data) == {"a": None, "b": [1.0, None, 0.5], "c": [3, None], "d": [1, 2]}
     json.dumps(to_strict_json(data), allow_nan=False)
+
+
+def test_evaluation_writes_its_numbers_into_the_model_card(run_dir):
+    """The card next to final/ gains one section per suite, replaced (not repeated) by a later evaluation."""
+    from distill.train import write_model_card
+
+    cfg = load_config(run_dir / "config.yaml")
+    (run_dir / "metrics.jsonl").write_text("")
+    write_model_card(run_dir / "final", cfg, str(cfg.teacher.name_or_path), run_dir / "metrics.jsonl")
+    card = run_dir / "final" / "README.md"
+    before = card.read_text()
+    evaluate_run(run_dir, "quick", overrides=SMALL)
+    once = card.read_text()
+    assert once.startswith(before.rstrip("\n"))
+    assert "## Evaluation: `quick` suite" in once
+    assert "pronoun probe mean \\|log P(he)" in once and "parity" in once and "perplexity" in once
+    assert "| this model | teacher |" in once.replace("task: metric | ideal | ", "")
+    evaluate_run(run_dir, "quick", overrides=SMALL)
+    assert card.read_text().count("## Evaluation: `quick` suite") == 1

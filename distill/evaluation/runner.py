@@ -779,7 +779,46 @@ def evaluate_checkpoint(
         ck.run_dir,
         reference if reference is not None else spec.reference,
     )
-    return _evaluate(lm, spec, data, ctx, out)
+    results = _evaluate(lm, spec, data, ctx, out)
+    if Path(ck.path).is_dir():
+        update_model_card(Path(ck.path), spec.name, results)
+    return results
+
+
+CARD_MARK = "<!-- fairdistill:eval:{suite} -->"
+
+
+def update_model_card(
+    model_dir: Path, suite: str, results: dict, teacher_results: dict | None = None
+) -> None:
+    """Write the suite's fairness and utility numbers into the model card (`README.md`) next to the weights, in a
+    section of its own that a later evaluation with the same suite replaces. Only cards fairdistill wrote (their
+    front matter has the `fairdistill` tag) are touched."""
+    from distill.evaluation.report import suite_table
+
+    card = model_dir / "README.md"
+    if not card.is_file():
+        return
+    text = card.read_text(encoding="utf-8")
+    if "fairdistill" not in text.split("---", 2)[1 if text.startswith("---") else 0][:2000]:
+        return
+    rows = [("this model", results)] + ([("teacher", teacher_results)] if teacher_results else [])
+    mark = CARD_MARK.format(suite=suite)
+    section = (
+        f"{mark}\n## Evaluation: `{suite}` suite\n\n"
+        f"{suite_table(rows)}\n\n"
+        "Written by `distill eval`; every metric is defined in fairdistill's `eval/README.md`.\n"
+        f"{mark}\n"
+    )
+    if mark in text:
+        head, _, rest = text.partition(mark)
+        _, _, tail = rest.partition(mark)
+        text = head.rstrip("\n") + "\n\n" + section + tail.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = card.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
 
 
 def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | None = None) -> str:
@@ -809,6 +848,7 @@ def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | 
     teacher_results = _evaluate(teacher, spec, data, ctx, out / TEACHER_DIR)
     student = load_model(ck, device, role="student", teacher=cfg.teacher.name_or_path)
     student_results = _evaluate(student, spec, data, ctx, out)
+    update_model_card(Path(ck.path), spec.name, student_results, teacher_results)
     table = suite_table(
         [("teacher", teacher_results), (f"student ({student.info['label']})", student_results)]
     )
