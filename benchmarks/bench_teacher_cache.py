@@ -31,9 +31,15 @@ from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # 
 from bench_counterfactual import load_models, make_batch  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
-from distill.losses import combine, kd_ce_sums, next_token_labels  # noqa: E402
+from distill.losses import combine, next_token_labels  # noqa: E402
 from distill.teacher_cache import TeacherCache, build_cache  # noqa: E402
-from distill.train import Counterfactuals, build_step_inputs, targets_for_step, targets_from_log_probs  # noqa: E402
+from distill.train import (  # noqa: E402
+    Counterfactuals,
+    build_step_inputs,
+    student_loss_sums,
+    targets_for_step,
+    targets_from_log_probs,
+)
 
 TARGET = 1.15
 
@@ -52,12 +58,21 @@ def kl_rows(full: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
     return torch.where(p > 0, p * (full - cached), torch.zeros_like(p)).sum(-1)
 
 
+class _Acc:
+    @staticmethod
+    def autocast():
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def student_step(student, ids, mask, targets, cfg, device) -> None:
-    """Student forward + KD/CE sums (the trainer's `kd_ce_sums`) + backward; targets None: CE alone."""
+    """Student forward + KD/CE sums + backward as the trainer runs them (`student_loss_sums`: the fused loss when
+    `kd.fused`, the default); targets None: CE alone."""
     student.zero_grad(set_to_none=True)
-    logits = student(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    labels = next_token_labels(ids, mask).to(device)
-    sums = kd_ce_sums(logits, targets, labels, cfg.kd.temperature, cfg.kd.chunk_size)
+    head = student.get_output_embeddings() if cfg.kd.fused else None
+    item = {"student_ids": ids, "student_mask": mask, "labels": next_token_labels(ids, mask)}
+    sums = student_loss_sums(student, head, item, targets, None, cfg, device, _Acc)
     alpha = cfg.kd.alpha if targets is not None else 0.0
     combine(sums, alpha, max(1, sums.tokens)).backward()
 
@@ -73,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--unfused", action="store_true", help="kd.fused=false: the loss on full student logits")
     a = p.parse_args(argv)
     if a.quick:
         a.reps, a.blocks = min(a.reps, 3), min(a.blocks, 8)

@@ -116,7 +116,8 @@ class DataConfig:
     max_val_blocks: int = 64
     """Cap on validation blocks, so validation stays cheap on huge corpora."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """Worker processes for the data pipeline: tokenizing the transfer text and building the counterfactual twins
+    of the training blocks (both cached afterwards). 0 or 1: in the training process."""
     seed: int | None = None
     """Seed of the transfer set (teacher sampling) and of the train/validation split; null uses run.seed. Fix it
     to compare training seeds on the same data."""

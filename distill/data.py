@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -226,15 +227,29 @@ def pack(token_lists: Iterable[list[int]], block_size: int, eos_id: int) -> torc
     return torch.tensor(stream[: n * block_size], dtype=torch.long).view(n, block_size)
 
 
-def tokenize_documents(docs: Iterable[str], tokenizer, batch: int = 256) -> Iterator[list[int]]:
-    buf: list[str] = []
-    for doc in docs:
-        buf.append(doc)
-        if len(buf) == batch:
-            yield from tokenizer(buf, add_special_tokens=False)["input_ids"]
+def _tokenize_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    buf: list = []
+    for x in items:
+        buf.append(x)
+        if len(buf) == size:
+            yield buf
             buf = []
     if buf:
-        yield from tokenizer(buf, add_special_tokens=False)["input_ids"]
+        yield buf
+
+
+def tokenize_documents(
+    docs: Iterable[str], tokenizer, batch: int = 256, workers: int = 0
+) -> Iterator[list[int]]:
+    """Token ids of each document, in order; `workers` > 1 tokenizes batches in that many processes."""
+    from distill.parallel import ordered_map
+
+    for ids in ordered_map(_tokenize_batch, _batches(docs, batch), workers, tokenizer):
+        yield from ids
 
 
 def split_blocks(
@@ -305,7 +320,13 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
             n_docs += 1
             yield doc
 
-    blocks = pack(tokenize_documents(counted(docs), tokenizer), d.block_size, tokenizer.eos_token_id)
+    t0 = time.perf_counter()
+    blocks = pack(
+        tokenize_documents(counted(docs), tokenizer, workers=d.num_workers),
+        d.block_size,
+        tokenizer.eos_token_id,
+    )
+    dt = time.perf_counter() - t0
     if n_docs == 0:
         raise DataError(
             f"the {d.source} transfer text is empty (0 documents); check data.files / data.name / data.split"
@@ -313,11 +334,15 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
     train, val = split_blocks(blocks, d.val_fraction, d.max_val_blocks, data_seed(cfg))
     _atomic_save({"train": train, "val": val}, cache, {"documents": str(n_docs)})
     log.info(
-        "data: %d documents -> %d train / %d validation blocks of %d tokens (cached %s)",
+        "data: %d documents -> %d train / %d validation blocks of %d tokens in %.1f s (%.0f tokens/s, %d workers; "
+        "cached %s)",
         n_docs,
         train.shape[0],
         val.shape[0],
         d.block_size,
+        dt,
+        blocks.numel() / max(dt, 1e-9),
+        max(1, d.num_workers),
         cache,
     )
     return train, val

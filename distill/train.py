@@ -11,6 +11,7 @@ setup (run dir, models, data, counterfactuals, optimizer) -> loop over optimizer
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -136,6 +137,37 @@ class MicroBatches:
         self.epoch, self.index = int(s["epoch"]), int(s["index"])
 
 
+def build_twins(cf: Counterfactuals, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The twins of rows x [B, T]: ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool)."""
+    from distill.counterfactual import invert_alignment, pad_rows
+
+    B, T = x.shape
+    built = [cf.builder.build(row) for row in x]
+    ids, mask = pad_rows([t.ids for t in built], T, cf.pad_id)
+    align = torch.tensor([[j if j < T else -1 for j in t.align] for t in built], dtype=torch.long)
+    inv = torch.tensor([invert_alignment(t.align, T) for t in built], dtype=torch.long)
+    changed = torch.tensor([t.changed for t in built], dtype=torch.bool)
+    return {"twin_ids": ids, "twin_mask": mask, "align": align, "align_inv": inv, "changed": changed}
+
+
+class TwinTable:
+    """Precomputed twins of the training blocks, read a micro-batch at a time through safetensors' memory map."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path = path
+        self._f = safe_open(str(path), framework="pt")
+
+    def rows(self, blocks: list[int]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k in ("twin_ids", "twin_mask", "align", "align_inv", "changed"):
+            sl = self._f.get_slice(k)
+            v = torch.cat([sl[b : b + 1] for b in blocks])
+            out[k] = v if k == "changed" else v.long()
+        return out
+
+
 class Counterfactuals:
     """Builds the twins of a micro-batch and decides which rows the student trains on."""
 
@@ -155,18 +187,55 @@ class Counterfactuals:
         self.kind, self.lam = cfg.perturb.kind, cfg.perturb.lam
         self.generator = torch.Generator().manual_seed(cfg.run.seed + 7919)
         self.rank, self.world = rank, world
+        self.table: TwinTable | None = None
 
-    def twins(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: [B, T] -> twin ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool)."""
-        from distill.counterfactual import invert_alignment, pad_rows
+    def twins(self, x: torch.Tensor, blocks: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """x: [B, T] -> twin ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool). With the
+        rows' block indices and a `precompute`d table, read from the table instead of built."""
+        if blocks is not None and self.table is not None:
+            return self.table.rows(blocks)
+        return build_twins(self, x)
 
-        B, T = x.shape
-        built = [self.builder.build(row) for row in x]
-        ids, mask = pad_rows([t.ids for t in built], T, self.pad_id)
-        align = torch.tensor([[j if j < T else -1 for j in t.align] for t in built], dtype=torch.long)
-        inv = torch.tensor([invert_alignment(t.align, T) for t in built], dtype=torch.long)
-        changed = torch.tensor([t.changed for t in built], dtype=torch.bool)
-        return {"twin_ids": ids, "twin_mask": mask, "align": align, "align_inv": inv, "changed": changed}
+    def precompute(self, cfg: Config, blocks: torch.Tensor) -> None:
+        """Build the twins of every training block once, in `data.num_workers` processes, cached on disk by
+        content (blocks, word lists, tokenizer); each step then reads its rows."""
+        from distill.data import _digest, _tokenizer_fingerprint
+        from distill.parallel import ordered_map
+
+        a = cfg.augment
+        words = [
+            Path(f).read_text(encoding="utf-8") if f else None for f in (a.pairs, a.one_to_many, a.names)
+        ]
+        key = _digest(
+            [
+                "twins-1",
+                hashlib.sha256(blocks.contiguous().numpy().tobytes()).hexdigest(),
+                list(blocks.shape),
+                words,
+                _tokenizer_fingerprint(self.builder.tokenizer),
+            ]
+        )
+        path = Path(cfg.data.cache_dir) / "twins" / f"{key}.safetensors"
+        if not path.is_file():
+            t0 = time.perf_counter()
+            chunks = (blocks[i : i + 64] for i in range(0, blocks.shape[0], 64))
+            parts = list(ordered_map(build_twins, chunks, cfg.data.num_workers, self))
+            table = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            table = {k: v.to(torch.bool if k == "changed" else torch.int32) for k, v in table.items()}
+            from distill.data import _atomic_save
+
+            _atomic_save(table, path)
+            dt = time.perf_counter() - t0
+            log.info(
+                "twins of %d blocks built in %.1f s (%.0f tokens/s, %d workers), %d changed; cached %s",
+                blocks.shape[0],
+                dt,
+                blocks.numel() / max(dt, 1e-9),
+                max(1, cfg.data.num_workers),
+                int(table["changed"].sum()),
+                path,
+            )
+        self.table = TwinTable(path)
 
     def select(self, changed: torch.Tensor) -> torch.Tensor:
         """Rows whose twin the student sees (augment p); drawn for every row so the stream does not depend on data.
@@ -181,14 +250,15 @@ class Counterfactuals:
         return changed if self.kind in NEEDS_TWIN else selected
 
 
-def build_step_inputs(x: torch.Tensor, cf: Counterfactuals | None) -> dict:
-    """Everything one micro-batch needs, decided before any forward so the step's token count is known."""
+def build_step_inputs(x: torch.Tensor, cf: Counterfactuals | None, blocks: list[int] | None = None) -> dict:
+    """Everything one micro-batch needs, decided before any forward so the step's token count is known.
+    `blocks`: the rows' training-block indices, to read precomputed twins (`Counterfactuals.precompute`)."""
     mask = torch.ones_like(x)
     item = {"x": x, "x_mask": mask}
     if cf is None:
         item.update(student_ids=x, student_mask=mask, labels=next_token_labels(x, mask), changed_frac=0.0)
         return item
-    tw = cf.twins(x)
+    tw = cf.twins(x, blocks)
     selected = cf.select(tw["changed"])
     twin_rows = cf.teacher_twin_rows(tw["changed"], selected)
     item.update(tw, selected=selected, twin_rows=twin_rows, changed_frac=float(tw["changed"].float().mean()))
@@ -557,6 +627,11 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         from safetensors.torch import save_file
 
         save_file({"val": val_blocks.contiguous()}, str(run_dir / "val_blocks.safetensors"))
+    if cf is not None:
+        t0 = time.perf_counter()
+        with accelerator.main_process_first():
+            cf.precompute(cfg, train_blocks)
+        t_data += time.perf_counter() - t0
     tcache = None
     if cfg.teacher.cache and (cfg.kd.alpha > 0 or cf is not None):
         # before the teacher is sharded: the main process runs it whole over the blocks once
@@ -677,16 +752,27 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     student.train()
     it = iter(batches)
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not main, dynamic_ncols=True)
-    window = {"loss": 0.0, "loss_kd": 0.0, "loss_ce": 0.0, "tokens": 0, "time": 0.0, "changed": 0.0, "n": 0}
+    window = {
+        "loss": 0.0,
+        "loss_kd": 0.0,
+        "loss_ce": 0.0,
+        "tokens": 0,
+        "time": 0.0,
+        "data": 0.0,
+        "changed": 0.0,
+        "n": 0,
+    }
     stop_reason = None
     signals = StopSignals().__enter__()
     while step < total_steps:
         t_step = time.perf_counter()
         items = []
+        t_wait = time.perf_counter()
         for _ in range(accum):
             idx = next(it)
-            items.append(build_step_inputs(train_blocks[idx], cf))
+            items.append(build_step_inputs(train_blocks[idx], cf, idx))
             items[-1]["blocks"] = idx
+        t_wait = time.perf_counter() - t_wait
         local_tokens = sum(int((i["labels"] != -100).sum()) for i in items)
         global_tokens = accelerator.reduce(
             torch.tensor(local_tokens, device=device, dtype=torch.float64), reduction="sum"
@@ -764,6 +850,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             window["loss_ce"] += ce_sum / max(1, int(global_tokens))
             window["tokens"] += int(global_tokens)
             window["time"] += dt
+            window["data"] += t_wait
             window["changed"] += changed
             window["n"] += 1
             bar.update(1)
@@ -780,6 +867,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                     "train/lr": sched.get_last_lr()[0],
                     "train/tokens_per_s": window["tokens"] / window["time"],
                     "train/step_time_s": window["time"] / n,
+                    # the share of the step spent waiting for its inputs (block rows, twins, CDA draws)
+                    "train/data_wait_frac": window["data"] / window["time"],
                     "train/tokens": state["tokens"],
                     "train/epoch": batches.epoch,
                 }
