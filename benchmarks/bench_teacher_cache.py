@@ -4,13 +4,15 @@ far they are from the teacher's full distribution.
 On the embedded SmolLM2-135M teacher and the default recipe's 6-layer student (`--quick`: tiny random models with
 the same tokenizer), over blocks of the project's text:
 
-- builds the cache for `--blocks` blocks and their twins with `distill.teacher_cache.build_cache` (timed once);
-- bytes per cached token, for each `--top-k`;
+- builds the cache for `--blocks` blocks and their twins with `distill.teacher_cache.build_cache` (timed once),
+  in the `hidden` format (the default) and the `topk` format for each `--top-k`;
+- bytes per cached token;
 - KL(full targets || cached targets) per position, mean and max, for plain KD and for the method's perturbed
   targets (two-sided CDA + `mean`), each against the same targets built from the live teacher;
-- step time, interleaved in one process: a cached step (read the micro-batch's rows, rebuild, targets, student
-  forward, KD + CE loss, backward) against a student-only cross-entropy step on the same student rows. Target:
-  cached / CE <= 1.15. The live-teacher step is timed alongside for reference.
+- step time, interleaved in one process, with the hidden-state cache: a cached step (read the micro-batch's rows,
+  the teacher's logits from its output projection, targets, student forward, KD + CE loss, backward, as the
+  trainer runs them) against a student-only cross-entropy step on the same student rows. Target: cached / CE
+  <= 1.15. The live-teacher step and the top-k cache's step are timed alongside for reference.
 
     python benchmarks/bench_teacher_cache.py              # B x T = 4 x 128, top-k 64 and 256
     python benchmarks/bench_teacher_cache.py --quick
@@ -19,9 +21,11 @@ the same tokenizer), over blocks of the project's text:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,7 +36,7 @@ from bench_counterfactual import load_models, make_batch  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
 from distill.losses import combine, next_token_labels  # noqa: E402
-from distill.teacher_cache import TeacherCache, build_cache  # noqa: E402
+from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
 from distill.train import (  # noqa: E402
     Counterfactuals,
     build_step_inputs,
@@ -116,50 +120,64 @@ def main(argv=None) -> int:
     full_plain = targets_for_step(item_plain, logits[: a.batch], cfg, None)
 
     tmp = Path(tempfile.mkdtemp(prefix="fairdistill-bench-cache-"))
-    caches: dict[int, TeacherCache] = {}
-    import contextlib
-    import time
-
-    for k in a.top_k:
+    caches: dict[str, TeacherCache] = {}
+    head = teacher_head(teacher)
+    for fmt, k in [("hidden", 0)] + [("topk", k) for k in a.top_k]:
+        name = "hidden" if fmt == "hidden" else f"topk{k}"
         t0 = time.perf_counter()
         meta = build_cache(
-            tmp / f"k{k}.safetensors",
+            tmp / f"{name}.safetensors",
             teacher,
             blocks,
             cf,
             g_idx,
             cfg.kd.temperature,
-            k,
+            k or 1,
             a.batch,
             device,
             contextlib.nullcontext,
+            fmt,
         )
         build_s = time.perf_counter() - t0
-        caches[k] = c = TeacherCache(tmp / f"k{k}.safetensors")
-        cached_plain = targets_from_log_probs(item_plain, c.log_probs(batch, []).to(device), None)
-        cached_method = targets_from_log_probs(item, c.log_probs(batch, twin_blocks).to(device), cf)
+        caches[name] = c = TeacherCache(tmp / f"{name}.safetensors")
+        with torch.no_grad():
+            cached_plain = targets_from_log_probs(item_plain, c.log_probs(batch, [], head).to(device), None)
+            cached_method = targets_from_log_probs(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
         klp, klm = kl_rows(full_plain, cached_plain), kl_rows(full_method, cached_method)
-        size = (tmp / f"k{k}.safetensors").stat().st_size
+        size = (tmp / f"{name}.safetensors").stat().st_size
         tokens = (meta["blocks"] + meta["twins"]) * a.seq
+        what = "final hidden states" if fmt == "hidden" else f"top-k {k} + |G| {g_idx.numel()}"
         print(
-            f"top-k {k:>4} + |G| {g_idx.numel()}: {meta['bytes_per_token']} bytes per token "
-            f"({size / tokens:.0f} on disk with the index); {meta['blocks']} blocks + {meta['twins']} twins built "
-            f"in {build_s:.1f} s; KL(full || cached) plain KD mean {klp.mean():.2e} max {klp.max():.2e}, "
-            f"method mean {klm.mean():.2e} max {klm.max():.2e} nats"
+            f"{what}: {meta['bytes_per_token']} bytes per token ({size / tokens:.0f} on disk with the index); "
+            f"{meta['blocks']} blocks + {meta['twins']} twins built in {build_s:.1f} s; KL(full || cached) plain KD "
+            f"mean {klp.mean():.2e} max {klp.max():.2e}, method mean {klm.mean():.2e} max {klm.max():.2e} nats"
         )
 
-    k = a.top_k[0]
-    c = caches[k]
+    c = caches["hidden"]
     s_ids, s_mask = item["student_ids"], item["student_mask"]
     x, x_mask = item_plain["student_ids"], item_plain["student_mask"]
 
     def cached_plain_step():
-        student_step(
-            student, x, x_mask, targets_from_log_probs(item_plain, c.log_probs(batch, []), None), cfg, device
+        """What the trainer does with a hidden-state cache and plain KD: the hidden states go into the fused loss,
+        which forms the teacher's logits a chunk at a time."""
+        student.zero_grad(set_to_none=True)
+        it = {"student_ids": x, "student_mask": x_mask, "labels": next_token_labels(x, x_mask)}
+        sums = student_loss_sums(
+            student,
+            student.get_output_embeddings(),
+            it,
+            None,
+            c.hidden(batch, []),
+            cfg,
+            device,
+            _Acc,
+            teacher_head=head,
         )
+        combine(sums, cfg.kd.alpha, max(1, sums.tokens)).backward()
 
     def cached_method_step():
-        t = targets_from_log_probs(item, c.log_probs(batch, twin_blocks).to(device), cf)
+        with torch.no_grad():
+            t = targets_from_log_probs(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
         student_step(student, s_ids, s_mask, t, cfg, device)
 
     def live_plain_step():
@@ -167,19 +185,30 @@ def main(argv=None) -> int:
             z = teacher(input_ids=x.to(device), attention_mask=x_mask.to(device)).logits
         student_step(student, x, x_mask, targets_for_step(item_plain, z, cfg, None), cfg, device)
 
+    topk = caches[f"topk{a.top_k[0]}"]
+
+    def topk_plain_step():
+        with torch.no_grad():
+            t = targets_from_log_probs(item_plain, topk.log_probs(batch, []), None)
+        student_step(student, x, x_mask, t, cfg, device)
+
     fns = {
         "ce_x": lambda: student_step(student, x, x_mask, None, cfg, device),
         "cached_plain": cached_plain_step,
+        "topk_plain": topk_plain_step,
         "ce_x_and_twins": lambda: student_step(student, s_ids, s_mask, None, cfg, device),
         "cached_method": cached_method_step,
         "live_plain": live_plain_step,
     }
     timed = time_interleaved(fns, a.reps, device, warmup=0 if a.reps < 3 else 1)
     t = timed["wall"]
-    print(f"\nmedian of {a.reps} interleaved repetitions, top-k {k}, B x T = {a.batch} x {a.seq}")
+    print(f"\nmedian of {a.reps} interleaved repetitions, hidden-state cache, B x T = {a.batch} x {a.seq}")
     for name, v in t.items():
         print(f"  {name:>16}: wall {v:7.3f} s  cpu {timed['cpu'][name]:7.3f} s")
     print(f"  live teacher plain-KD step / cached plain-KD step = {t['live_plain'] / t['cached_plain']:.2f}x")
+    print(
+        f"  top-k {a.top_k[0]} cache plain-KD step / student-only CE step = {t['topk_plain'] / t['ce_x']:.2f}"
+    )
     print()
     print(ratio_line("cached plain-KD step / student-only CE step", t["cached_plain"] / t["ce_x"], TARGET))
     print(

@@ -59,8 +59,13 @@ class TeacherConfig:
     """Folder for cached teacher targets: the teacher runs once over the training blocks (and their twins) and
     every later step, epoch, run and student size with the same teacher, blocks, word lists and temperature reads
     them from disk. null: the teacher runs live every step."""
+    cache_format: Literal["hidden", "topk"] = "hidden"
+    """What `cache` keeps per position: `hidden`, the teacher's final hidden state (exact targets, H floats per
+    token, for models whose logits are their output projection of it); `topk`, the top `cache_top_k` log-probs plus
+    every gendered token (any model, approximate)."""
     cache_top_k: int = 64
-    """Tokens kept per position in `cache` besides the gendered vocabulary G (the rest share the left-over mass)."""
+    """Tokens kept per position by `cache_format: topk` besides the gendered vocabulary G (the rest share the
+    left-over mass)."""
 
 
 @dataclass

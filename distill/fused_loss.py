@@ -94,8 +94,22 @@ class _Plan:
 class _Inputs:
     """Everything both passes read: the flattened tensors, the chunk plan and the settings."""
 
-    def __init__(self, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype):
+    def __init__(
+        self,
+        hidden,
+        weight,
+        bias,
+        teacher,
+        labels,
+        plan,
+        temperature,
+        teacher_is_logits,
+        dtype,
+        t_w=None,
+        t_b=None,
+    ):
         self.hidden, self.bias, self.teacher, self.plan = hidden, bias, teacher, plan
+        self.t_w, self.t_b = t_w, t_b
         self.weight = weight.to(dtype)  # no-op unless the matmul runs in a lower precision than the parameter
         self.y = labels[plan.idx]  # [n_valid]
         self.T, self.teacher_is_logits, self.dtype = temperature, teacher_is_logits, dtype
@@ -113,7 +127,13 @@ class _Inputs:
         """Teacher log-probabilities [c, V] at temperature T for one chunk (may be a view of the caller's tensor)."""
         if self.teacher is None:
             return None
-        t = self.plan.take(self.teacher, chunk).to(self.acc)
+        t = self.plan.take(self.teacher, chunk)
+        if (
+            self.t_w is not None
+        ):  # hidden states: the teacher's logits of this chunk, as its lm_head forms them
+            t = t.to(self.t_w.dtype)
+            t = t @ self.t_w.t() if self.t_b is None else torch.addmm(self.t_b.to(t.dtype), t, self.t_w.t())
+        t = t.to(self.acc)
         return torch.log_softmax(t / self.T, dim=-1) if self.teacher_is_logits else t
 
 
@@ -197,10 +217,24 @@ class _Grads:
 class _FusedKDCE(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype, eager
+        ctx,
+        hidden,
+        weight,
+        bias,
+        teacher,
+        labels,
+        plan,
+        temperature,
+        teacher_is_logits,
+        dtype,
+        eager,
+        t_w,
+        t_b,
     ):
         ctx.set_materialize_grads(False)
-        inp = _Inputs(hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype)
+        inp = _Inputs(
+            hidden, weight, bias, teacher, labels, plan, temperature, teacher_is_logits, dtype, t_w, t_b
+        )
         kd = hidden.new_zeros((), dtype=inp.acc)
         ce = hidden.new_zeros((), dtype=inp.acc)
         grads = _Grads(inp, *ctx.needs_input_grad[:3]) if eager is not None else None
@@ -215,15 +249,15 @@ class _FusedKDCE(torch.autograd.Function):
                 grads.add(inp, chunk, h, dz)
         if teacher is not None:
             kd = kd * temperature**2
-        ctx.save_for_backward(hidden, weight, bias, teacher, labels)
+        ctx.save_for_backward(hidden, weight, bias, teacher, labels, t_w, t_b)
         ctx.inp_args = (plan, temperature, teacher_is_logits, dtype)
         ctx.grads, ctx.eager = grads, eager
         return kd, ce
 
     @staticmethod
     def backward(ctx, grad_kd, grad_ce):
-        hidden, weight, bias, teacher, labels = ctx.saved_tensors
-        none = (None,) * 7  # no gradient for teacher, labels and the settings
+        hidden, weight, bias, teacher, labels, t_w, t_b = ctx.saved_tensors
+        none = (None,) * 9  # no gradient for teacher, labels, the settings and the teacher's head
         # Two scalars read on the host (one sync): they scale whole chunks, and decide the path below.
         g_kd = float(grad_kd) if grad_kd is not None and teacher is not None else 0.0
         g_ce = float(grad_ce) if grad_ce is not None else 0.0
@@ -234,7 +268,7 @@ class _FusedKDCE(torch.autograd.Function):
                 return (*grads.result(hidden, weight, bias, scale), *none)
             del grads  # not in the promised proportion: free them and recompute
         plan, T, teacher_is_logits, dtype = ctx.inp_args
-        inp = _Inputs(hidden, weight, bias, teacher, labels, plan, T, teacher_is_logits, dtype)
+        inp = _Inputs(hidden, weight, bias, teacher, labels, plan, T, teacher_is_logits, dtype, t_w, t_b)
         grads = _Grads(inp, *ctx.needs_input_grad[:3])
         for chunk in plan.chunks:
             start, stop, _ = chunk
@@ -265,6 +299,7 @@ def fused_kd_ce_sums(
     bias: torch.Tensor | None = None,
     *,
     teacher_logits: torch.Tensor | None = None,
+    teacher_head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     grad_weights: tuple[float, float] | None = None,
 ) -> LossSums:
     """KD and CE sums of `kd_ce_sums(hidden @ weight.T + bias, teacher_logq, labels, temperature)` without ever
@@ -274,7 +309,9 @@ def fused_kd_ce_sums(
     weight: [V, H] the output projection (`model.get_output_embeddings().weight`, tied or not); bias: [V] or None;
     teacher_logq: [B, T, V] or [N, V], the target's log-probabilities at temperature T, or None for no KD term;
     teacher_logits: instead of teacher_logq, the teacher's raw logits (same shape); q = softmax(teacher_logits / T)
-    is then formed chunk by chunk; labels: [B, T] or [N] next-token ids, -100 where no loss is taken;
+    is then formed chunk by chunk; teacher_head: (weight [V, H_t], bias [V] or None) of the teacher's output
+    projection, in which case `teacher_logits` holds the teacher's final hidden states [..., H_t] and its logits
+    are formed chunk by chunk too (cached hidden states: no [N, V] teacher tensor at all); labels: [B, T] or [N] next-token ids, -100 where no loss is taken;
     grad_weights: (w_kd, w_ce) when the caller will backpropagate s * (w_kd * kd + w_ce * ce), e.g.
     (alpha, 1 - alpha): gradients are then formed in the forward, one matmul per chunk cheaper (exact either way).
     Returns LossSums(kd, ce, tokens): 0-dim tensors (float32, or float64 for float64 inputs) with gradients into
@@ -296,7 +333,22 @@ def fused_kd_ce_sums(
     if y.shape[0] != h.shape[0]:
         raise ValueError(f"labels {list(labels.shape)} do not match hidden {list(hidden.shape)}")
     teacher = teacher_logits if teacher_logits is not None else teacher_logq
-    if teacher is not None:
+    t_w = t_b = None
+    if teacher_head is not None:
+        if teacher_logits is None:
+            raise ValueError("teacher_head needs the teacher's hidden states as teacher_logits")
+        t_w, t_b = (None if t is None else t.detach() for t in teacher_head)
+        if (
+            t_w.shape[0] != V
+            or teacher.shape[-1] != t_w.shape[1]
+            or teacher.numel() != h.shape[0] * t_w.shape[1]
+        ):
+            raise ValueError(
+                f"teacher hidden states {list(teacher.shape)} and head {list(t_w.shape)} do not match "
+                f"{h.shape[0]} positions x {V} vocabulary"
+            )
+        teacher = teacher.detach().reshape(-1, t_w.shape[1])
+    elif teacher is not None:
         if teacher.shape[-1] != V or teacher.numel() != h.shape[0] * V:
             raise ValueError(
                 f"teacher targets {list(teacher.shape)} do not match {h.shape[0]} positions x {V} vocabulary"
@@ -324,5 +376,7 @@ def fused_kd_ce_sums(
         teacher_logits is not None,
         _compute_dtype(h),
         eager,
+        t_w,
+        t_b,
     )
     return LossSums(kd=kd, ce=ce, tokens=int(plan.idx.numel()))

@@ -1,15 +1,21 @@
 """Cached teacher targets (`teacher.cache: <dir>`): the teacher runs once per training block, not once per step.
 
-For every training block x, and for the twin x~ of every block that has something to swap, the cache keeps the
-teacher's log-probabilities at the KD temperature on
+For every training block x, and for the twin x~ of every block that has something to swap, the cache keeps one of
+two things (`teacher.cache_format`):
 
-- the top `teacher.cache_top_k` tokens of each position,
-- every token of the gendered vocabulary G (so `max`, `expmean`, `pair_equalize` and `mean` stay exact on G),
-- and the log of the mass left over, with how many tokens share it.
+- `hidden` (default): the teacher's final hidden state at each position (after its last norm: what its output
+  projection reads), H floats per token. A step forms the teacher's logits with the teacher's own output
+  projection, so the targets are exact (the same as a live teacher, to float32 rounding) for every `perturb`
+  kind; with plain KD the fused loss forms them a chunk at a time and no [N, V] teacher tensor exists. Checked at
+  build time: a model whose logits are not its output projection of that state (soft-capping, scaling) is refused
+  with the fix (`topk`).
+- `topk`: the teacher's log-probabilities at the KD temperature on the top `teacher.cache_top_k` tokens of each
+  position and on every token of the gendered vocabulary G (so the perturbation stays exact on G), plus the log of
+  the mass left over and how many tokens share it. A step rebuilds dense log-probabilities (the left-over mass
+  spread evenly: exact on the kept tokens, a distribution that sums to 1). Any model; an approximation whose KL
+  to the full targets `benchmarks/bench_teacher_cache.py` reports (large at T = 2, where the tail holds much mass).
 
-A step rebuilds dense log-probabilities from that (the left-over mass spread evenly over the left-over tokens:
-exact on the kept tokens, and a distribution that sums to 1) and hands them to the same target code as a live
-teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
+Either way the step hands the result to the same target code as a live teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
 `perturb` setting, every seed and every student that shares the teacher, the transfer blocks, the word lists and
 the temperature; its file name is a digest of those, and a cache that does not match them is never read.
 
@@ -63,7 +69,8 @@ def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor) -> str:
             hashlib.sha256(train_blocks.contiguous().numpy().tobytes()).hexdigest(),
             list(train_blocks.shape),
             cfg.kd.temperature,
-            cfg.teacher.cache_top_k,
+            cfg.teacher.cache_format,
+            cfg.teacher.cache_top_k if cfg.teacher.cache_format == "topk" else None,
             words,
         ]
     )
@@ -102,6 +109,24 @@ def bytes_per_token(k: int, g: int) -> int:
 
 
 FIELDS = ("top_idx", "top_lp", "g_lp", "rest_lp", "n_rest")
+HIDDEN_FIELDS = ("hidden",)
+
+
+def teacher_head(teacher) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A detached copy of the teacher's output projection (weight [V, H], bias), taken before any sharding."""
+    head = teacher.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise FairDistillError(
+            f"{type(teacher).__name__} exposes no output projection; set teacher.cache_format=topk"
+        )
+    bias = getattr(head, "bias", None)
+    return head.weight.detach().clone(), (bias.detach().clone() if bias is not None else None)
+
+
+def head_logits(hidden: torch.Tensor, head: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    w, b = head
+    h = hidden.to(w.device, w.dtype)
+    return h @ w.t() if b is None else h @ w.t() + b
 
 
 class TeacherCache:
@@ -123,6 +148,8 @@ class TeacherCache:
         self.meta = json.loads(meta.get("fairdistill", "{}"))
         self.k = int(self.meta.get("top_k", 0))
         self.vocab = int(self.meta.get("vocab", 0))
+        self.format = self.meta.get("format", "topk")
+        self.temperature = float(self.meta.get("temperature", 1.0))
         if self.meta.get("version") != CACHE_VERSION or self.vocab <= 0:
             raise FairDistillError(
                 f"teacher cache {path} was written by another version of fairdistill; delete it and it is rebuilt"
@@ -130,13 +157,12 @@ class TeacherCache:
 
     def _rows(self, prefix: str, rows: list[int]) -> dict[str, torch.Tensor]:
         out = {}
-        for name in FIELDS:
+        for name in HIDDEN_FIELDS if self.format == "hidden" else FIELDS:
             sl = self._f.get_slice(f"{prefix}_{name}")
             out[name] = torch.cat([sl[r : r + 1] for r in rows]) if rows else None
         return out
 
-    def log_probs(self, blocks: list[int], twin_blocks: list[int]) -> torch.Tensor:
-        """Dense log-probabilities for the x rows of `blocks` then the twins of `twin_blocks`, in that order."""
+    def _twin_rows(self, twin_blocks: list[int]) -> list[int]:
         twin_rows = [int(self.twin_of[b]) for b in twin_blocks]
         if any(r < 0 for r in twin_rows):
             bad = [b for b, r in zip(twin_blocks, twin_rows) if r < 0]
@@ -144,6 +170,30 @@ class TeacherCache:
                 f"teacher cache {self.path} holds no twin for blocks {bad[:5]}: it was built with other word lists; "
                 "delete it and it is rebuilt"
             )
+        return twin_rows
+
+    def hidden(self, blocks: list[int], twin_blocks: list[int]) -> torch.Tensor:
+        """`hidden` format: the teacher's final hidden states [B + k, T, H] of the rows, x rows first."""
+        twin_rows = self._twin_rows(twin_blocks)
+        parts = [self._rows("x", blocks)["hidden"]]
+        if twin_rows:
+            parts.append(self._rows("t", twin_rows)["hidden"])
+        return torch.cat(parts)
+
+    def log_probs(
+        self,
+        blocks: list[int],
+        twin_blocks: list[int],
+        head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Dense log-probabilities at the KD temperature for the x rows of `blocks` then the twins of
+        `twin_blocks`, in that order. The `hidden` format needs the teacher's output projection (`teacher_head`)."""
+        if self.format == "hidden":
+            if head is None:
+                raise AssertionError("a hidden-state cache needs the teacher's head")
+            logits = head_logits(self.hidden(blocks, twin_blocks), head)
+            return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+        twin_rows = self._twin_rows(twin_blocks)
         parts = [expand(self._rows("x", blocks), self.g_idx, self.vocab)]
         if twin_rows:
             parts.append(expand(self._rows("t", twin_rows), self.g_idx, self.vocab))
@@ -162,21 +212,39 @@ def build_cache(
     batch_size: int,
     device,
     autocast,
+    fmt: str = "hidden",
 ) -> dict:
     """Run the teacher over every block (and every changed block's twin) and write the cache file at `path`."""
     from safetensors.torch import save_file
 
     N, T = train_blocks.shape
-    store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in FIELDS}
+    fields = HIDDEN_FIELDS if fmt == "hidden" else FIELDS
+    store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in fields}
     twin_of = torch.full((N,), -1, dtype=torch.long)
     n_twins = 0
     vocab = [0]
+    head = teacher_head(teacher) if fmt == "hidden" else None
 
     def run(prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
         with autocast():
-            logits = teacher(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1).cpu()
-        vocab[0] = logp.shape[-1]
+            out = teacher(
+                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=fmt == "hidden"
+            )
+        vocab[0] = out.logits.shape[-1]
+        if fmt == "hidden":
+            h = out.hidden_states[-1].float()
+            if not store["x_hidden"]:  # the first batch: are the logits the head of this state?
+                z = head_logits(h, head).float()
+                ref = out.logits.float()
+                err = float((z - ref).abs().max())
+                if err > 1e-3 * max(1.0, float(ref.abs().max())):
+                    raise FairDistillError(
+                        f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
+                        f"(max difference {err:.3g}: soft-capping or scaling?); set teacher.cache_format=topk"
+                    )
+            store[f"{prefix}_hidden"].append(h.cpu())
+            return
+        logp = torch.log_softmax(out.logits.float() / temperature, dim=-1).cpu()
         for name, value in compress(logp, top_k, g_idx).items():
             store[f"{prefix}_{name}"].append(value)
 
@@ -194,15 +262,21 @@ def build_cache(
         log.info("teacher cache: %d / %d blocks", min(N, start + batch_size), N)
     tensors = {k: torch.cat(v) for k, v in store.items() if v}
     tensors.update(g_idx=g_idx.long(), twin_of=twin_of)
+    if fmt == "hidden":
+        k, per_token = 0, 4 * int(tensors["x_hidden"].shape[-1])
+    else:
+        k = min(top_k, int(tensors["x_top_idx"].shape[-1]))
+        per_token = bytes_per_token(k, g_idx.numel())
     meta = {
         "version": CACHE_VERSION,
-        "top_k": min(top_k, int(tensors["x_top_idx"].shape[-1])),
+        "format": fmt,
+        "top_k": k,
         "blocks": N,
         "twins": n_twins,
         "vocab": vocab[0],
         "block_size": T,
         "temperature": temperature,
-        "bytes_per_token": bytes_per_token(min(top_k, tensors["x_top_idx"].shape[-1]), g_idx.numel()),
+        "bytes_per_token": per_token,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
@@ -249,6 +323,7 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
                 cfg.train.micro_batch_size,
                 device,
                 accelerator.autocast,
+                cfg.teacher.cache_format,
             )
             log.info(
                 "teacher cache: %d blocks + %d twins, %d bytes per token, %.1f MB",

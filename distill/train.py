@@ -347,10 +347,13 @@ def fused_head(cfg: Config, accelerator, student):
     return True, head
 
 
-def student_loss_sums(student, head, item, targets, raw_logits, cfg: Config, device, accelerator):
+def student_loss_sums(
+    student, head, item, targets, raw_logits, cfg: Config, device, accelerator, teacher_head=None
+):
     """Student forward on the step's rows and the KD + CE sums: fused with `head` (the output projection) when
     given, so the student's logits are never formed, else `kd_ce_sums` on the full logits. `raw_logits`: the
-    teacher's logits in place of `targets` (plain KD, fused path only)."""
+    teacher's logits in place of `targets` (plain KD, fused path only), or with `teacher_head` (weight, bias) its
+    final hidden states, whose logits the fused loss then forms a chunk at a time."""
     ids, mask = item["student_ids"].to(device), item["student_mask"].to(device)
     labels = item["labels"].to(device)
     T, a = cfg.kd.temperature, cfg.kd.alpha
@@ -368,6 +371,7 @@ def student_loss_sums(student, head, item, targets, raw_logits, cfg: Config, dev
             cfg.kd.chunk_size,
             bias=head.bias,
             teacher_logits=raw_logits,
+            teacher_head=teacher_head,
             grad_weights=(a, 1 - a) if (targets is not None or raw_logits is not None) else (0.0, 1.0),
         )
 
@@ -632,13 +636,17 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         with accelerator.main_process_first():
             cf.precompute(cfg, train_blocks)
         t_data += time.perf_counter() - t0
-    tcache = None
+    tcache = t_head = None
     if cfg.teacher.cache and (cfg.kd.alpha > 0 or cf is not None):
         # before the teacher is sharded: the main process runs it whole over the blocks once
         from distill.teacher_cache import open_or_build
 
         t0 = time.perf_counter()
         tcache = open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator)
+        if tcache.format == "hidden":
+            from distill.teacher_cache import teacher_head
+
+            t_head = tuple(t.to(device) if t is not None else None for t in teacher_head(teacher))
         t_data += time.perf_counter() - t0
 
     mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum
@@ -793,9 +801,15 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                     if twin_rows is not None
                     else []
                 )
-                logp = tcache.log_probs(item["blocks"], twin_blocks).to(device)
-                targets = targets_from_log_probs(item, logp, cf)
-                del logp
+                if (
+                    cf is None and fused and t_head is not None
+                ):  # hidden states into the fused loss as they are
+                    raw_logits, targets = tcache.hidden(item["blocks"], []).to(device), None
+                else:
+                    with torch.no_grad():
+                        logp = tcache.log_probs(item["blocks"], twin_blocks, t_head).to(device)
+                    targets = targets_from_log_probs(item, logp, cf)
+                    del logp
             elif cfg.kd.alpha > 0 or cf is not None:
                 with torch.no_grad(), accelerator.autocast():
                     t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
@@ -811,7 +825,15 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             ctx = accelerator.no_sync(student) if k < accum - 1 else _nullcontext()
             with ctx:
                 sums = student_loss_sums(
-                    student, head if fused else None, item, targets, raw_logits, cfg, device, accelerator
+                    student,
+                    head if fused else None,
+                    item,
+                    targets,
+                    raw_logits,
+                    cfg,
+                    device,
+                    accelerator,
+                    teacher_head=t_head if (tcache is not None and raw_logits is not None) else None,
                 )
                 loss = combine(sums, cfg.kd.alpha, normaliser)
                 accelerator.backward(loss)

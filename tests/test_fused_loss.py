@@ -227,3 +227,25 @@ def test_tiny_model_hidden_states_same_loss_and_parameter_gradients(tokenizer, a
     assert torch.allclose(s.kd, r.kd.double(), rtol=1e-6) and torch.allclose(s.ce, r.ce.double(), rtol=1e-6)
     for p, a, b in zip(params, ours, ref):
         assert torch.allclose(a, b, rtol=0, atol=1e-10), (p.shape, (a - b).abs().max())
+
+
+def test_teacher_given_as_hidden_states_and_head_equals_its_logits():
+    """teacher_head: the teacher's logits formed chunk by chunk from its hidden states give the same sums and
+    gradients as the logits themselves."""
+    from distill.fused_loss import fused_kd_ce_sums
+
+    g = torch.Generator().manual_seed(3)
+    N, H, Ht, V = 40, 8, 12, 30
+    hidden = torch.randn(N, H, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64, requires_grad=True)
+    th, tw, tb = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((N, Ht), (V, Ht), (V,)))
+    labels = torch.randint(0, V, (N,), generator=g)
+    out = []
+    for kwargs in ({"teacher_logits": th @ tw.t() + tb}, {"teacher_logits": th, "teacher_head": (tw, tb)}):
+        hidden.grad = weight.grad = None
+        s = fused_kd_ce_sums(hidden, weight, None, labels, 2.0, chunk_size=7, **kwargs)
+        (0.3 * s.kd + 0.7 * s.ce).backward()
+        out.append((s.kd.item(), s.ce.item(), hidden.grad.clone(), weight.grad.clone()))
+    a, b = out
+    assert abs(a[0] - b[0]) < 1e-10 and abs(a[1] - b[1]) < 1e-10
+    assert torch.allclose(a[2], b[2], atol=1e-10) and torch.allclose(a[3], b[3], atol=1e-10)

@@ -74,11 +74,13 @@ def _losses(run_dir):
     ]
 
 
+@pytest.mark.parametrize("fmt", ["hidden", "topk"])
 @pytest.mark.parametrize(
     "mode,kind", [("off", "none"), ("append", "mean"), ("off", "max"), ("replace", "pair_equalize")]
 )
-def test_training_on_a_full_cache_equals_the_live_teacher(tmp_path, teacher_dir, one_thread, mode, kind):
-    """top_k = V keeps every token: same losses and the same final weights as running the teacher every step."""
+def test_training_on_a_full_cache_equals_the_live_teacher(tmp_path, teacher_dir, one_thread, mode, kind, fmt):
+    """The hidden-state cache, and a top-k cache with k = V (every token kept), give the same losses and the same
+    final weights as running the teacher every step."""
     method = [f"augment.mode={mode}", f"perturb.kind={kind}"]
     live = train(_cfg(tmp_path, teacher_dir, *method, "run.name=live"))
     cache = tmp_path / "tcache"
@@ -144,3 +146,22 @@ def test_a_damaged_cache_file_fails_with_the_fix(tmp_path):
 def test_cache_top_k_is_checked(tmp_path, teacher_dir):
     with pytest.raises(ConfigError, match="teacher.cache_top_k"):
         _cfg(tmp_path, teacher_dir, "teacher.cache_top_k=0")
+
+
+def test_a_teacher_whose_logits_are_not_its_head_is_refused_for_the_hidden_format(
+    tmp_path, teacher_dir, monkeypatch
+):
+    """A model that scales or soft-caps its logits cannot be cached as hidden states; the error names the fix."""
+    from transformers import GPT2LMHeadModel
+
+    real = GPT2LMHeadModel.forward
+
+    def capped(self, *a, **k):
+        out = real(self, *a, **k)
+        out.logits = 30 * torch.tanh(out.logits / 30) + 1.0
+        return out
+
+    monkeypatch.setattr(GPT2LMHeadModel, "forward", capped)
+    with pytest.raises(FairDistillError, match="cache_format=topk"):
+        train(_cfg(tmp_path, teacher_dir, f"teacher.cache={tmp_path / 'tc'}"))
+    assert not list((tmp_path / "tc").glob("*.safetensors"))
