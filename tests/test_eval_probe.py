@@ -57,6 +57,8 @@ def test_known_answer_with_fixed_distribution(tokenizer):
     assert result["n_prompts"] == 2
     assert (result["n_male_tokens"], result["n_female_tokens"]) == (2, 2)
     assert result["dropped_tokens"] == [" him", " himself", " hers", " herself"]
+    # which words make up the gap: the mean log-probability of each kept form
+    assert result["per_word"] == {w.strip(): pytest.approx(math.log(p), abs=1e-5) for w, p in probs.items()}
 
 
 def test_left_padding_is_exact(tokenizer, tiny_gpt2):

@@ -111,6 +111,7 @@ def pronoun_probe(
       `he_minus_she`: mean signed gap (> 0: he-words more likely);
       `per_profession`: {profession: mean signed gap over templates};
       `per_template`: {template: mean signed gap over professions};
+      `per_prompt`: every prompt's signed gap; `per_word`: {form: mean log P(form) over prompts};
       `n_prompts`; `male_tokens` / `female_tokens`: the surface forms kept (single tokens), with
       `n_male_tokens` / `n_female_tokens`, and `dropped_tokens`.
     With no professions the numbers are nan and `n_prompts` is 0. The model is in eval mode for the call and its
@@ -149,6 +150,11 @@ def pronoun_probe(
     pad_id = pad_token_id(tokenizer)
     extra = last_logits_kwargs(model)
     gaps: list[float] = []
+    forms = sets["male_tokens"] + sets["female_tokens"]
+    word_ids = torch.tensor(
+        [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in forms], device=dev
+    )
+    word_sum = torch.zeros(len(word_ids), dtype=torch.float64)
     with eval_mode(model):
         for b in range(0, len(encoded), batch_size):
             ids, mask, pos = left_pad(encoded[b : b + batch_size], pad_id, dev)
@@ -157,6 +163,7 @@ def pronoun_probe(
             logp = torch.log_softmax(logits.float(), dim=-1)
             gap = torch.logsumexp(logp[:, male_ids], -1) - torch.logsumexp(logp[:, female_ids], -1)  # (B,)
             gaps.extend(gap.tolist())
+            word_sum += logp[:, word_ids].double().sum(0).cpu()
 
     per_profession: dict[str, list[float]] = {}
     per_template: dict[str, list[float]] = {}
@@ -170,6 +177,9 @@ def pronoun_probe(
         "per_template": {t: sum(v) / len(v) for t, v in per_template.items()},
         # every prompt's signed gap, in a fixed order, so two models can be compared prompt by prompt (paired)
         "per_prompt": [{"template": t, "profession": p, "gap": g} for (t, p), g in zip(cells, gaps)],
+        # mean log P of each pronoun form over the prompts: which words make up the gap (a diagnostic; the
+        # headline numbers above are the gap itself)
+        "per_word": {w: float(v) / len(gaps) for w, v in zip([w.strip() for w in forms], word_sum.tolist())},
         "n_prompts": len(gaps),
         **report,
     }
