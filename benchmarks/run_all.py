@@ -46,6 +46,8 @@ BENCHMARKS = [
         ["--prompts", "18", "--samples", "1", "--max-new-tokens", "16"],
         ["--quick"],
     ),
+    ("bench_teacher_cache.py", ["--reps", "3", "--blocks", "8", "--top-k", "64"], ["--quick", "--reps", "1"]),
+    ("bench_data.py", ["--docs", "5000", "--reps", "3"], ["--quick"]),
 ]
 
 

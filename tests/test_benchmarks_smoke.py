@@ -67,3 +67,27 @@ def test_counterfactual_benchmark_runs():
     lines = _run("bench_counterfactual.py", "--quick", "--reps", "1", "--settings", "append", "--seq", "32")
     assert RATIO.match(lines[-1]) and "counterfactual_overhead" in lines[-1], lines[-3:]
     assert any("unchanged rows: once" in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not EMBEDDED.is_file(), reason="needs the embedded SmolLM2 tokenizer (run `make distill` once)"
+)
+def test_teacher_cache_benchmark_runs():
+    lines = _run(
+        "bench_teacher_cache.py", "--quick", "--reps", "1", "--seq", "32", "--blocks", "4", "--top-k", "8"
+    )
+    assert RATIO.match(lines[-1]) and "cached method step" in lines[-1], lines[-3:]
+    assert RATIO.match(lines[-2]) and "cached plain-KD step" in lines[-2], lines[-3:]
+    kl = [line for line in lines if line.startswith("final hidden states")]
+    assert kl and "bytes per token" in kl[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not EMBEDDED.is_file(), reason="needs the embedded SmolLM2 tokenizer (run `make distill` once)"
+)
+def test_data_benchmark_runs():
+    lines = _run("bench_data.py", "--quick", "--docs", "300")
+    assert RATIO.match(lines[-1]) and "data wait share" in lines[-1], lines[-3:]
+    assert any(line.startswith("tokenize + pack, 2 workers") for line in lines)
