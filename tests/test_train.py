@@ -40,6 +40,7 @@ def test_debug_run_end_to_end(tmp_path, teacher_dir):
             "train/lr",
             "train/tokens_per_s",
             "train/step_time_s",
+            "train/data_wait_frac",
         ):
             assert k in r, k
         assert 0 <= r["train/changed_frac"] <= 1
