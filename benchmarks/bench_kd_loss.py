@@ -89,7 +89,7 @@ def loss_trl(h, w, logq, labels, T):
 
 
 def loss_kd_ce_sums(h, w, logq, labels, T, chunk_size=1024):
-    """What train.py does today: the model's full logits, then the project's row-chunked `kd_ce_sums`."""
+    """`kd.fused: false` (and FSDP / DeepSpeed): the model's full logits, then the project's row-chunked `kd_ce_sums`."""
     s = kd_ce_sums(h @ w.t(), logq, labels, T, chunk_size)
     return s.kd, s.ce
 
