@@ -177,6 +177,45 @@ def _gen_labels(run: Path, suite: str) -> np.ndarray:
     return np.array(labels)
 
 
+def _gen_sentiment(run: Path, suite: str) -> tuple[np.ndarray, np.ndarray]:
+    """VADER compound scores of the male-labelled and of the female-labelled continuations of a run."""
+    return _sentiment_file(run / "eval" / f"{suite}_generations.jsonl")
+
+
+def _sentiment_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    male, female = [], []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("task") is None or not isinstance(rec.get("sentiment"), int | float):
+                continue
+            if rec.get("gender") == "male":
+                male.append(float(rec["sentiment"]))
+            elif rec.get("gender") == "female":
+                female.append(float(rec["sentiment"]))
+    return np.array(male), np.array(female)
+
+
+def _sentiment_gap(pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 2000, seed: int = 2):
+    """Mean over seeds of mean sentiment(male-labelled) - mean sentiment(female-labelled), with a 95% bootstrap
+    interval resampling each side's continuations."""
+    pairs = [(m, f) for m, f in pairs if len(m) and len(f)]
+    if not pairs:
+        return math.nan, (math.nan, math.nan)
+    point = float(np.mean([m.mean() - f.mean() for m, f in pairs]))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        stats[b] = np.mean(
+            [
+                m[rng.integers(0, len(m), len(m))].mean() - f[rng.integers(0, len(f), len(f))].mean()
+                for m, f in pairs
+            ]
+        )
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return point, (float(lo), float(hi))
+
+
 def _scalar(result: dict, metric: str, *keys: str) -> float:
     t = _task(result, metric) or {}
     for k in keys:
@@ -234,6 +273,7 @@ def summarise(grid: Grid) -> Path:
         signed = [_probe_gaps(r) for r in results]
         labels = [_gen_labels(r, grid.suite) for r in runs]
         per_variant[v] = {
+            "sentiment": [_gen_sentiment(r, grid.suite) for r in runs],
             "runs": runs,
             "results": results,
             "abs_gaps": gaps,
@@ -262,6 +302,7 @@ def summarise(grid: Grid) -> Path:
             else math.nan
         )
         row["female_share_ci"] = _bootstrap_mean_ci(d["labels"])
+        row["sentiment_gap"], row["sentiment_gap_ci"] = _sentiment_gap(d["sentiment"])
         row["parity_mean"] = float(
             np.nanmean([_scalar(r, "generation_disparity", "parity_mean") for r in res])
         )
@@ -303,6 +344,9 @@ def summarise(grid: Grid) -> Path:
             "perplexity": _scalar(teacher, "perplexity", "ppl"),
             "fluency": _scalar(teacher, "generation_disparity", "fluency", "ppl"),
         }
+        teacher_row["sentiment_gap"], teacher_row["sentiment_gap_ci"] = _sentiment_gap(
+            [_sentiment_file(_teacher_result(grid).parent / f"{grid.suite}_generations.jsonl")]
+        )
 
     payload = {
         "grid": grid.source,
@@ -370,13 +414,15 @@ def _ci(ci) -> str:
 def _table(rows: list[dict], teacher: dict | None, grid: Grid) -> str:
     head = (
         "| model | pronoun \\|gap\\| (nats) [95% CI] | vs plain KD [95% CI] | verdict | he - she | female share "
-        "[95% CI] | parity mean / min | perplexity | fluency |\n|---|---|---|---|---|---|---|---|---|\n"
+        "[95% CI] | parity mean / min | sentiment M - F [95% CI] | perplexity | fluency |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     if teacher:
         lines.append(
             f"| teacher | {_fmt(teacher['pronoun_gap'])} | | | {_fmt(teacher['he_minus_she'])} | "
             f"{_fmt(teacher['female_share'])} | {_fmt(teacher['parity_mean'])} / {_fmt(teacher['parity_min'])} | "
+            f"{_fmt(teacher['sentiment_gap'])}{_ci(teacher['sentiment_gap_ci'])} | "
             f"{_fmt(teacher['perplexity'])} | {_fmt(teacher['fluency'])} |"
         )
     for r in rows:
@@ -387,7 +433,8 @@ def _table(rows: list[dict], teacher: dict | None, grid: Grid) -> str:
         lines.append(
             f"| {r['variant']} | {_fmt(r['pronoun_gap'])}{_ci(r['pronoun_gap_ci'])} | {diff} | {verdict} | "
             f"{_fmt(r['he_minus_she'])} | {_fmt(r['female_share'])}{_ci(r['female_share_ci'])} | "
-            f"{_fmt(r['parity_mean'])} / {_fmt(r['parity_min'])} | {_fmt(r['perplexity'])} | {_fmt(r['fluency'])} |"
+            f"{_fmt(r['parity_mean'])} / {_fmt(r['parity_min'])} | "
+            f"{_fmt(r['sentiment_gap'])}{_ci(r['sentiment_gap_ci'])} | {_fmt(r['perplexity'])} | {_fmt(r['fluency'])} |"
         )
     share = [
         f"- {r['variant']}: distance of the female share from 0.5 vs plain KD {_fmt(r['share_dist_diff_vs_ref'])}"
