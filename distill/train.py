@@ -466,13 +466,14 @@ def run_probe(model, tokenizer, cfg: Config, device) -> dict:
 # The run
 
 
-# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss is computed (same
-# values), where W&B goes. Everything else must match the run's config.yaml.
+# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss and the teacher's
+# targets are computed (same values), where W&B goes. Everything else must match the run's config.yaml.
 RESUMABLE_CHANGES = {
     "train": ("max_steps", "max_tokens", "log_every", "eval_every", "probe_every", "save_every", "keep_last"),
     "eval": ("suite",),
     "kd": ("chunk_size", "fused"),
     "data": ("num_workers", "cache_dir"),
+    "teacher": ("cache", "cache_format", "cache_top_k"),
     "tracking": None,
 }
 
