@@ -84,8 +84,19 @@ def _cmd_experiment(args) -> int:
     from distill.experiment import load_grid, run_grid, summarise
 
     grid = load_grid(args.grid)
+    if args.output_dir:
+        grid.output_dir = args.output_dir
+    if args.results_dir:
+        grid.results_dir = args.results_dir
     out = summarise(grid) if args.summarise_only else run_grid(grid)
     sys.stdout.write((out / "table.md").read_text() + f"\nresults: {out}\n")
+    if args.check_against:
+        from distill.experiment import check_reproduction
+
+        text, ok = check_reproduction(args.check_against, out / "results.json")
+        (out / "reproduction.md").write_text(text)
+        sys.stdout.write(text)
+        return 0 if ok else 1
     return 0
 
 
@@ -134,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
     x.add_argument("grid", help="e.g. recipes/experiments/smollm2_grid.yaml")
     x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
+    x.add_argument(
+        "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
+    )
+    x.add_argument("--results-dir", help="write the table here instead of the grid's results_dir")
+    x.add_argument(
+        "--check-against",
+        metavar="RESULTS_JSON",
+        help="compare this run's table with an earlier results.json (is every number inside its interval?); "
+        "writes reproduction.md and exits 1 if one is not",
+    )
     x.set_defaults(func=_cmd_experiment)
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")

@@ -107,3 +107,27 @@ def test_sentiment_gap_known_answer():
     gap, (lo, hi) = _sentiment_gap([(np.array([1.0, -1.0]), np.array([0.0])), (np.array([0.2]), np.array([]))])
     assert gap == 0.0 and lo < 0 < hi  # the seed with no female continuation is left out
     assert _sentiment_gap([(np.array([]), np.array([0.1]))])[0] != _sentiment_gap([(np.array([]), np.array([0.1]))])[0]
+
+
+def test_check_reproduction_names_what_moved(tmp_path):
+    from distill.experiment import check_reproduction
+
+    def results(path, gap, share):
+        row = {
+            "variant": "plain_kd",
+            "pronoun_gap": gap,
+            "pronoun_gap_ci": [0.4, 0.6],
+            "female_share": share,
+            "female_share_ci": [0.3, 0.5],
+            "sentiment_gap": None,
+            "sentiment_gap_ci": [None, None],
+            "perplexity": 100.0,
+        }
+        path.write_text(json.dumps({"variants": [row]}))
+        return path
+
+    first = results(tmp_path / "a.json", 0.5, 0.4)
+    text, ok = check_reproduction(first, results(tmp_path / "b.json", 0.55, 0.45))
+    assert ok and "yes" in text and "NO" not in text
+    text, ok = check_reproduction(first, results(tmp_path / "c.json", 0.7, 0.45))
+    assert not ok and "0.7 in [0.4, 0.6]: NO" in text
