@@ -306,12 +306,12 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
                 raise FairDistillError(
                     f"teacher.cache {root} is not writable; point teacher.cache at another folder"
                 )
-            log.info(
-                "teacher cache: building %s (top %d + |G| %d per position)",
-                path,
-                cfg.teacher.cache_top_k,
-                g_idx.numel(),
+            what = (
+                "the teacher's final hidden states"
+                if cfg.teacher.cache_format == "hidden"
+                else f"top {cfg.teacher.cache_top_k} + |G| {g_idx.numel()} log-probabilities"
             )
+            log.info("teacher cache: building %s (%s per position)", path, what)
             meta = build_cache(
                 path,
                 teacher,
