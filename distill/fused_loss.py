@@ -128,20 +128,36 @@ class _Inputs:
         if self.teacher is None:
             return None
         t = self.plan.take(self.teacher, chunk)
+        fresh = False
         if (
             self.t_w is not None
         ):  # hidden states: the teacher's logits of this chunk, as its lm_head forms them
             t = t.to(self.t_w.dtype)
             t = t @ self.t_w.t() if self.t_b is None else torch.addmm(self.t_b.to(t.dtype), t, self.t_w.t())
-        t = t.to(self.acc)
-        return torch.log_softmax(t / self.T, dim=-1) if self.teacher_is_logits else t
+            fresh = True
+        if t.dtype != self.acc:
+            t, fresh = t.to(self.acc), True
+        if not self.teacher_is_logits:
+            return t
+        # scale in place when t is our own buffer (never the caller's tensor, which `take` may return a view of)
+        return torch.log_softmax(t.div_(self.T) if fresh else t / self.T, dim=-1)
 
 
-def _chunk(z, logq, y, T: float, coefs: tuple[float, float] | None, need_loss: bool = True):
+def _chunk(
+    z,
+    logq,
+    y,
+    T: float,
+    coefs: tuple[float, float] | None,
+    need_loss: bool = True,
+    normalized: bool = False,
+):
     """Loss sums and/or logit gradient of one chunk, in as few passes over [c, V] as we could make it.
 
     z: [c, V] student logits (overwritten); logq: [c, V] teacher log-targets or None (read only); y: [c] labels;
-    coefs: (g_kd, g_ce) to also return dz = d(g_kd * kd + g_ce * ce) / dz, or None.
+    coefs: (g_kd, g_ce) to also return dz = d(g_kd * kd + g_ce * ce) / dz, or None; normalized: logq is a
+    log-softmax of finite logits (the teacher given as logits), so every q sums to 1 and no log q is -inf: the
+    two passes that guard a general target are skipped.
     Returns (ce sum, kd sum without the T^2 factor or None, dz [c, V] or None).
     """
     # Work with z - max(z): the same softmax, and every exp below is <= 1. Then lse(z) = max + log(s1), and
@@ -159,11 +175,13 @@ def _chunk(z, logq, y, T: float, coefs: tuple[float, float] | None, need_loss: b
         else:
             a, e_t, s_t = zs, e1, s1
         q = logq.exp()
-        q_mass = q.sum(-1)
+        q_mass = torch.ones_like(s_t) if normalized else q.sum(-1)
         if need_loss:
             # KL_i = sum_v q (log q - log p_S) with log p_S = a - log s_t. a's buffer becomes log q - a; where
             # q == 0 and log q = -inf the term must be 0 (0 * log 0), so clamp -inf to a large finite number.
-            diff = a.neg_().add_(logq).clamp_(min=-1e30)
+            diff = a.neg_().add_(logq)
+            if not normalized:  # a log-softmax of finite logits is finite: nothing to clamp
+                diff.clamp_(min=-1e30)
             kd = (diff.mul_(q).sum(-1) + q_mass * s_t.log()).sum()
     if coefs is not None:
         g_kd, g_ce = coefs
@@ -241,7 +259,14 @@ class _FusedKDCE(torch.autograd.Function):
         for chunk in plan.chunks:
             start, stop, _ = chunk
             h, z = inp.logits(chunk)
-            ce_c, kd_c, dz = _chunk(z, inp.teacher_logq(chunk), inp.y[start:stop], temperature, eager)
+            ce_c, kd_c, dz = _chunk(
+                z,
+                inp.teacher_logq(chunk),
+                inp.y[start:stop],
+                temperature,
+                eager,
+                normalized=teacher_is_logits,
+            )
             ce = ce + ce_c
             if kd_c is not None:
                 kd = kd + kd_c
@@ -273,7 +298,15 @@ class _FusedKDCE(torch.autograd.Function):
         for chunk in plan.chunks:
             start, stop, _ = chunk
             h, z = inp.logits(chunk)  # recomputed: the forward kept nothing of size V
-            _, _, dz = _chunk(z, inp.teacher_logq(chunk), inp.y[start:stop], T, (g_kd, g_ce), need_loss=False)
+            _, _, dz = _chunk(
+                z,
+                inp.teacher_logq(chunk),
+                inp.y[start:stop],
+                T,
+                (g_kd, g_ce),
+                need_loss=False,
+                normalized=teacher_is_logits,
+            )
             grads.add(inp, chunk, h, dz)
         return (*grads.result(hidden, weight, bias), *none)
 
