@@ -64,7 +64,9 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     )
     assert len(cda["gap_diff_seeds"]) == 2 and cda["gap_diff_ci"][0] <= cda["gap_diff_ci"][1]
     assert "sentiment M - F" in table
-    for row in data["variants"]:  # a number and its interval, or none when a side has no gendered continuation
+    for row in data[
+        "variants"
+    ]:  # a number and its interval, or none when a side has no gendered continuation
         gap, ci = row["sentiment_gap"], row["sentiment_gap_ci"]
         assert (gap is None and ci == [None, None]) or (ci[0] <= gap <= ci[1] and -2 <= gap <= 2)
     assert (out / "frontier.png").stat().st_size > 1000 and (out / "parity_groups.png").stat().st_size > 1000
@@ -104,9 +106,14 @@ def test_sentiment_gap_known_answer():
 
     gap, (lo, hi) = _sentiment_gap([(np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0]))])
     assert gap == 0.5 and lo == hi == 0.5
-    gap, (lo, hi) = _sentiment_gap([(np.array([1.0, -1.0]), np.array([0.0])), (np.array([0.2]), np.array([]))])
+    gap, (lo, hi) = _sentiment_gap(
+        [(np.array([1.0, -1.0]), np.array([0.0])), (np.array([0.2]), np.array([]))]
+    )
     assert gap == 0.0 and lo < 0 < hi  # the seed with no female continuation is left out
-    assert _sentiment_gap([(np.array([]), np.array([0.1]))])[0] != _sentiment_gap([(np.array([]), np.array([0.1]))])[0]
+    assert (
+        _sentiment_gap([(np.array([]), np.array([0.1]))])[0]
+        != _sentiment_gap([(np.array([]), np.array([0.1]))])[0]
+    )
 
 
 def test_check_reproduction_names_what_moved(tmp_path):

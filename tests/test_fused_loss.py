@@ -252,6 +252,8 @@ def test_teacher_given_as_hidden_states_and_head_equals_its_logits():
     z = th @ tw.t() + tb
     z0, th0 = z.clone(), th.clone()
     fused_kd_ce_sums(hidden, weight, None, labels, 2.0, chunk_size=40, teacher_logits=z)
-    fused_kd_ce_sums(hidden, weight, None, labels, 2.0, chunk_size=40, teacher_logits=th, teacher_head=(tw, tb))
+    fused_kd_ce_sums(
+        hidden, weight, None, labels, 2.0, chunk_size=40, teacher_logits=th, teacher_head=(tw, tb)
+    )
     assert torch.equal(z, z0) and torch.equal(th, th0)
     assert torch.allclose(a[2], b[2], atol=1e-10) and torch.allclose(a[3], b[3], atol=1e-10)
