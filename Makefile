@@ -48,7 +48,7 @@ report: $(STAMP)
 	$(BIN)/python -m distill.cli report $(RUNS)
 
 experiment: $(STAMP)
-	$(BIN)/python -m distill.cli experiment $(GRID)
+	$(BIN)/python -m distill.cli experiment $(GRID) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
