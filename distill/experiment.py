@@ -521,7 +521,7 @@ def _plots(per_variant: dict, rows: list[dict], teacher: dict | None, grid: Grid
 
 # (metric, its interval in results.json, label)
 REPRODUCED = (
-    ("pronoun_gap", "pronoun_gap_ci", "pronoun |gap|"),
+    ("pronoun_gap", "pronoun_gap_ci", "pronoun \\|gap\\|"),
     ("female_share", "female_share_ci", "female share"),
     ("sentiment_gap", "sentiment_gap_ci", "sentiment M - F"),
 )
