@@ -150,6 +150,11 @@ def _teacher_result(grid: Grid) -> Path:
 # Aggregation
 
 
+def _mean_or_nan(xs: list[float | None]) -> float:
+    vals = [float(x) for x in xs if x is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def _task(result: dict, metric: str) -> dict | None:
     """The `result` of the first task of kind `metric` in a `<suite>.json` payload."""
     for t in result.get("tasks", {}).values():
@@ -499,9 +504,8 @@ def _plots(per_variant: dict, rows: list[dict], teacher: dict | None, grid: Grid
             t = _task(res, "generation_disparity") or {}
             per_seed.append({g: (x or {}).get("parity") for g, x in (t.get("groups") or {}).items()})
         groups = groups or sorted(per_seed[0]) if per_seed else groups
-        values[v] = [
-            float(np.nanmean([np.nan if s.get(g) is None else s[g] for s in per_seed])) for g in groups
-        ]
+        # a group with no gendered text in any seed has no parity: NaN, drawn as an empty bar
+        values[v] = [_mean_or_nan([s.get(g) for s in per_seed]) for g in groups]
     if groups:
         fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.7), 5))
         width = 0.8 / max(1, len(values))

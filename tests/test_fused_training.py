@@ -47,7 +47,7 @@ def test_fused_sums_and_gradients_match_full_logits(tokenizer, tiny_gpt2, tiny_l
         sums = student_loss_sums(student, head, item, tgt, raw, cfg, "cpu", _Acc)
         (cfg.kd.alpha * sums.kd + (1 - cfg.kd.alpha) * sums.ce).backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
-        results.append((float(sums.kd), float(sums.ce), grads))
+        results.append((float(sums.kd.detach()), float(sums.ce.detach()), grads))
     ref = results[0]
     for kd, ce, grads in results[1:]:
         # the KD sum is a small difference of O(1) terms per token: float32 leaves both paths ~4e-6 from the
