@@ -27,11 +27,14 @@ from distill.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+DATA_SEED_MODES = ("fixed", "per_seed")
+
 GRID_KEYS = (
     "base",
     "output_dir",
     "results_dir",
     "seeds",
+    "data_seed",
     "suite",
     "suite_overrides",
     "common",
@@ -47,7 +50,10 @@ class Grid:
     variants: dict[str, list[str]]
     """Variant name -> overrides applied on top of `common`."""
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    """Training seeds (run.seed); the transfer set stays fixed (data.seed 0)."""
+    """Training seeds (run.seed)."""
+    data_seed: str = "fixed"
+    """`fixed`: every seed trains on the same transfer set and validation split (data.seed 0), so seeds differ only
+    in batch order; `per_seed`: each seed draws its own (data.seed = run.seed), a replicate of the whole pipeline."""
     suite: str = "quick"
     """Evaluation suite for the teacher and every student."""
     suite_overrides: list[str] = field(default_factory=list)
@@ -76,6 +82,8 @@ def load_grid(path: str | Path) -> Grid:
     for k in ("base", "variants"):
         if k not in data:
             problems.append(f"{k} is required")
+    if data.get("data_seed", "fixed") not in DATA_SEED_MODES:
+        problems.append(f"data_seed {data.get('data_seed')!r} is not one of {', '.join(DATA_SEED_MODES)}")
     variants = data.get("variants") or {}
     if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
         problems.append("variants must map each name to a list of key=value overrides")
@@ -99,7 +107,7 @@ def variant_overrides(grid: Grid, variant: str, seed: int) -> list[str]:
         *grid.common,
         *grid.variants[variant],
         f"run.seed={seed}",
-        "data.seed=0",
+        "data.seed=0" if grid.data_seed == "fixed" else f"data.seed={seed}",
         f"run.name={run_name(variant, seed)}",
         f"run.output_dir={grid.output_dir}",
         "eval.suite=null",
@@ -357,6 +365,7 @@ def summarise(grid: Grid) -> Path:
         "grid": grid.source,
         "suite": grid.suite,
         "seeds": grid.seeds,
+        "data_seed": grid.data_seed,
         "reference": grid.reference,
         "teacher": teacher_row,
         "variants": [{k: v for k, v in r.items()} for r in rows],

@@ -89,14 +89,32 @@ def test_bad_grid_is_named(tmp_path):
     )
 
 
-def test_shipped_grid_validates_every_variant():
+def test_bad_data_seed_is_named(tmp_path):
+    g = tmp_path / "g.yaml"
+    g.write_text("base: recipes/debug.yaml\nvariants: {plain_kd: []}\ndata_seed: per-seed\n")
+    with pytest.raises(ConfigError, match="data_seed 'per-seed' is not one of fixed, per_seed"):
+        load_grid(g)
+
+
+@pytest.mark.parametrize(
+    "path, n_variants, data_seeds",
+    [
+        ("recipes/experiments/smollm2_grid.yaml", 7, {0: 0, 1: 0}),
+        ("recipes/experiments/smollm2_seeds.yaml", 2, {s: s for s in range(5)}),
+    ],
+)
+def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
     from distill.config import load_config
+    from distill.data import data_seed
     from distill.experiment import variant_overrides
 
-    grid = load_grid("recipes/experiments/smollm2_grid.yaml")
-    assert len(grid.variants) == 7 and grid.reference in grid.variants
+    grid = load_grid(path)
+    assert len(grid.variants) == n_variants and grid.reference in grid.variants
+    assert grid.seeds == sorted(data_seeds)
     for v in grid.variants:
-        load_config(grid.base, variant_overrides(grid, v, 0))
+        for s, want in data_seeds.items():
+            cfg = load_config(grid.base, variant_overrides(grid, v, s))
+            assert cfg.run.seed == s and data_seed(cfg) == want
 
 
 def test_sentiment_gap_known_answer():
