@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
+from pathlib import Path
 
 from distill.errors import FairDistillError
 
@@ -35,6 +37,7 @@ def _cmd_train(args) -> int:
     from distill.train import train
 
     cfg = load_config(args.recipe, args.overrides)
+    cfg.invocation = invocation(args.argv)
     run_dir = train(cfg)
     if cfg.eval.suite:
         from distill.evaluation.runner import evaluate_run
@@ -103,7 +106,9 @@ def _cmd_experiment(args) -> int:
 def _cmd_report(args) -> int:
     from distill.evaluation.report import write_report
 
-    path = write_report(args.runs, out=args.out)
+    # Beside the runs, not in the working directory (a checkout's root): the first run's output root.
+    out = args.out or str(Path(args.runs[0]).expanduser().resolve().parent / "report")
+    path = write_report(args.runs, out=out)
     sys.stdout.write(f"{path}\n")
     return 0
 
@@ -159,13 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")
     r.add_argument("runs", nargs="+")
-    r.add_argument("--out", default="report")
+    r.add_argument("--out", default=None, help="report folder (default: report/ beside the first run)")
     r.set_defaults(func=_cmd_report)
     return p
 
 
+def invocation(argv: list[str]) -> str:
+    """The command line as the user typed it, for the resume hint: `make distill` exports its own
+    (FAIRDISTILL_COMMAND); otherwise the `distill` script or `python -m distill.cli` with these arguments."""
+    if os.environ.get("FAIRDISTILL_COMMAND"):
+        return os.environ["FAIRDISTILL_COMMAND"]
+    prog = Path(sys.argv[0]).name
+    head = ["distill"] if prog == "distill" else ["python", "-m", "distill.cli"]
+    return shlex.join(head + list(argv))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse with options and `key=value` overrides in any order (`eval CKPT --suite X a=1` as `eval CKPT a=1
+    --suite X`): argparse stops filling a `*` positional at the first option, so what it leaves over and looks
+    like an override is appended, in order."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)

@@ -248,17 +248,21 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     source: str | None = field(default=None, metadata={"internal": True})
     overrides: list[str] = field(default_factory=list, metadata={"internal": True})
+    invocation: str | None = field(default=None, metadata={"internal": True})
+    """The command line this run was started with (set by the CLI), repeated in the resume hint."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.pop("source", None)
-        d.pop("overrides", None)
+        for k in ("source", "overrides", "invocation"):
+            d.pop(k, None)
         return d
 
     def command(self) -> str:
-        """The command line that reproduces (or resumes) this run."""
+        """The command line that reproduces (or resumes) this run: the one it was started with, when known."""
         import shlex
 
+        if self.invocation:
+            return self.invocation
         args = " ".join(shlex.quote(o) for o in self.overrides)
         recipe = self.source or "<recipe>"
         return f"make distill RECIPE={recipe}" + (f" ARGS={shlex.quote(args)}" if args else "")
@@ -269,6 +273,26 @@ class Config:
 
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class _Invalid:
+    """Stands in for a value whose type was wrong, so the cross-field checks skip it instead of reporting a
+    follow-on problem (`train.max_steps=1.5` is one mistake, not also "max_steps and max_tokens are both null")."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_INVALID = _Invalid()
+
+
+def _list_hint(value: Any, tp: Any) -> str:
+    """`student.layers=0,29` was meant as a list: say how to write one."""
+    origin = typing.get_origin(tp)
+    wants_list = origin is list or any(typing.get_origin(a) is list for a in typing.get_args(tp))
+    if wants_list and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"; write a list in brackets, e.g. [{value}]"
+    return ""
 
 
 def _type_name(tp: Any) -> str:
@@ -305,8 +329,8 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             out = _coerce(value, a, where, sub)
             if not sub:
                 return out
-        problems.append(f"{where} must be {_type_name(tp)}, got {value!r}")
-        return None
+        problems.append(f"{where} must be {_type_name(tp)}, got {value!r}{_list_hint(value, tp)}")
+        return _INVALID
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value is False and "off" in allowed:
@@ -319,31 +343,35 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            problems.append(f"{where} must be {_type_name(tp)}, got {value!r}")
-            return value
+            problems.append(f"{where} must be {_type_name(tp)}, got {value!r}{_list_hint(value, tp)}")
+            return _INVALID
         return [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{where} must be a mapping, got {value!r}")
+            return _INVALID
         return value
     if tp is bool:
         if not isinstance(value, bool):
             problems.append(f"{where} must be true/false, got {value!r}")
+            return _INVALID
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{where} must be an integer, got {value!r}")
+            return _INVALID
         return value
     if tp is float:
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads `3e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{where} must be a number, got {value!r}")
-            return value
+            return _INVALID
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             problems.append(f"{where} must be a string, got {value!r}")
+            return _INVALID
         return value
     return value
 
@@ -527,24 +555,93 @@ def config_from_dict(
     return cfg
 
 
+def _shipped_recipes() -> str:
+    """The shipped training recipes and where they are, for a "not found" hint that works outside a checkout."""
+    folder = resource_path("recipes")
+    names = sorted(p.name for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return f"shipped recipes (in {folder}): {', '.join(names)}" if names else "no shipped recipes were found"
+
+
+def _decode_recipe(raw: bytes, source: str) -> str:
+    """Recipe bytes -> text: UTF-8 (a BOM is dropped); anything else is refused with the line it fails on."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) >= 2 and b"\x00" in raw[:4]):
+        raise ConfigError("the recipe is UTF-16 (or another wide encoding); save the recipe as UTF-8", source)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 (a Latin-1 or Windows-1252 file?); "
+            "save the recipe as UTF-8",
+            source,
+        ) from None
+
+
+def _duplicate_keys(node: Any, path: str = "") -> list[str]:
+    """Keys given twice in one mapping of a composed YAML tree, with both line numbers (YAML keeps the last)."""
+    out: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            full = f"{path}.{key}" if path else str(key)
+            if key is not None and key != "<<":
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    out.append(
+                        f"key '{full}' is given twice (lines {first[key]} and {line}); keep one of them"
+                    )
+                else:
+                    first[key] = line
+            out += _duplicate_keys(value_node, full)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, f"{path}[{i}]")
+    return out
+
+
+def read_recipe(recipe: str | Path) -> dict:
+    """A recipe file's mapping, refusing what YAML would accept silently or crash on: a folder, a file that is not
+    UTF-8, a key given twice, a document that is not a mapping."""
+    path = resource_path(recipe)
+    source = str(recipe)
+    if path.is_dir():
+        raise ConfigError(
+            f"recipe {source!r} is a folder; give one recipe file, e.g. {source.rstrip('/')}/debug.yaml "
+            f"({_shipped_recipes()})"
+        )
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {source}; {_shipped_recipes()}")
+    text = _decode_recipe(path.read_bytes(), source)
+    try:
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source) from None
+    except RecursionError:
+        raise ConfigError("not valid YAML: nested too deeply", source) from None
+    duplicates = _duplicate_keys(tree)
+    if duplicates:
+        raise ConfigError(duplicates, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"a recipe must be a mapping of sections (teacher:, student:, ...), got {type(data).__name__}",
+            source,
+        )
+    return data
+
+
 def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a recipe (or only defaults when None), apply overrides, validate everything at once."""
     data: dict = {}
     source = None
     if recipe is not None:
-        path = resource_path(recipe)
         source = str(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe file not found: {recipe}; list the shipped ones with `ls recipes/`")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", source) from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"a recipe must be a mapping of sections (teacher:, student:, ...), got {type(data).__name__}",
-                source,
-            )
+        data = read_recipe(recipe)
     data = apply_overrides(data, list(overrides or []))
     cfg = config_from_dict(data, source)
     cfg.overrides = list(overrides or [])

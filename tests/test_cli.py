@@ -72,3 +72,39 @@ def test_vocabulary_mismatch(tmp_path, teacher_dir, capsys):
 def test_check_prints_the_resolved_config(capsys):
     assert main(["check", "recipes/debug.yaml", "kd.alpha=0.7"]) == 0
     assert "alpha: 0.7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "runs/x", "--suite", "quick", "a.b=1", "c=2"],
+        ["eval", "runs/x", "a.b=1", "--suite", "quick", "c=2"],
+        ["eval", "runs/x", "a.b=1", "c=2", "--suite", "quick"],
+        ["eval", "--suite", "quick", "runs/x", "a.b=1", "c=2"],
+    ],
+)
+def test_eval_takes_options_and_overrides_in_any_order(argv):
+    from distill.cli import parse_args
+
+    args = parse_args(argv)
+    assert (args.ckpt, args.suite, args.overrides) == ("runs/x", "quick", ["a.b=1", "c=2"])
+
+
+def test_an_unknown_option_is_still_refused(capsys):
+    from distill.cli import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["eval", "runs/x", "--suite", "quick", "--nope", "a=1"])
+    assert e.value.code == 2 and "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def test_the_resume_hint_repeats_the_command_that_was_run(monkeypatch):
+    from distill.cli import invocation
+
+    monkeypatch.delenv("FAIRDISTILL_COMMAND", raising=False)
+    monkeypatch.setattr("sys.argv", ["/venv/bin/distill"])
+    assert invocation(["train", "my recipe.yaml", "kd.alpha=0.7"]) == "distill train 'my recipe.yaml' kd.alpha=0.7"
+    monkeypatch.setattr("sys.argv", ["/x/distill/cli.py"])
+    assert invocation(["train", "r.yaml"]) == "python -m distill.cli train r.yaml"
+    monkeypatch.setenv("FAIRDISTILL_COMMAND", "make distill RECIPE=r.yaml")
+    assert invocation(["train", "r.yaml"]) == "make distill RECIPE=r.yaml"

@@ -126,3 +126,59 @@ def test_recipe_that_is_not_a_mapping(tmp_path):
 def test_malformed_overrides(bad):
     with pytest.raises(ConfigError):
         parse_override(bad)
+
+
+# ---- recipe files as bytes: encodings, duplicate keys, folders ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "blob, fragment",
+    [
+        ("# café\nkd: {alpha: 0.5}\n".encode("latin-1"), "line 1: byte 0xe9 is not UTF-8"),
+        ("kd: {alpha: 0.5}\n# café\n".encode("utf-16"), "the recipe is UTF-16"),
+        ("kd: {alpha: 0.5}\n".encode("utf-16-be"), "the recipe is UTF-16"),
+    ],
+)
+def test_a_recipe_that_is_not_utf8_names_the_encoding(tmp_path, blob, fragment):
+    p = tmp_path / "r.yaml"
+    p.write_bytes(blob)
+    with pytest.raises(ConfigError, match=fragment) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p}: ") and "save the recipe as UTF-8" in str(e.value)
+    assert p.read_bytes() == blob  # the file is only read
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_bytes("\ufeff# café\nkd: {alpha: 0.25}\nstudent: {layers: [0, 1]}\n".encode())
+    assert load_config(p).kd.alpha == 0.25
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("kd:\n  alpha: 0.5\n  temperature: 2.0\n  alpha: 0.9\ntrain: {lr: 1.0e-3, lr: 2.0e-3}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.problems == [
+        "key 'kd.alpha' is given twice (lines 2 and 4); keep one of them",
+        "key 'train.lr' is given twice (lines 5 and 5); keep one of them",
+    ]
+
+
+def test_a_wrong_type_is_one_problem_not_two():
+    with pytest.raises(ConfigError) as e:
+        load_config("recipes/debug.yaml", ["train.max_steps=1.5", "student.layers=0,29"])
+    assert e.value.problems == [
+        "student.layers must be a list (an integer each) or null, got '0,29'; write a list in brackets, e.g. [0,29]",
+        "train.max_steps must be an integer or null, got 1.5",
+    ]
+
+
+def test_a_folder_is_not_a_recipe_and_the_hint_lists_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: `ls recipes/` would list nothing here
+    with pytest.raises(ConfigError, match=r"recipe 'recipes' is a folder; give one recipe file") as e:
+        load_config("recipes")
+    assert "debug.yaml" in str(e.value)
+    with pytest.raises(ConfigError, match=r"recipe file not found: nope.yaml; shipped recipes \(in /") as e:
+        load_config("nope.yaml")
+    assert "debug.yaml" in str(e.value) and "ls recipes" not in str(e.value)

@@ -148,3 +148,21 @@ def test_yaml_special_values_survive():
         yaml.safe_load("augment: {mode: off}\ntrain: {lr: 3e-4}\nstudent: {layers: [0, 1]}\n")
     )
     assert cfg.augment.mode == "off" and cfg.train.lr == 3e-4
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.text(max_size=120).flatmap(
+        lambda t: st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1", "cp1252"]).map(
+            lambda enc: t.encode(enc, errors="replace")
+        )
+    )
+)
+def test_any_recipe_bytes(tmp_path_factory, blob):
+    p = tmp_path_factory.mktemp("rb") / "recipe.yaml"
+    p.write_bytes(blob)
+    try:
+        load_config(p)
+    except ConfigError as e:
+        assert str(e).startswith(f"{p}: ")

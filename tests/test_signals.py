@@ -45,7 +45,9 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, teacher_dir):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "stopped by SIGTERM at step" in err and "Resume with the same command: make distill" in err
+    # the hint repeats the command that was run, not another one that would do the same
+    ran = "python -m distill.cli train recipes/debug.yaml"
+    assert "stopped by SIGTERM at step" in err and f"Resume with the same command: {ran}" in err
     run_dir = tmp_path / "runs" / "debug"
     latest = (run_dir / "checkpoints" / "latest").read_text()
     stopped_at = int(latest.split("_")[1])
