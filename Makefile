@@ -9,13 +9,15 @@ DEFAULT_RECIPE := recipes/smollm2-135m_to_6L.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
 # The embedded default also trains its baseline twin (plain KD) and reports the two side by side; COMPARE= skips it.
 COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_6L_baseline.yaml,)
-LAUNCH = $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) -m distill.cli
+# `accelerate launch -m distill.cli`, ending a failure with the project's message and exit status (no launcher traceback).
+LAUNCH = $(BIN)/python -m distill.launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) --
 ARGS ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
 NUM_PROCESSES ?=
 CKPT ?=
 SUITE ?= quick
 RUNS ?=
+OUT ?=
 STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
@@ -24,7 +26,7 @@ export WANDB_SILENT ?= true
 
 GRID ?= recipes/experiments/smollm2_grid.yaml
 
-.PHONY: setup distill eval report experiment test lint bench clean
+.PHONY: setup distill eval report experiment test test-wheel lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The command as typed, which the resume hint of a stopped run repeats.
+_TYPED := $(foreach v,RECIPE COMPARE ACCELERATE_CONFIG NUM_PROCESSES,$(if $(filter command line,$(origin $(v))), $(v)=$($(v))))
+distill: export FAIRDISTILL_COMMAND = make distill$(_TYPED)$(if $(ARGS), ARGS='$(ARGS)')
 distill: $(STAMP)
 	$(LAUNCH) train $(RECIPE) $(ARGS)
 	$(if $(COMPARE),$(LAUNCH) train $(COMPARE) $(ARGS) eval.suite=null)
@@ -45,13 +50,18 @@ eval: $(STAMP)
 	$(BIN)/python -m distill.cli eval $(CKPT) $(ARGS) --suite $(SUITE)
 
 report: $(STAMP)
-	$(BIN)/python -m distill.cli report $(RUNS)
+	$(BIN)/python -m distill.cli report $(RUNS) $(if $(OUT),--out $(OUT),)
 
 experiment: $(STAMP)
 	$(BIN)/python -m distill.cli experiment $(GRID) $(ARGS)
 
+# The test suite, then the built wheel installed into a fresh virtualenv and run from outside the checkout.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-wheel
+
+test-wheel: $(STAMP)
+	scripts/check_wheel.sh $(VENV)
 
 lint: $(STAMP)
 	$(BIN)/ruff check distill tests benchmarks

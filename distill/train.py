@@ -31,6 +31,7 @@ from distill.errors import ConfigError, FairDistillError
 from distill.fused_loss import fused_kd_ce_sums
 from distill.losses import combine, kd_ce_sums, next_token_labels
 from distill.perturb import NEEDS_TWIN, perturbed_log_targets
+from distill.resources import resource_path
 from distill.tracking import MetricsLog, redact, wandb_mode
 
 log = logging.getLogger("distill")
@@ -204,7 +205,8 @@ class Counterfactuals:
 
         a = cfg.augment
         words = [
-            Path(f).read_text(encoding="utf-8") if f else None for f in (a.pairs, a.one_to_many, a.names)
+            resource_path(f).read_text(encoding="utf-8") if f else None
+            for f in (a.pairs, a.one_to_many, a.names)
         ]
         key = _digest(
             [

@@ -103,7 +103,10 @@ def test_the_resume_hint_repeats_the_command_that_was_run(monkeypatch):
 
     monkeypatch.delenv("FAIRDISTILL_COMMAND", raising=False)
     monkeypatch.setattr("sys.argv", ["/venv/bin/distill"])
-    assert invocation(["train", "my recipe.yaml", "kd.alpha=0.7"]) == "distill train 'my recipe.yaml' kd.alpha=0.7"
+    assert (
+        invocation(["train", "my recipe.yaml", "kd.alpha=0.7"])
+        == "distill train 'my recipe.yaml' kd.alpha=0.7"
+    )
     monkeypatch.setattr("sys.argv", ["/x/distill/cli.py"])
     assert invocation(["train", "r.yaml"]) == "python -m distill.cli train r.yaml"
     monkeypatch.setenv("FAIRDISTILL_COMMAND", "make distill RECIPE=r.yaml")

@@ -31,6 +31,7 @@ TEACHERS = {
     "gpt2-large": ("gpt2", 36),
     "gpt2-xl": ("gpt2", 48),
     "embedded:smollm2-135m": ("llama", 30),
+    "embedded:tiny-random": ("llama", 4),
     "HuggingFaceTB/SmolLM2-360M": ("llama", 32),
     "HuggingFaceTB/SmolLM2-1.7B": ("llama", 24),
 }
@@ -38,8 +39,8 @@ TEACHERS = {
 
 def test_found_every_recipe():
     names = sorted(Path(r).name for r in TRAINING)
-    # debug; embedded SmolLM2-135M; GPT-2 ladder (124M, medium, large, xl); SmolLM2 360M and 1.7B: each + _baseline
-    assert len(TRAINING) == 15, names
+    # debug (tiny random) and smoke (on SmolLM2-135M); embedded SmolLM2-135M; GPT-2 ladder (124M, medium, large, xl); SmolLM2 360M and 1.7B: each + _baseline
+    assert len(TRAINING) == 16, names
     assert len(LADDER) == 10, LADDER
     assert len(ACCELERATE) == 9, [Path(r).name for r in ACCELERATE]
 

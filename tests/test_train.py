@@ -137,3 +137,29 @@ def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_
     again = train(_cfg(tmp_path, teacher_dir, "train.max_steps=3", "tracking.wandb=false", "kd.fused=false"))
     steps = [r["step"] for r in read_metrics(again / "metrics.jsonl") if "train/loss" in r]
     assert steps[-1] == 3
+
+
+def _tree_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_the_debug_recipe_as_shipped_is_tiny(tmp_path, monkeypatch, one_thread):
+    """recipes/debug.yaml itself (its own tiny random teacher, data and word lists), run from another folder: a
+    small model, a few MB written, and a resume of the finished run that changes nothing."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "recipes/debug.yaml", ["tracking.wandb=false"])
+    run_dir = train(cfg)
+    assert run_dir == tmp_path / "runs" / "debug"
+    written = _tree_bytes(run_dir) + _tree_bytes(tmp_path / ".cache")
+    assert written < 10 * 2**20, written  # the SmolLM2 version (recipes/smoke.yaml) writes ~1 GB
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_2", "step_4"]
+    assert (run_dir / "final" / "model.safetensors").stat().st_size < 2**20
+    recs = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in recs if "train/loss" in r] == [1, 2, 3, 4]
+    final = (run_dir / "final" / "model.safetensors").read_bytes()
+    train(load_config(root / "recipes/debug.yaml", ["tracking.wandb=false"]))  # already finished: a no-op
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == final
