@@ -11,6 +11,7 @@ setup (run dir, models, data, counterfactuals, optimizer) -> loop over optimizer
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -388,36 +389,148 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not ckpt_root.is_dir():
         return []
     done = [
-        p for p in ckpt_root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "complete").is_file()
+        p
+        for p in ckpt_root.iterdir()
+        if p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / "complete").is_file()
     ]
     return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (header unreadable, or tensors reaching past its end), or None."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                return f"{path.name}: {size} bytes, too short for its header"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as e:
+        return f"{path.name}: unreadable header ({e})"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"{path.name}: {size} bytes, its header describes {8 + n + end}"
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a complete-marked checkpoint cannot be resumed from (a file missing, truncated or of another size than
+    when it was saved; a safetensors header unreadable), or None when it is whole."""
+    try:
+        marker = json.loads((ckpt / "complete").read_text())
+    except (OSError, ValueError):
+        marker = None
+    files = marker.get("files", {}) if isinstance(marker, dict) else {}  # older checkpoints: step number only
+    for name, size in files.items():
+        f = ckpt / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != size:
+            return f"{name}: {f.stat().st_size} bytes, {size} when saved"
+    for f in sorted(ckpt.glob("*.safetensors")):
+        problem = _safetensors_problem(f)
+        if problem:
+            return problem
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json unreadable ({type(e).__name__})"
+    return None
+
+
+def resumable_checkpoint(run_dir: Path, main: bool = True) -> Path | None:
+    """The newest whole checkpoint. Newer damaged ones are named in a warning and, by the main process, moved aside
+    to `checkpoints/damaged_step_N` (kept for inspection, out of rotation and never resumed from)."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        aside = ckpt.with_name(f"damaged_{ckpt.name}")
+        n = 1
+        while aside.exists():
+            aside, n = ckpt.with_name(f"damaged_{ckpt.name}.{n}"), n + 1
+        if main:
+            os.replace(ckpt, aside)
+            log.warning(
+                "checkpoint %s is damaged (%s); moved to %s, resuming from an older one", ckpt, problem, aside
+            )
+    return None
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, raised as OSError by Python and torch, or inside safetensors' own error text."""
+    text = str(e)
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "StorageFull" in text
+
+
+def _disk_full_error(run_dir: Path, what: str) -> FairDistillError:
+    good = list_checkpoints(run_dir)
+    kept = f"the last good checkpoint {good[-1].name} is intact" if good else "no checkpoint was written yet"
+    return FairDistillError(
+        f"no space left under {run_dir} while writing {what}; the partial copy was removed and {kept}. Free some "
+        "space (or lower train.keep_last) and rerun the same command to resume"
+    )
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, extra: dict, keep_last: int) -> Path:
-    """accelerator.save_state into a temporary folder, renamed into place, marked complete last."""
+    """accelerator.save_state into a temporary folder, renamed into place, marked complete last; the marker
+    records every file's size so a later resume can tell a damaged checkpoint from a whole one. A full disk
+    removes the partial folder and stops with one message; the checkpoints already written stay as they were."""
     ckpt_root = run_dir / "checkpoints"
     final = ckpt_root / f"{CHECKPOINT_PREFIX}{step}"
     tmp = ckpt_root / f".tmp_{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    torch.save(extra["rng"], tmp / f"loop_rng_{accelerator.process_index}.pt")
-    # Fault-injection hook for the kill tests: hold the half-written checkpoint open for a moment.
-    pause = float(os.environ.get("FAIRDISTILL_PAUSE_IN_CHECKPOINT", "0") or 0)
-    if pause > 0:
-        time.sleep(pause)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        torch.save(extra["rng"], tmp / f"loop_rng_{accelerator.process_index}.pt")
+        # Fault-injection hook for the kill tests: hold the half-written checkpoint open for a moment.
+        pause = float(os.environ.get("FAIRDISTILL_PAUSE_IN_CHECKPOINT", "0") or 0)
+        if pause > 0:
+            time.sleep(pause)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(extra["state"]))
+            files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            (final / "complete").write_text(json.dumps({"step": step, "files": files}))
+            (ckpt_root / "latest").write_text(final.name)
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / "complete").is_file():
+            shutil.rmtree(final, ignore_errors=True)
+        raise _disk_full_error(run_dir, f"checkpoint {final.name}") from None
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(extra["state"]))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        (final / "complete").write_text(str(step))
-        (ckpt_root / "latest").write_text(final.name)
         for old in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def peak_disk_bytes(
+    n_params: int, keep_last: int, total_steps: int | None, save_every: int
+) -> dict[str, int]:
+    """What a run writes at its peak, in bytes: `keep` complete checkpoints while one more is being written, plus
+    `final/`. A checkpoint holds the float32 weights and AdamW's two moments (12 bytes a parameter); `final/` the
+    weights and the tokenizer. The small files (logs, W&B, probe tables) get a fixed allowance."""
+    checkpoint = 12 * n_params + 2**20
+    final = 4 * n_params + 8 * 2**20
+    saves = keep_last + 1
+    if total_steps is not None:
+        saves = -(-total_steps // save_every) if save_every else 1
+    keep = min(keep_last, max(saves - 1, 0))
+    return {
+        "checkpoint": checkpoint,
+        "final": final,
+        "keep": keep,
+        "peak": (keep + 1) * checkpoint + final + 16 * 2**20,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -502,31 +615,64 @@ def _recipe_of(d: dict) -> dict:
     return d
 
 
-def prepare_run_dir(cfg: Config) -> tuple[Path, int | None]:
-    """Create or reopen the run directory; refuse a different recipe in an existing one. Returns (dir, resume step)."""
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _recipe_differences(saved: dict, now: dict) -> str:
+    a, b = _flat(saved), _flat(now)
+    diffs = [
+        f"{k}: {a.get(k)!r} there, {b.get(k)!r} now"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+    more = f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+    return "; ".join(diffs[:5]) + more
+
+
+def prepare_run_dir(cfg: Config) -> tuple[Path, Path | None]:
+    """Create or reopen the run directory; refuse a different recipe in an existing one. Returns (dir, the
+    checkpoint to resume from or None). Damaged newer checkpoints are skipped with a warning."""
     root = Path(cfg.run.output_dir).expanduser().resolve()
     run_dir = (root / cfg.run.name).resolve()
     if root not in run_dir.parents:
         raise ConfigError(f"run.name {cfg.run.name!r} escapes run.output_dir {str(root)!r}")
     saved = run_dir / "config.yaml"
-    checkpoints = list_checkpoints(run_dir)
-    if saved.is_file() and checkpoints:
+    if saved.is_file() and list_checkpoints(run_dir):
         if cfg.run.resume == "never":
             raise ConfigError(
                 f"run directory {run_dir} already holds checkpoints and run.resume is 'never'; "
                 f"pick another run.name or delete the folder"
             )
-        if _recipe_of(_saved_config(saved)) != _recipe_of(yaml.safe_load(config_to_yaml(cfg))):
+        before, now = _recipe_of(_saved_config(saved)), _recipe_of(yaml.safe_load(config_to_yaml(cfg)))
+        if before != now:
             raise ConfigError(
-                f"run directory {run_dir} was started with a different recipe (see its config.yaml); "
+                f"run directory {run_dir} was started with a different recipe ({_recipe_differences(before, now)}); "
                 f"resume it with the same recipe, or start a new run with run.name=<new name>"
             )
-        step = int(checkpoints[-1].name[len(CHECKPOINT_PREFIX) :])
-        return run_dir, step
+        ckpt = resumable_checkpoint(run_dir, main=int(os.environ.get("RANK", "0")) == 0)
+        if ckpt is None:  # starting over would drop the run's metrics.jsonl: leave that to the user
+            raise FairDistillError(
+                f"every checkpoint in {run_dir / 'checkpoints'} is damaged (kept as damaged_step_N); start a new run "
+                "with run.name=<new name>, or delete the folder to start this one over"
+            )
+        return run_dir, ckpt
     return run_dir, None
 
 
-def _check_writable(run_dir: Path, need_bytes: int) -> None:
+def _bytes_under(*folders: Path) -> int:
+    return sum(f.stat().st_size for d in folders if d.is_dir() for f in d.rglob("*") if f.is_file())
+
+
+def _check_writable(run_dir: Path, need: dict | None = None) -> None:
+    """The run directory can be written, and (with `need`, from `peak_disk_bytes`) its filesystem has room for the
+    run's peak less what its checkpoints and final/ already hold."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -536,11 +682,17 @@ def _check_writable(run_dir: Path, need_bytes: int) -> None:
         raise FairDistillError(
             f"run directory {run_dir} is not writable ({e.strerror}); set run.output_dir to a writable folder"
         ) from None
+    if need is None:
+        return
     free = shutil.disk_usage(run_dir).free
-    if free < need_bytes:
+    missing = need["peak"] - _bytes_under(run_dir / "checkpoints", run_dir / "final")
+    if free < missing:
+        mib = 2**20
         raise FairDistillError(
-            f"only {free / 2**30:.1f} GiB free under {run_dir}, a checkpoint needs about {need_bytes / 2**30:.1f} GiB; "
-            "free some space or set run.output_dir elsewhere"
+            f"only {free / mib:.0f} MiB free under {run_dir}; this run needs about {missing / mib:.0f} MiB more at "
+            f"its peak ({need['keep']} kept checkpoint(s) and one being written, {need['checkpoint'] / mib:.0f} MiB "
+            f"each, plus final/ of {need['final'] / mib:.0f} MiB). Free some space, lower train.keep_last, or set "
+            "run.output_dir elsewhere"
         )
 
 
@@ -555,7 +707,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     from distill.models import build_student, check_tokenizers, load_teacher
 
     # ---- setup -------------------------------------------------------------------------------------------------
-    run_dir, resume_step = prepare_run_dir(cfg)
+    run_dir, resume_ckpt = prepare_run_dir(cfg)
+    resume_step = int(resume_ckpt.name[len(CHECKPOINT_PREFIX) :]) if resume_ckpt is not None else None
     mp = cfg.train.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -597,7 +750,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     t_setup = time.perf_counter()
     if main:
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
-        _check_writable(run_dir, 0)
+        _check_writable(run_dir)
         save_config(cfg, run_dir / "config.yaml")
 
     # Cheap checks first, so a bad data file, word list or probe file fails before any model loads.
@@ -618,7 +771,10 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     student = build_student(cfg.student, teacher, seed=cfg.run.seed)
     n_params = sum(p.numel() for p in student.parameters())
     if main:
-        _check_writable(run_dir, 3 * 4 * n_params)  # weights + two AdamW moments, float32
+        steps = (
+            cfg.train.max_steps
+        )  # a token budget's step count is known only after the data: assume the most
+        _check_writable(run_dir, peak_disk_bytes(n_params, cfg.train.keep_last, steps, cfg.train.save_every))
     cf = (
         Counterfactuals(cfg, tokenizer, accelerator.process_index, accelerator.num_processes)
         if (cfg.augment.mode != "off" or cfg.perturb.kind != "none")
@@ -675,8 +831,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
 
     step = 0
     state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None, "world": world}
-    if resume_step is not None:
-        ckpt = list_checkpoints(run_dir)[-1]
+    if resume_ckpt is not None:
+        ckpt = resume_ckpt
         accelerator.load_state(str(ckpt))
         st = json.loads((ckpt / "trainer_state.json").read_text())
         step = st["step"]
@@ -775,6 +931,20 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     }
     stop_reason = None
     signals = StopSignals().__enter__()
+
+    def checkpoint() -> Path:
+        extra = {
+            "rng": {"augment": cf.generator.get_state() if cf is not None else None},
+            "state": {"step": step, "batches": batches.state_dict(), "state": state},
+        }
+        try:
+            return save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+        except FairDistillError:  # a full disk: the message is the last thing printed, after the bar
+            bar.close()
+            signals.__exit__()
+            accelerator.end_training()
+            raise
+
     while step < total_steps:
         t_step = time.perf_counter()
         items = []
@@ -918,11 +1088,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
                     )
                 )
         if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == total_steps:
-            extra = {
-                "rng": {"augment": cf.generator.get_state() if cf is not None else None},
-                "state": {"step": step, "batches": batches.state_dict(), "state": state},
-            }
-            saved = save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+            saved = checkpoint()
             if stop_after is not None and step >= stop_after and step < total_steps:
                 bar.close()
                 signals.__exit__()
@@ -936,11 +1102,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             flag = accelerator.reduce(flag, reduction="sum")
         if float(flag) > 0 and step < total_steps:
             if saved is None:
-                extra = {
-                    "rng": {"augment": cf.generator.get_state() if cf is not None else None},
-                    "state": {"step": step, "batches": batches.state_dict(), "state": state},
-                }
-                saved = save_checkpoint(accelerator, run_dir, step, extra, cfg.train.keep_last)
+                saved = checkpoint()
             bar.close()
             signals.__exit__()
             accelerator.end_training()
@@ -970,9 +1132,16 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         model = accelerator.unwrap_model(student)
         tmp = run_dir / ".tmp_final"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_model_card(tmp, cfg, teacher_path, run_dir / "metrics.jsonl")
+        try:
+            model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            write_model_card(tmp, cfg, teacher_path, run_dir / "metrics.jsonl")
+        except Exception as e:
+            if not _disk_full(e):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            accelerator.end_training()
+            raise _disk_full_error(run_dir, "final/") from None
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)
         log.info("final student written to %s", final_dir)
