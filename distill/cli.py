@@ -48,8 +48,10 @@ def _cmd_train(args) -> int:
 
 def _cmd_check(args) -> int:
     from distill.config import config_to_yaml, load_config
+    from distill.preflight import preflight
 
     cfg = load_config(args.recipe, args.overrides)
+    preflight(cfg)  # everything train checks before it loads a model
     sys.stdout.write(config_to_yaml(cfg))
     return 0
 
@@ -125,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. kd.alpha=0.7 perturb.kind=max")
     t.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser("check", help="validate a recipe and print the resolved config")
+    c = sub.add_parser(
+        "check",
+        help="validate a recipe as train does before loading a model (data, word lists, layer indices from the "
+        "teacher's config.json) and print the resolved config",
+    )
     c.add_argument("recipe")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(func=_cmd_check)

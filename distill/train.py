@@ -753,16 +753,11 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         _check_writable(run_dir)
         save_config(cfg, run_dir / "config.yaml")
 
-    # Cheap checks first, so a bad data file, word list or probe file fails before any model loads.
-    from distill.data import preflight
-    from distill.evaluation.probe import load_templates
-    from distill.wordlists import load_lexicon, load_professions
+    # Cheap checks first (the same as `distill check`), so a bad data file, word list, probe file or layer index
+    # fails before any model loads.
+    from distill.preflight import preflight
 
-    preflight(cfg.data)
-    if cfg.augment.mode != "off" or cfg.perturb.kind != "none":
-        load_lexicon(cfg.augment.pairs, cfg.augment.one_to_many, cfg.augment.names)
-    load_professions(cfg.probe.professions)
-    load_templates(cfg.probe.templates)
+    preflight(cfg)
 
     teacher, tokenizer, teacher_path = load_teacher(cfg)
     teacher.to(device)

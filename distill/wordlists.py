@@ -98,7 +98,7 @@ def _read_rows(path: str | Path, what: str) -> tuple[str, list[tuple[int, str]]]
             "directory or the checkout (the shipped lists are under word_lists/)"
         )
     try:
-        text = resolved.read_text(encoding="utf-8")
+        text = resolved.read_text(encoding="utf-8-sig")  # a BOM is an editor's mark, not a word
     except UnicodeDecodeError as e:
         raise WordListError(
             f"{shown}: not valid UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8"

@@ -49,7 +49,7 @@ def test_empty_dataset(tmp_path, teacher_dir, capsys):
     f = tmp_path / "empty.txt"
     f.write_text("\n\n")
     assert _train(tmp_path, teacher_dir, f"data.files=[{f}]") == EXIT_USER_ERROR
-    assert "transfer text is empty" in capsys.readouterr().err
+    assert "empty.txt: holds no text (empty, or whitespace only)" in capsys.readouterr().err
 
 
 def test_malformed_word_list_fails_at_start(tmp_path, teacher_dir, capsys):

@@ -117,9 +117,21 @@ def test_every_method_combination_runs(tmp_path, teacher_dir, mode, kind):
 
 def test_different_recipe_in_existing_run_dir_is_refused(tmp_path, teacher_dir):
     run_dir = train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false"))
-    with pytest.raises(ConfigError, match="different recipe"):
-        train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false", "kd.alpha=0.9"))
-    assert (run_dir / "final").is_dir()
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with pytest.raises(ConfigError, match="different recipe") as e:
+        train(
+            _cfg(
+                tmp_path,
+                teacher_dir,
+                "train.max_steps=2",
+                "tracking.wandb=false",
+                "kd.alpha=0.9",
+                "train.lr=0.002",
+            )
+        )
+    # the message names every field that differs, with both values
+    assert "(kd.alpha: 0.5 there, 0.9 now; train.lr: 0.001 there, 0.002 now)" in str(e.value)
+    assert (run_dir / "final").is_dir() and sorted(p.name for p in run_dir.rglob("*")) == before
 
 
 def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_dir):

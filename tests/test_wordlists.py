@@ -331,3 +331,9 @@ def test_professions_keep_order_and_skip_comments(tmp_path: Path) -> None:
     assert load_professions(path) == ["nurse", "construction worker", "doctor"]
     with pytest.raises(WordListError, match="file not found"):
         load_professions(tmp_path / "missing.txt")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_bytes("\ufeffhe\tshe\nking\tqueen\n".encode())
+    assert load_lexicon(pairs, one_to_many=None).pairs == (("he", "she"), ("king", "queen"))

@@ -134,10 +134,11 @@ def _model_info(model: torch.nn.Module, **info: Any) -> dict:
 
 def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | None = None) -> LoadedModel:
     """Load a resolved checkpoint in float32, frozen and in eval mode, on `device`."""
-    from distill.models import _from_pretrained, load_tokenizer
+    from distill.models import _from_pretrained, check_model_vocab, load_tokenizer
 
     tokenizer = load_tokenizer(ck.path)
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)
+    check_model_vocab(model, tokenizer, f"checkpoint {ck.spec!r}")
     model.eval().requires_grad_(False).to(device)
     info = _model_info(
         model,
