@@ -111,3 +111,26 @@ def test_the_resume_hint_repeats_the_command_that_was_run(monkeypatch):
     assert invocation(["train", "r.yaml"]) == "python -m distill.cli train r.yaml"
     monkeypatch.setenv("FAIRDISTILL_COMMAND", "make distill RECIPE=r.yaml")
     assert invocation(["train", "r.yaml"]) == "make distill RECIPE=r.yaml"
+
+
+def test_report_goes_beside_the_runs_not_into_the_working_directory(tmp_path, monkeypatch, capsys):
+    from test_eval_report import _payload
+
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name / "eval").mkdir(parents=True)
+        payload = _payload(name, "student", f"runs/{name}", [0.5, 0.4, None], [0.2, 0.1, 0.3], 30.0)
+        (tmp_path / "runs" / name / "eval" / "quick.json").write_text(json.dumps(payload))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert main(["report", "runs/a", "runs/b"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "runs" / "report" / "report.md")
+    assert not (tmp_path / "report").exists()
+
+
+def test_evaluated_checkpoints_are_named_by_absolute_path(tmp_path, teacher_dir, monkeypatch):
+    from distill.evaluation.runner import _absolute, load_model, resolve_checkpoint
+
+    monkeypatch.chdir(teacher_dir.parent)
+    lm = load_model(resolve_checkpoint(teacher_dir.name), "cpu", role="model")
+    assert lm.info["checkpoint"] == str(teacher_dir.resolve())
+    assert _absolute("embedded:smollm2-135m") == "embedded:smollm2-135m" and _absolute("gpt2") == "gpt2"

@@ -132,6 +132,13 @@ def _model_info(model: torch.nn.Module, **info: Any) -> dict:
     }
 
 
+def _absolute(spec: str) -> str:
+    """A local checkpoint as an absolute path (reports then name every model the same way, from any folder); a
+    hub id or `embedded:` name as it is."""
+    p = Path(spec).expanduser()
+    return str(p.resolve()) if not spec.startswith(EMBEDDED_PREFIX) and p.exists() else spec
+
+
 def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | None = None) -> LoadedModel:
     """Load a resolved checkpoint in float32, frozen and in eval mode, on `device`."""
     from distill.models import _from_pretrained, check_model_vocab, load_tokenizer
@@ -144,7 +151,7 @@ def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | N
         model,
         label=ck.label,
         role=role,
-        checkpoint=ck.spec,
+        checkpoint=_absolute(ck.spec),
         path=ck.path,
         run_dir=str(ck.run_dir) if ck.run_dir else None,
         teacher=teacher,
@@ -163,7 +170,7 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
         model,
         label=f"teacher ({name})",
         role="teacher",
-        checkpoint=name,
+        checkpoint=_absolute(name),
         path=path,
         run_dir=str(run_dir),
         teacher=name,
