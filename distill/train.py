@@ -758,6 +758,18 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     from distill.preflight import preflight
 
     preflight(cfg)
+    # A corpus (local files or a hub dataset) is tokenized before the teacher's weights load, so text too short
+    # for two blocks or a dataset that cannot be read fails first; teacher samples need the teacher itself.
+    blocks, t_early = None, 0.0
+    if cfg.data.source != "teacher_samples":
+        from distill.models import load_tokenizer, resolve_teacher_path
+
+        t0 = time.perf_counter()
+        path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
+        data_tokenizer = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
+        with accelerator.main_process_first():
+            blocks = build_blocks(cfg, data_tokenizer)
+        t_early = time.perf_counter() - t0
 
     teacher, tokenizer, teacher_path = load_teacher(cfg)
     teacher.to(device)
@@ -775,12 +787,14 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         if (cfg.augment.mode != "off" or cfg.perturb.kind != "none")
         else None
     )
-    t_load = time.perf_counter() - t_setup
+    t_load = time.perf_counter() - t_setup - t_early
 
     t0 = time.perf_counter()
-    with accelerator.main_process_first():
-        train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
-    t_data = time.perf_counter() - t0
+    if blocks is None:
+        with accelerator.main_process_first():
+            blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
+    train_blocks, val_blocks = blocks
+    t_data = time.perf_counter() - t0 + t_early
     if main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
         from safetensors.torch import save_file
 

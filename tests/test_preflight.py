@@ -140,3 +140,14 @@ def test_the_embedded_teachers_recorded_shape_is_its_gguf_metadata():
     fields = gguf.GGUFReader(embedded_gguf_path("smollm2-135m")).fields
     assert int(fields["llama.block_count"].parts[-1][0]) == EMBEDDED["smollm2-135m"]["layers"]
     assert len(fields["tokenizer.ggml.tokens"].data) == EMBEDDED["smollm2-135m"]["vocab"]
+
+
+def test_text_too_short_for_two_blocks_is_found_before_the_teacher_loads(
+    tmp_path, teacher_dir, no_weights, capsys
+):
+    """Above the byte bound `check` can test without a tokenizer, below two blocks once tokenized: `train`
+    tokenizes a corpus before it loads the teacher's weights."""
+    f = tmp_path / "d.txt"
+    f.write_text("The nurse said that she would come back tomorrow.")  # 49 bytes, about a dozen tokens
+    assert _run("train", tmp_path, teacher_dir, f"data.files=[{f}]") == EXIT_USER_ERROR
+    assert "at least 2 are needed (one to train, one to validate)" in capsys.readouterr().err
