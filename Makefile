@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The command as typed, which the resume hint of a stopped run repeats.
-_TYPED := $(foreach v,RECIPE COMPARE ACCELERATE_CONFIG NUM_PROCESSES,$(if $(filter command line,$(origin $(v))), $(v)=$($(v))))
+_TYPED := $(foreach v,RECIPE COMPARE ACCELERATE_CONFIG NUM_PROCESSES,$(if $(filter command line environment,$(origin $(v))), $(v)=$($(v))))
 distill: export FAIRDISTILL_COMMAND = make distill$(_TYPED)$(if $(ARGS), ARGS='$(ARGS)')
 distill: $(STAMP)
 	$(LAUNCH) train $(RECIPE) $(ARGS)

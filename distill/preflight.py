@@ -32,18 +32,16 @@ def _depth_and_vocab(config: dict) -> tuple[int | None, int | None]:
 
 def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
     """(layers, config vocab_size, tokenizer size or None) of the teacher, from its config.json and tokenizer files
-    only. The embedded SmolLM2 before its first conversion reports the numbers its GGUF file holds; a hub model not
-    in the local cache reports (None, None, None): it is checked when it loads."""
-    from distill.models import EMBEDDED, _check_local_dir, _is_local, materialize_embedded
+    only; nothing is written. An embedded model reports the shape recorded for it (for SmolLM2 before its first
+    conversion, the numbers its GGUF file holds); a hub model not in the local cache reports (None, None, None):
+    it is checked when it loads."""
+    from distill.models import EMBEDDED, _check_local_dir, _is_local
 
     name = cfg.teacher.name_or_path
     if name.startswith(EMBEDDED_PREFIX):
         key = name[len(EMBEDDED_PREFIX) :]
-        if key == "tiny-random":  # built in well under a second
-            converted = materialize_embedded(key, cfg.data.cache_dir)
-        else:
-            converted = Path(cfg.data.cache_dir) / "embedded" / key
-        if not (converted / "config.json").is_file():
+        converted = Path(cfg.data.cache_dir) / "embedded" / key
+        if key == "tiny-random" or not (converted / "config.json").is_file():
             spec = EMBEDDED[key]
             return spec.get("layers"), spec.get("vocab"), None
         path = converted

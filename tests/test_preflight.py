@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import debug_overrides
 
@@ -151,3 +153,12 @@ def test_text_too_short_for_two_blocks_is_found_before_the_teacher_loads(
     f.write_text("The nurse said that she would come back tomorrow.")  # 49 bytes, about a dozen tokens
     assert _run("train", tmp_path, teacher_dir, f"data.files=[{f}]") == EXIT_USER_ERROR
     assert "at least 2 are needed (one to train, one to validate)" in capsys.readouterr().err
+
+
+def test_check_of_the_debug_recipe_writes_nothing(tmp_path, no_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    assert main(["check", str(root / "recipes/debug.yaml")]) == 0
+    assert main(["check", str(root / "recipes/debug.yaml"), "student.layers=[0, 4]"]) == EXIT_USER_ERROR
+    assert "the teacher has 4 layers (0..3); [4] do not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
