@@ -271,6 +271,16 @@ class CounterfactualBuilder:
             if repl == word:
                 n_covered += 1
                 continue
+            suffix_old, suffix_new = self.swapper.possessive(word, repl, following)
+            if (
+                suffix_old != suffix_new
+            ):  # "ladies' room" -> "gentlemen's room": the possessive is part of the swap
+                k, acc = end, ""
+                while k < n and len(acc) < len(suffix_old):
+                    acc += self.strings[ids[k]]
+                    k += 1
+                if acc == suffix_old:
+                    end, repl = k, repl + suffix_new
             new = self._encode(self._lead[ids[start]] + repl)
             for i in range(pos, start):
                 align[i] = len(out)

@@ -21,6 +21,12 @@ __all__ = ["NON_NOUN_WORDS", "Swapper", "noun_follows"]
 # A run of word characters. Digits and underscores are included so that `he2` or `his_id` stay one token and are
 # left alone; an apostrophe or hyphen ends the run, so `king's` -> `queen's` and `father-in-law` swaps its part.
 _TOKEN = re.compile(r"\w+")
+# A possessive right after a word: "'s", or a bare apostrophe after a plural ("ladies' room").
+_POSSESSIVE = re.compile(r"'s\b|'(?!\w)")
+# Words swapped only as a title: capitalised and followed by a capitalised name ("Miss Smith" -> "Mr Smith";
+# "I miss you" stays).
+TITLE_ONLY_WORDS: frozenset[str] = frozenset({"miss"})
+_TITLE_FOLLOWS = re.compile(r"\.?\s+[A-Z]")
 # The first word of the following text, and whether it continues with a hyphen ("well-known", "so-called").
 _NEXT_WORD = re.compile(r"\s*(\w+)(-\w)?")
 # How much of the text after a one-to-many word the rule is shown (characters); it needs only the next word.
@@ -59,7 +65,7 @@ NON_NOUN_WORDS: frozenset[str] = frozenset(
 )
 
 
-def noun_follows(following: str) -> bool:
+def noun_follows(following: str, preceding: str = "") -> bool:
     """Whether the text right after a one-to-many word starts a noun phrase (so the word is a possessive).
 
     The rule, in order: end of text or punctuation next -> False ("thanked her." / "it is his,"); the next word
@@ -125,13 +131,22 @@ class Swapper:
             for form in (word, word.title(), word.upper()):
                 self._surface[form] = _case_like(form, counterpart)
         self._vocabulary = frozenset(one_to_one) | frozenset(rules)
+        # Plurals ending in s (ladies, kings, actresses): a possessive after them is a bare apostrophe
+        words = self._vocabulary
+        self._plurals = frozenset(
+            w
+            for w in words
+            if (w.endswith("s") and w[:-1] in words)
+            or (w.endswith("es") and w[:-2] in words)
+            or (w.endswith("ies") and w[:-3] + "y" in words)
+        )
 
     @property
     def vocabulary(self) -> frozenset[str]:
         """Every lowercase word `swap_word` can change (pairs, one-to-many words, and names if switched on)."""
         return self._vocabulary
 
-    def swap_word(self, word: str, following: str = "") -> str | None:
+    def swap_word(self, word: str, following: str = "", preceding: str = "") -> str | None:
         """The counterpart of `word` in its case pattern, or None if the word is not swappable.
 
         `word` is a run of letters in any case ("He", "HIS", "nephew"). `following` is the text right after it
@@ -142,24 +157,77 @@ class Swapper:
         if hit is not None:
             return hit
         lower = word.lower()
+        if lower in TITLE_ONLY_WORDS and not (word[:1].isupper() and _TITLE_FOLLOWS.match(following)):
+            return None
         rule = self._rules.get(lower)
         if rule is not None:
-            return _case_like(word, rule.counterpart(noun_follows(following)))
+            return _case_like(word, rule.counterpart(noun_follows(following, preceding)))
         counterpart = self._one_to_one.get(lower)
         return None if counterpart is None else _case_like(word, counterpart)
 
+    def possessive(self, word: str, counterpart: str, following: str) -> tuple[str, str]:
+        """(the possessive after `word` in `following`, what it becomes after `counterpart`): a plural's bare
+        apostrophe becomes "'s" after a counterpart not ending in s ("ladies' room" -> "gentlemen's room"), and
+        "'s" becomes a bare apostrophe after a plural that ends in s ("gentlemen's" -> "ladies'"). ("", "") when
+        no possessive follows."""
+        m = _POSSESSIVE.match(following)
+        if m is None:
+            return "", ""
+        old = m.group()
+        if old == "'" and not counterpart.lower().endswith("s"):
+            return old, "'s"
+        if old == "'s" and counterpart.lower() in self._plurals:
+            return old, "'"
+        return old, old
+
     def swap(self, text: str) -> str:
         """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged."""
-        return _TOKEN.sub(self._replace, text)
+        out = _TOKEN.sub(self._replace, text)
+        if "\0" in out:  # a possessive changed: drop the old one that follows the marker
+            out = re.sub("\0(?:'s\\b|')", "", out)
+        return out
 
     def _replace(self, m: re.Match[str]) -> str:
         """Replacement for one token of `swap`; returns the token itself when it is not gendered."""
         word = m.group()
-        hit = self._surface.get(word)
-        if hit is not None:
-            return hit
-        if word.lower() not in self._vocabulary:
-            return word
         end = m.end()
-        swapped = self.swap_word(word, m.string[end : end + _LOOKAHEAD])
-        return word if swapped is None else swapped
+        swapped = self._surface.get(word)
+        if swapped is None:
+            if word.lower() not in self._vocabulary:
+                return word
+            following = m.string[end : end + _LOOKAHEAD]
+            swapped = self.swap_word(word, following, m.string[max(0, m.start() - _LOOKAHEAD) : m.start()])
+            if swapped is None:
+                return word
+        if m.string[end : end + 1] != "'":
+            return swapped
+        old, new = self.possessive(word, swapped, m.string[end : end + 3])
+        # a changed possessive: the marker tells `swap` to drop the old one that follows
+        return swapped if old == new else swapped + new + "\0"
+
+
+def her_rule_accuracy(
+    swapper: Swapper, path: str = "word_lists/her_rule_eval.tsv"
+) -> tuple[int, int, list[str]]:
+    """(correct, total, misses) of the one-to-many decision on a sentence<TAB>expected file: each sentence holds
+    one her/his, `expected` its right counterpart (his | him for her, her | hers for his)."""
+    from distill.resources import resource_path
+
+    correct, total, misses = 0, 0, []
+    for number, line in enumerate(resource_path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        sentence, expected = line.split("\t")
+        targets = [m for m in _TOKEN.finditer(sentence) if m.group().lower() in {"her", "his"}]
+        if len(targets) != 1:
+            raise WordListError(
+                f"{path}:{number}: needs exactly one her/his, got {len(targets)}: {sentence!r}"
+            )
+        m = targets[0]
+        got = swapper.swap_word(m.group(), sentence[m.end() :], sentence[: m.start()])
+        total += 1
+        if got is not None and got.lower() == expected:
+            correct += 1
+        else:
+            misses.append(f"{sentence!r}: got {got!r}, expected {expected!r}")
+    return correct, total, misses

@@ -206,3 +206,23 @@ def test_real_her_his_him_are_groups(smol, smollm2_tokenizer):
     i = ids.index(him) - 1
     assert twin.align[i] >= 0 and twin.ids[twin.align[i] + 1] == her
     assert twin.words == twin.covered == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The ladies' room is next to the gentlemen's club.",
+        "Ms Smith and Miss Jones met Mr Brown; I miss you.",
+        "he2 and his_id stay, but he said 2 words to her.",
+        "Sarah said that John thanked her.",
+    ],
+)
+def test_real_twins_are_the_swapped_text(smollm2_tokenizer, text):
+    """Token-level twins agree with the text swapper (word boundaries, possessives, titles, names)."""
+    lex = load_lexicon(names="word_lists/names.tsv")
+    sw = Swapper(lex, use_names=True)
+    b = CounterfactualBuilder(smollm2_tokenizer, sw, g_word_pairs(lex, use_names=True), g_word_groups(lex))
+    ids = smollm2_tokenizer.encode(text, add_special_tokens=False)
+    twin = b.build(ids)
+    assert smollm2_tokenizer.decode(twin.ids) == sw.swap(text)
+    assert twin.changed
