@@ -267,9 +267,10 @@ class CounterfactualBuilder:
             repl = self.swapper.swap_word(word, following)
             if repl is None:
                 continue
-            n_words += 1
+            # counted where a position predicts the word (not the block's first token, which nothing predicts)
+            n_words += start > 0
             if repl == word:
-                n_covered += 1
+                n_covered += start > 0
                 continue
             suffix_old, suffix_new = self.swapper.possessive(word, repl, following)
             if (
@@ -476,7 +477,8 @@ def twin_batch(builder: CounterfactualBuilder, x: torch.Tensor, pad_id: int) -> 
     """The twins of rows x [B, T], as tensors: twin_ids/twin_mask [B, T]; align/align_inv [B, T] (-1: none);
     changed [B] bool; wordstart/twin_wordstart [B, T] bool, keep/twin_keep [B, T] long, pair/twin_pair [B, T, 2]
     long (the position-aware switches of x's and x~'s positions, `distill.perturb`); words/covered [B] long (the
-    row's gendered words, and those with a perturbed target)."""
+    row's gendered words that a position predicts, i.e. all but one at the block's first token, and those of them
+    with a perturbed target)."""
     B, T = x.shape
     built = [builder.build(row) for row in x]
     ids, mask = pad_rows([t.ids for t in built], T, pad_id)
