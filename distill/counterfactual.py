@@ -182,24 +182,25 @@ class CounterfactualBuilder:
                         extra[old[c]] = extra[new[c]] = True
                     if lead == " " and fa == a:
                         kinds.add("single" if len(old) == len(new) == 1 and how == "tokens" else how)
-            n_tokens += "tokens" in kinds
-            n_first += "first_diff" in kinds
+            n_tokens += "tokens" in kinds and "single" not in kinds
+            n_first += "first_diff" in kinds and not kinds & {"single", "tokens"}
         self.exchange.extra = extra & ~self.exchange.g_mask
-        # every column the perturbation may move (G and the local pieces): the teacher cache keeps these exactly
-        self.g_mask = self.exchange.g_mask | self.exchange.extra
+        # G: the columns the exchange moves at every position (the teacher cache keeps them exactly); the local
+        # pieces move only at the few positions that decide a multi-token word
+        self.g_mask = self.exchange.g_mask
         n_single = self.stats["pairs_single"]
-        self.stats.update(pairs_tokens=n_tokens - n_single, pairs_first_diff=n_first)
+        self.stats.update(pairs_tokens=n_tokens, pairs_first_diff=n_first)
         n = self.stats["pairs"]
         log.info(
             "gendered vocabulary G: %d tokens (+%d first-piece tokens); one-to-one pairs with a perturbed target: "
             "%d/%d (%.0f%%): %d single tokens, %d token by token, %d at their first differing piece; word groups: %s",
             int(self.exchange.g_mask.sum()),
             int(self.exchange.extra.sum()),
-            n_tokens + n_first,
+            n_single + n_tokens + n_first,
             n,
-            100 * (n_tokens + n_first) / max(1, n),
+            100 * (n_single + n_tokens + n_first) / max(1, n),
             n_single,
-            n_tokens - n_single,
+            n_tokens,
             n_first,
             ", ".join(self.stats["groups"]) or "none",
         )
@@ -423,8 +424,11 @@ def invert_alignment(align: list[int], twin_len: int) -> list[int]:
 
 def g_word_pairs(lexicon, use_names: bool = False) -> list[tuple[str, str]]:
     """(male, female) one-to-one word pairs whose tokens make up G's pairs (names too when used). The one-to-many
-    words are exchanged as groups (`g_word_groups`), not pairs."""
-    return list(lexicon.pairs) + (list(lexicon.names) if use_names else [])
+    words, and a pair that shares a word with them (mr/mrs, with ms and miss -> mr), are exchanged as groups
+    (`g_word_groups`), not pairs."""
+    grouped = {w for f, m in g_word_groups(lexicon) for w in f + m}
+    pairs = list(lexicon.pairs) + (list(lexicon.names) if use_names else [])
+    return [(a, b) for a, b in pairs if a not in grouped and b not in grouped]
 
 
 def g_word_groups(lexicon) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -443,6 +447,13 @@ def g_word_groups(lexicon) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         for other in (rule.before_noun, rule.otherwise):
             gender.setdefault(other, "female" if rule.gender == "male" else "male")
             parent[find(rule.word)] = find(other)
+    for (
+        male,
+        female,
+    ) in lexicon.pairs:  # a pair that shares a word with a group joins it (mr/mrs with ms -> mr)
+        if male in gender or female in gender:
+            gender[male], gender[female] = "male", "female"
+            parent[find(male)] = find(female)
     comps: dict[str, list[str]] = {}
     for w in gender:
         comps.setdefault(find(w), []).append(w)

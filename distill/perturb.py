@@ -71,9 +71,8 @@ class Exchange:
         return Exchange(*(t.to(device) for t in (self.pi, self.groups, self.bare, self.g_mask)), extra)
 
     def cols(self) -> torch.Tensor:
-        """[n] every column the exchange can move (G and `extra`), ascending."""
-        m = self.g_mask if self.extra is None else self.g_mask | self.extra
-        return m.nonzero(as_tuple=True)[0]
+        """[n] the columns of G, ascending: all the dense part of the exchange touches."""
+        return self.g_mask.nonzero(as_tuple=True)[0]
 
     def family(self) -> torch.Tensor:
         """[V, F] for each token, the tokens exchanged with it (its pair, or its whole group), padded with itself;
@@ -110,11 +109,9 @@ def exchange_g(
     local: dict,
     wordstart: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
-    pair: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The exchange restricted to its columns. raw: the other world's log-probs there [..., n]; own: this world's
-    (the split inside a group); wordstart [...] bool; keep [...] long token or -1; pair [..., 2] long: a local
-    transposition of two `extra` tokens at that position, or -1. Returns [..., n]."""
+    """The exchange restricted to G's columns. raw: the other world's log-probs there [..., n]; own: this world's
+    (the split inside a group); wordstart [...] bool; keep [...] long token or -1. Returns [..., n]."""
     new = raw[..., local["pi"]]
     for f_loc, m_loc in local["groups"]:
         f_mass = torch.logsumexp(raw[..., f_loc], dim=-1, keepdim=True)
@@ -134,14 +131,17 @@ def exchange_g(
             idx = fam.clamp(min=0)
             rows.scatter_(1, idx, torch.where(ok, src.gather(1, idx), rows.gather(1, idx)))
             new[hit] = rows
-    if pair is not None:
-        hit = pair[..., 0] >= 0
-        if hit.any():
-            ab = local["to_local"][pair[hit]]  # [m, 2]
-            rows, src = new[hit], raw[hit]
-            rows.scatter_(1, ab, src.gather(1, ab.flip(1)))
-            new[hit] = rows
     return new
+
+
+def transpose_pairs(r: torch.Tensor, pair: torch.Tensor) -> None:
+    """In place: at each position with pair [..., 2] >= 0, exchange r's two columns (a local transposition of a
+    multi-token pair's first differing pieces, outside G). Touches only those positions."""
+    hit = pair[..., 0] >= 0
+    if hit.any():
+        rows, ab = r[hit], pair[hit]
+        rows.scatter_(1, ab, rows.gather(1, ab.flip(1)))
+        r[hit] = rows
 
 
 def local_index(ex: Exchange) -> dict:
@@ -210,7 +210,9 @@ def gather_twin(
     if ex.groups.shape[0] and own_logp is None:
         raise ValueError("word groups split their mass in x's own ratio: pass own_logp")
     own = own_logp[..., cols] if own_logp is not None else None
-    r[..., cols] = exchange_g(r[..., cols], own, ex, loc, wordstart, keep, pair)
+    r[..., cols] = exchange_g(r[..., cols], own, ex, loc, wordstart, keep)
+    if pair is not None:
+        transpose_pairs(r, pair)
     return r, valid
 
 
@@ -241,9 +243,17 @@ def combine_logp(
         loc = _local(ex)
         cols = loc["cols"]
         own = logp[..., cols]
-        swapped = exchange_g(own, own, ex, loc, wordstart, keep, pair)
+        swapped = exchange_g(own, own, ex, loc, wordstart, keep)
         out = logp.clone()
         out[..., cols] = torch.logaddexp(own, swapped) - math.log(2.0)
+        if pair is not None:
+            hit = pair[..., 0] >= 0
+            if hit.any():
+                rows = out[hit]
+                ab = pair[hit]
+                both = rows.gather(1, ab)
+                rows.scatter_(1, ab, torch.logsumexp(both, -1, keepdim=True).expand(-1, 2) - math.log(2.0))
+                out[hit] = rows
         return out
     if log_r is None or valid is None:
         raise ValueError(f"perturb.kind {kind!r} needs the teacher's distribution on the twin x~")
