@@ -6,15 +6,17 @@ At an aligned position i of x (j = align[i] >= 0):
     r    = softmax(z_T(x~)_j / T) exchanged back by `Exchange`: the teacher's belief in the role-reversed world
 
     none           q = p
-    mean           q = (1 - lam) p + lam r                       lam = 0.5 gives q(x) = pi(q(x~)) exactly
+    mean           q = (1 - lam) p + lam r                       lam = 0.5 mirrors q(x) and q(x~) exactly
     max            q = max(p, r) on G, p elsewhere, renormalised
     expmean        q = exp((log p + log r) / 2) on G, p elsewhere, renormalised
-    pair_equalize  q(v) = (p(v) + p(pi(v))) / 2 on G, p elsewhere  (no twin needed; mass is already 1)
+    pair_equalize  q(v) = (p(v) + p(pi(v))) / 2 on G, p elsewhere  (no twin needed; mass is already 1; a group's
+                   two sides each get the mean of their masses, split in p's own ratio)
 
 The exchange r has two parts, both sparse over the vocabulary (only G's columns move):
 
 - one-to-one pairs (he/she, king/queen): r(v) = p~(pi(v));
-- word groups for the one-to-many words: female {her, hers} against male {his, him}. The group's mass is
+- word groups for the one-to-many words: female {her, hers} against male {his, him} (and {mrs, ms, miss}
+  against {mr}). The group's mass is
   exchanged, r(F) = p~(M) and r(M) = p~(F), and split inside the group in the ratio the teacher gives its words
   in x itself: r(her) = p~(M) * p(her) / p(F). So object `him` mass in x~ reaches `her` in x (not `his`), r is
   still a distribution, and `mean` at lam 0.5 mirrors the two rows exactly at the group level.
@@ -22,7 +24,9 @@ The exchange r has two parts, both sparse over the vocabulary (only G's columns 
 Both are position-aware. A token of G without a leading space (`her`, `man`) is a gendered word only where a word
 can start (`wordstart`, decided by the tokenizer's pre-tokenizer on the previous token), so ` pant` + `her` keeps
 p('her'); and where the next token of the text continues the word (` Man` + `ning`), that token's pair or group
-is left alone at that position (`keep`). Unaligned positions keep p. A row with nothing to swap is its own twin
+is left alone at that position (`keep`). A multi-token pair whose spellings differ from their first piece on
+(` nephew` against ` n`+`iece`) gets one extra transposition of those two pieces at the position that predicts
+them (`pair`), and only there. Unaligned positions keep p. A row with nothing to swap is its own twin
 (x~ = x, every position aligned to itself), so there `mean` equalises he/she where the context does not decide
 them; the teacher still runs on it once. The targets of a twin row x~ use the same formulas with the roles
 exchanged, from the same two teacher passes. All functions work on log-probabilities [..., V] and never carry
