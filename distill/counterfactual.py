@@ -265,7 +265,9 @@ class CounterfactualBuilder:
                 continue
             word = "".join(self._body[t] for t in ids[start:end])
             following = "".join(self.strings[t] for t in ids[end : end + 3])
-            repl = self.swapper.swap_word(word, following)
+            # the words before, for the her/his decision ("according to her will"), as the text swapper sees them
+            preceding = "".join(self.strings[t] for t in ids[max(0, start - 16) : start])
+            repl = self.swapper.swap_word(word, following, preceding)
             if repl is None:
                 continue
             # counted where a position predicts the word (not the block's first token, which nothing predicts)

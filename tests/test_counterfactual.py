@@ -228,3 +228,15 @@ def test_real_twins_are_the_swapped_text(smollm2_tokenizer, text):
     twin = b.build(ids)
     assert smollm2_tokenizer.decode(twin.ids) == sw.swap(text)
     assert twin.changed
+
+
+def test_real_her_decision_uses_the_words_before(smol, smollm2_tokenizer):
+    """The token-level twin takes the same her/his decision as the text swapper, context before included."""
+    tok = smollm2_tokenizer
+    for text in (
+        "The eldest, according to her will, was sold.",
+        "She hurt her back.",
+        "He gave his/her name.",
+    ):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(smol.build(ids).ids) == smol.swapper.swap(text), text
