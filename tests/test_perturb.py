@@ -231,3 +231,27 @@ def test_local_pair_is_a_transposition_at_its_position_only():
     assert torch.allclose(r[0, 0, 9], pc[0, 0, 10]) and torch.allclose(r[0, 0, 10], pc[0, 0, 9])
     assert torch.allclose(r[0, 1, 9], pc[0, 1, 9])
     assert torch.allclose(r.exp().sum(-1), torch.ones(1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", PERTURB_KINDS)
+def test_no_gradient_reaches_the_teacher_through_the_exchange(kind):
+    zx = _z(2, 5, seed=40).requires_grad_(True)
+    zc = _z(2, 5, seed=41).requires_grad_(True)
+    ws = torch.tensor([[True, False, True, True, True]] * 2)
+    q = teacher_targets(zx, zc, ALIGN, EX, None, kind, 0.5, 2.0, ws)
+    assert not q.requires_grad
+
+
+def test_none_is_the_identity_with_the_exchange():
+    z = _z(2, 5, seed=42)
+    q = teacher_targets(z, _z(2, 5, seed=43), ALIGN, EX, None, "none", 0.5, 2.0)
+    assert torch.allclose(q, torch.log_softmax(z / 2.0, -1))
+
+
+def test_pair_equalize_gives_group_sides_equal_mass():
+    z = _z(1, 3, seed=44)
+    q = teacher_targets(z, None, None, EX, None, "pair_equalize", 0.5, 1.0).exp()
+    p = z.softmax(-1)
+    assert torch.allclose(q[..., 5] + q[..., 6], q[..., 7] + q[..., 8], atol=1e-6)
+    assert torch.allclose(q[..., 5] / q[..., 6], p[..., 5] / p[..., 6], atol=1e-5)
+    assert torch.allclose(q.sum(-1), torch.ones(1, 3), atol=1e-5)
