@@ -56,6 +56,14 @@ def _cmd_check(args) -> int:
     return 0
 
 
+def _cmd_inspect_twins(args) -> int:
+    from distill.config import load_config
+    from distill.twin_report import inspect_twins
+
+    sys.stdout.write(inspect_twins(load_config(args.recipe, args.overrides), args.show) + "\n")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from distill.evaluation.report import suite_table
     from distill.evaluation.runner import evaluate_checkpoint
@@ -135,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("recipe")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(func=_cmd_check)
+
+    w = sub.add_parser(
+        "inspect-twins", help="coverage, her-rule accuracy and coherence of a recipe's counterfactual twins"
+    )
+    w.add_argument("recipe")
+    w.add_argument("--show", type=int, default=3, help="how many real twins to print")
+    w.add_argument("overrides", nargs="*")
+    w.set_defaults(func=_cmd_inspect_twins)
 
     e = sub.add_parser(
         "eval", help="evaluate a checkpoint (a run directory, its final/ folder, or a model dir)"

@@ -3,22 +3,40 @@
 At an aligned position i of x (j = align[i] >= 0):
 
     p    = softmax(z_T(x)_i / T)
-    r(v) = softmax(z_T(x~)_j / T)(pi(v))          the teacher's belief in the role-reversed world, mapped back
+    r    = softmax(z_T(x~)_j / T) exchanged back by `Exchange`: the teacher's belief in the role-reversed world
 
     none           q = p
-    mean           q = (1 - lam) p + lam r                       lam = 0.5 gives q(x) = pi(q(x~)) exactly
+    mean           q = (1 - lam) p + lam r                       lam = 0.5 mirrors q(x) and q(x~) exactly
     max            q = max(p, r) on G, p elsewhere, renormalised
     expmean        q = exp((log p + log r) / 2) on G, p elsewhere, renormalised
-    pair_equalize  q(v) = (p(v) + p(pi(v))) / 2 on G, p elsewhere  (no twin needed; mass is already 1)
+    pair_equalize  q(v) = (p(v) + p(pi(v))) / 2 on G, p elsewhere  (no twin needed; mass is already 1; a group's
+                   two sides each get the mean of their masses, split in p's own ratio)
 
-Unaligned positions keep p. A row with nothing to swap is its own twin (x~ = x, every position aligned to itself), so
-there r = p with each gendered pair exchanged and `mean` equalises he/she where the context does not decide them;
-the teacher still runs on it once. The targets of a twin row x~ use the same formulas with the roles exchanged,
-from the same two teacher passes. All functions work on log-probabilities [..., V] and
-never carry gradients (the teacher is frozen).
+The exchange r has two parts, both sparse over the vocabulary (only G's columns move):
+
+- one-to-one pairs (he/she, king/queen): r(v) = p~(pi(v));
+- word groups for the one-to-many words: female {her, hers} against male {his, him} (and {mrs, ms, miss}
+  against {mr}). The group's mass is
+  exchanged, r(F) = p~(M) and r(M) = p~(F), and split inside the group in the ratio the teacher gives its words
+  in x itself: r(her) = p~(M) * p(her) / p(F). So object `him` mass in x~ reaches `her` in x (not `his`), r is
+  still a distribution, and `mean` at lam 0.5 mirrors the two rows exactly at the group level.
+
+Both are position-aware. A token of G without a leading space (`her`, `man`) is a gendered word only where a word
+can start (`wordstart`, decided by the tokenizer's pre-tokenizer on the previous token), so ` pant` + `her` keeps
+p('her'); and where the next token of the text continues the word (` Man` + `ning`), that token's pair or group
+is left alone at that position (`keep`). A multi-token pair whose spellings differ from their first piece on
+(` nephew` against ` n`+`iece`) gets one extra transposition of those two pieces at the position that predicts
+them (`pair`), and only there. Unaligned positions keep p. A row with nothing to swap is its own twin
+(x~ = x, every position aligned to itself), so there `mean` equalises he/she where the context does not decide
+them; the teacher still runs on it once. The targets of a twin row x~ use the same formulas with the roles
+exchanged, from the same two teacher passes. All functions work on log-probabilities [..., V] and never carry
+gradients (the teacher is frozen).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -27,15 +45,161 @@ from distill.config import PERTURB_KINDS
 NEEDS_TWIN = frozenset({"mean", "max", "expmean"})
 
 
-def gather_twin(
-    twin_logp: torch.Tensor, align: torch.Tensor, pi: torch.Tensor, twin_rows: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """r = twin distribution at the aligned position, with the vocabulary mapped through pi.
+@dataclass
+class Exchange:
+    """How the role-reversed distribution is mapped back onto x's vocabulary, sparse over G.
 
-    twin_logp: [R, T2, V]; align: [B, T] (index into T2, or -1); pi: [V] involution; twin_rows: [B], the row of
-    twin_logp holding each row's twin (default: row b, R = B). Returns (log r [B, T, V], valid [B, T] bool).
-    Rows at -1 hold garbage and are masked by `valid`.
+    pi [V] long: involution of the one-to-one pairs (identity elsewhere, and on group words). groups [K, 2, W]
+    long: per group family (one surface form: lead space and case), its female and male tokens, -1 padded.
+    bare [V] bool: tokens of G with no leading space, exchanged only at word starts. g_mask [V] bool: G, the
+    columns of pairs and groups (where `max` and `expmean` act).
     """
+
+    pi: torch.Tensor
+    groups: torch.Tensor
+    bare: torch.Tensor
+    g_mask: torch.Tensor
+    extra: torch.Tensor | None = None
+    """[V] bool, outside G: the first differing pieces of multi-token pairs (` n` of ` n`+`iece` against
+    ` nephew`), exchanged only at the positions a twin names (`local`)."""
+
+    @classmethod
+    def from_pi(cls, pi: torch.Tensor) -> Exchange:
+        """Pairs only, every token exchanged at every position (the plain involution)."""
+        V = pi.shape[0]
+        g = pi != torch.arange(V, device=pi.device)
+        return cls(pi, torch.empty(0, 2, 0, dtype=torch.long), torch.zeros(V, dtype=torch.bool), g)
+
+    def to(self, device) -> Exchange:
+        extra = None if self.extra is None else self.extra.to(device)
+        return Exchange(*(t.to(device) for t in (self.pi, self.groups, self.bare, self.g_mask)), extra)
+
+    def cols(self) -> torch.Tensor:
+        """[n] the columns of G, ascending: all the dense part of the exchange touches."""
+        return self.g_mask.nonzero(as_tuple=True)[0]
+
+    def family(self) -> torch.Tensor:
+        """[V, F] for each token, the tokens exchanged with it (its pair, or its whole group), padded with itself;
+        `keep` switches a whole family off at a position."""
+        V = self.pi.shape[0]
+        K, _, W = self.groups.shape
+        width = max(2, 2 * W)
+        fam = torch.arange(V, device=self.pi.device).unsqueeze(1).repeat(1, width)
+        fam[:, 1] = self.pi
+        for k in range(K):
+            members = self.groups[k].reshape(-1)
+            members = members[members >= 0]
+            row = torch.cat([members, members[:1].expand(width - members.numel())])
+            fam[members] = row
+        return fam
+
+
+def as_exchange(pi: torch.Tensor | Exchange) -> Exchange:
+    return pi if isinstance(pi, Exchange) else Exchange.from_pi(pi)
+
+
+def _log_share(logp_g: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """log(p(v) / p(group)) for the group's local columns `loc`; an all-zero group splits evenly."""
+    part = logp_g[..., loc]
+    total = torch.logsumexp(part, dim=-1, keepdim=True)
+    even = torch.full_like(part, -math.log(loc.numel()))
+    return torch.where(torch.isfinite(total), part - total, even)
+
+
+def exchange_g(
+    raw: torch.Tensor,
+    own: torch.Tensor,
+    ex: Exchange,
+    local: dict,
+    wordstart: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The exchange restricted to G's columns. raw: the other world's log-probs there [..., n]; own: this world's
+    (the split inside a group); wordstart [...] bool; keep [...] long token or -1. Returns [..., n]."""
+    new = raw[..., local["pi"]]
+    for f_loc, m_loc in local["groups"]:
+        f_mass = torch.logsumexp(raw[..., f_loc], dim=-1, keepdim=True)
+        m_mass = torch.logsumexp(raw[..., m_loc], dim=-1, keepdim=True)
+        new[..., f_loc] = m_mass + _log_share(own, f_loc)
+        new[..., m_loc] = f_mass + _log_share(own, m_loc)
+    if wordstart is not None and local["bare"].numel():
+        b = local["bare"]
+        new[..., b] = torch.where(wordstart.unsqueeze(-1), new[..., b], raw[..., b])
+    if keep is not None:
+        hit = keep >= 0
+        if hit.any():
+            fam = local["family"][keep[hit]]  # [m, F] local columns, -1 outside G
+            rows = new[hit]
+            src = raw[hit]
+            ok = fam >= 0
+            idx = fam.clamp(min=0)
+            rows.scatter_(1, idx, torch.where(ok, src.gather(1, idx), rows.gather(1, idx)))
+            new[hit] = rows
+    return new
+
+
+def transpose_pairs(r: torch.Tensor, pair: torch.Tensor) -> None:
+    """In place: at each position with pair [..., 2] >= 0, exchange r's two columns (a local transposition of a
+    multi-token pair's first differing pieces, outside G). Touches only those positions."""
+    hit = pair[..., 0] >= 0
+    if hit.any():
+        rows, ab = r[hit], pair[hit]
+        rows.scatter_(1, ab, rows.gather(1, ab.flip(1)))
+        r[hit] = rows
+
+
+def local_index(ex: Exchange) -> dict:
+    """G-local versions of the exchange's index tensors (positions within `ex.cols()`)."""
+    cols = ex.cols()
+    V = ex.pi.shape[0]
+    to_local = torch.full((V,), -1, dtype=torch.long, device=cols.device)
+    to_local[cols] = torch.arange(cols.numel(), device=cols.device)
+    groups = []
+    for k in range(ex.groups.shape[0]):
+        f, m = ex.groups[k, 0], ex.groups[k, 1]
+        groups.append((to_local[f[f >= 0]], to_local[m[m >= 0]]))
+    return {
+        "cols": cols,
+        "to_local": to_local,
+        "pi": to_local[ex.pi[cols]],
+        "groups": groups,
+        "bare": to_local[ex.bare.nonzero(as_tuple=True)[0]],
+        "family": to_local[ex.family()],
+    }
+
+
+_LOCAL_CACHE: dict[int, tuple[Exchange, dict]] = {}
+
+
+def _local(ex: Exchange) -> dict:
+    hit = _LOCAL_CACHE.get(id(ex))
+    if hit is None or hit[0] is not ex:
+        if len(_LOCAL_CACHE) > 16:
+            _LOCAL_CACHE.clear()
+        hit = (ex, local_index(ex))
+        _LOCAL_CACHE[id(ex)] = hit
+    return hit[1]
+
+
+def gather_twin(
+    twin_logp: torch.Tensor,
+    align: torch.Tensor,
+    pi: torch.Tensor | Exchange,
+    twin_rows: torch.Tensor | None = None,
+    own_logp: torch.Tensor | None = None,
+    wordstart: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """r = twin distribution at the aligned position, exchanged back onto x's vocabulary.
+
+    twin_logp: [R, T2, V]; align: [B, T] (index into T2, or -1); pi: the plain involution [V] or an `Exchange`;
+    twin_rows: [B], the row of twin_logp holding each row's twin (default: row b, R = B); own_logp [B, T, V]: x's
+    own log-probabilities (needed for word groups); wordstart [B, T] bool and keep [B, T] long: the position-aware
+    switches (see the module docstring). Returns (log r [B, T, V], valid [B, T] bool). Rows at -1 hold garbage
+    and are masked by `valid`.
+    """
+    ex = as_exchange(pi)
     valid = align >= 0
     idx = align.clamp(min=0)
     R, T2, V = twin_logp.shape
@@ -44,9 +208,15 @@ def gather_twin(
     else:  # one gather over the flattened rows: no [B, T2, V] copy of the chosen twins first
         flat = (twin_rows.unsqueeze(1) * T2 + idx).reshape(-1)
         r = twin_logp.reshape(R * T2, V).index_select(0, flat).view(*align.shape, V)
-    # pi is the identity outside G: permute only G's columns (a full-vocabulary index_select costs ~6x more)
-    g_idx = (pi != torch.arange(pi.shape[0], device=pi.device)).nonzero(as_tuple=True)[0]
-    r[..., g_idx] = r[..., pi[g_idx]]
+    # The exchange is the identity outside G: move only G's columns (a full-vocabulary index_select costs ~6x more)
+    loc = _local(ex)
+    cols = loc["cols"]
+    if ex.groups.shape[0] and own_logp is None:
+        raise ValueError("word groups split their mass in x's own ratio: pass own_logp")
+    own = own_logp[..., cols] if own_logp is not None else None
+    r[..., cols] = exchange_g(r[..., cols], own, ex, loc, wordstart, keep)
+    if pair is not None:
+        transpose_pairs(r, pair)
     return r, valid
 
 
@@ -56,20 +226,39 @@ def combine_logp(
     valid: torch.Tensor | None,
     kind: str,
     lam: float,
-    pi: torch.Tensor,
-    g_mask: torch.Tensor,
+    pi: torch.Tensor | Exchange,
+    g_mask: torch.Tensor | None = None,
+    wordstart: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply `kind` to log p [B, T, V] using log r (same shape) where `valid` [B, T]; returns log q [B, T, V]."""
+    """Apply `kind` to log p [B, T, V] using log r (same shape) where `valid` [B, T]; returns log q [B, T, V].
+    `g_mask` defaults to the exchange's G; `wordstart`/`keep` [B, T] matter only for `pair_equalize` (the twin
+    kinds took them into r already)."""
     if kind not in PERTURB_KINDS:
         raise ValueError(f"perturb.kind must be one of {PERTURB_KINDS}, got {kind!r}")
     if kind == "none":
         return logp
+    ex = as_exchange(pi)
+    g_mask = ex.g_mask if g_mask is None else g_mask
     if kind == "pair_equalize":
-        # log((p(v) + p(pi v)) / 2) on G; pi is the identity off G so this leaves other tokens unchanged.
-        paired = torch.logaddexp(logp, logp.index_select(-1, pi)) - torch.log(
-            torch.tensor(2.0, dtype=logp.dtype)
-        )
-        return torch.where(g_mask, paired, logp)
+        # Within p alone: each pair (and each group, as a whole) gets the mean of its two sides, i.e. p exchanged
+        # with itself and averaged; the identity off G.
+        loc = _local(ex)
+        cols = loc["cols"]
+        own = logp[..., cols]
+        swapped = exchange_g(own, own, ex, loc, wordstart, keep)
+        out = logp.clone()
+        out[..., cols] = torch.logaddexp(own, swapped) - math.log(2.0)
+        if pair is not None:
+            hit = pair[..., 0] >= 0
+            if hit.any():
+                rows = out[hit]
+                ab = pair[hit]
+                both = rows.gather(1, ab)
+                rows.scatter_(1, ab, torch.logsumexp(both, -1, keepdim=True).expand(-1, 2) - math.log(2.0))
+                out[hit] = rows
+        return out
     if log_r is None or valid is None:
         raise ValueError(f"perturb.kind {kind!r} needs the teacher's distribution on the twin x~")
     if kind == "mean":
@@ -94,23 +283,27 @@ def perturbed_log_targets(
     logp: torch.Tensor,
     twin_logp: torch.Tensor | None,
     align: torch.Tensor | None,
-    pi: torch.Tensor,
-    g_mask: torch.Tensor,
+    pi: torch.Tensor | Exchange,
+    g_mask: torch.Tensor | None,
     kind: str,
     lam: float,
     twin_rows: torch.Tensor | None = None,
+    wordstart: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log q from the teacher's log-probabilities at temperature T: logp [B, T, V], twin_logp [B, T2, V] (the
     twin of each row), align [B, T]; with `twin_rows` [B], twin_logp is [R, T2, V] and row b's twin is
-    twin_logp[twin_rows[b]]. Same formulas as `teacher_targets`."""
+    twin_logp[twin_rows[b]]. `wordstart`/`keep` [B, T]: the position-aware switches of these rows (module
+    docstring). Same formulas as `teacher_targets`."""
     if kind in NEEDS_TWIN:
         if twin_logp is None or align is None:
             raise ValueError(
                 f"perturb.kind {kind!r} needs each row's twin (a row with nothing to swap is its own)"
             )
-        log_r, valid = gather_twin(twin_logp, align, pi, twin_rows)
+        log_r, valid = gather_twin(twin_logp, align, pi, twin_rows, logp, wordstart, keep, pair)
         return combine_logp(logp, log_r, valid, kind, lam, pi, g_mask)
-    return combine_logp(logp, None, None, kind, lam, pi, g_mask)
+    return combine_logp(logp, None, None, kind, lam, pi, g_mask, wordstart, keep, pair)
 
 
 @torch.no_grad()
@@ -118,19 +311,24 @@ def teacher_targets(
     teacher_logits: torch.Tensor,
     twin_logits: torch.Tensor | None,
     align: torch.Tensor | None,
-    pi: torch.Tensor,
-    g_mask: torch.Tensor,
+    pi: torch.Tensor | Exchange,
+    g_mask: torch.Tensor | None,
     kind: str,
     lam: float,
     temperature: float,
+    wordstart: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    pair: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log q for the rows whose logits are `teacher_logits` [B, T, V].
 
     twin_logits [B, T2, V] are the teacher's logits on each row's twin and `align` [B, T] maps each position of the
     row to the twin's corresponding position (-1: none). For a twin row, pass the roles exchanged (the twin's
-    logits as `teacher_logits`, the original's as `twin_logits`, and the inverse alignment). A row with nothing to
-    swap is its own twin: pass its logits as both, with the identity alignment.
+    logits as `teacher_logits`, the original's as `twin_logits`, the inverse alignment and the twin's switches).
+    A row with nothing to swap is its own twin: pass its logits as both, with the identity alignment.
     """
     logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
     twin_logp = None if twin_logits is None else torch.log_softmax(twin_logits.float() / temperature, dim=-1)
-    return perturbed_log_targets(logp, twin_logp, align, pi, g_mask, kind, lam)
+    return perturbed_log_targets(
+        logp, twin_logp, align, pi, g_mask, kind, lam, wordstart=wordstart, keep=keep, pair=pair
+    )

@@ -21,6 +21,12 @@ __all__ = ["NON_NOUN_WORDS", "Swapper", "noun_follows"]
 # A run of word characters. Digits and underscores are included so that `he2` or `his_id` stay one token and are
 # left alone; an apostrophe or hyphen ends the run, so `king's` -> `queen's` and `father-in-law` swaps its part.
 _TOKEN = re.compile(r"\w+")
+# A possessive right after a word: "'s", or a bare apostrophe after a plural ("ladies' room").
+_POSSESSIVE = re.compile(r"'s\b|'(?!\w)")
+# Words swapped only as a title: capitalised and followed by a capitalised name ("Miss Smith" -> "Mr Smith";
+# "I miss you" stays).
+TITLE_ONLY_WORDS: frozenset[str] = frozenset({"miss"})
+_TITLE_FOLLOWS = re.compile(r"\.?\s+[A-Z]")
 # The first word of the following text, and whether it continues with a hyphen ("well-known", "so-called").
 _NEXT_WORD = re.compile(r"\s*(\w+)(-\w)?")
 # How much of the text after a one-to-many word the rule is shown (characters); it needs only the next word.
@@ -59,21 +65,61 @@ NON_NOUN_WORDS: frozenset[str] = frozenset(
 )
 
 
-def noun_follows(following: str) -> bool:
-    """Whether the text right after a one-to-many word starts a noun phrase (so the word is a possessive).
+# Prepositions: after one, "her"/"his" + noun is a noun phrase whatever the noun ("against her will").
+_PREPOSITIONS: frozenset[str] = frozenset(
+    """about above according across after against along among around at before behind below beneath beside
+    between beyond by despite down during for from in inside into near of off on onto out outside over past
+    since through throughout to toward towards under until upon with within without""".split()
+)
+# Nouns that are also particles, verbs or auxiliaries (so they are in NON_NOUN_WORDS), with the preceding words
+# after which they are the noun of a possessive: "hurt her back", "took her leave", "of her will".
+_NOUN_AFTER: dict[str, frozenset[str]] = {
+    "back": frozenset(
+        "hurt hurts injured injure broke break breaks arched arch turned turn turns strained strain scratched "
+        "patted rubbed straightened".split()
+    ),
+    "leave": frozenset("took take takes taking".split()),
+    "will": frozenset(),
+}
+# "his or her", "her/his": the two determiners share the noun after them.
+_COORDINATED_BEFORE = re.compile(r"\b(?:his|her)\s*(?:/|\bor\b|\band\b)\s*$", re.IGNORECASE)
+_COORDINATED_AFTER = re.compile(r"\s*(?:/|\bor\b|\band\b)\s*(?:his|her)\b(?!s)", re.IGNORECASE)
+_WORD_AND_NEXT = re.compile(r"\s*(\w+)(-\w)?([^\w]*)(\w*)")
+_PREV_WORD = re.compile(r"(\w+)\W*$")
 
-    The rule, in order: end of text or punctuation next -> False ("thanked her." / "it is his,"); the next word
-    joined by a hyphen ("her well-known") -> True, it is a compound modifier; the next word in `NON_NOUN_WORDS`
-    -> False; any other word, including numbers -> True ("her book", "his old car", "her 3 sons"). Known
-    misses: an object followed by an adjective or a bare noun ("made her happy", "sent her flowers") and a
+
+def noun_follows(following: str, preceding: str = "") -> bool:
+    """Whether a one-to-many word is a possessive determiner here (a noun phrase follows it), from the words
+    around it.
+
+    The rule, in order: coordinated with the other determiner ("his or her own", "her/his") -> True; end of text
+    or punctuation next -> False ("thanked her." / "it is his,"); the next word joined by a hyphen ("her
+    well-known") -> True, a compound modifier; a noun that is also a particle or verb ("back", "leave", "will")
+    -> True after a preposition or a verb that takes it as a noun ("against her will", "hurt her back", "took her
+    leave"); the next word in `NON_NOUN_WORDS` -> False; an -ly adverb closing the clause ("examined her
+    carefully.") -> False; any other word, including numbers -> True ("her book", "his old car", "her 3 sons").
+    Known misses: an object followed by an adjective or a bare noun ("made her happy", "sent her flowers") and a
     standalone "his" followed by a verb outside the list ("a friend of his arrived").
     """
-    m = _NEXT_WORD.match(following)
+    if _COORDINATED_BEFORE.search(preceding[-24:]) or _COORDINATED_AFTER.match(following):
+        return True
+    m = _WORD_AND_NEXT.match(following)
     if m is None:
         return False
-    if m.group(2):
+    word, hyphen, gap, after = m.group(1).lower(), m.group(2), m.group(3), m.group(4).lower()
+    if hyphen:
         return True
-    return m.group(1).lower() not in NON_NOUN_WORDS
+    if word in _NOUN_AFTER:
+        prev = _PREV_WORD.search(preceding)
+        prev_word = prev.group(1).lower() if prev else ""
+        if prev_word in _PREPOSITIONS or prev_word in _NOUN_AFTER[word]:
+            return True
+    if word in NON_NOUN_WORDS:
+        return False
+    closes = not after or gap.strip() != "" or after in _PREPOSITIONS or after in NON_NOUN_WORDS
+    if word.endswith("ly") and len(word) > 4 and closes:
+        return False
+    return True
 
 
 def _case_like(source: str, target: str) -> str:
@@ -125,13 +171,22 @@ class Swapper:
             for form in (word, word.title(), word.upper()):
                 self._surface[form] = _case_like(form, counterpart)
         self._vocabulary = frozenset(one_to_one) | frozenset(rules)
+        # Plurals ending in s (ladies, kings, actresses): a possessive after them is a bare apostrophe
+        words = self._vocabulary
+        self._plurals = frozenset(
+            w
+            for w in words
+            if (w.endswith("s") and w[:-1] in words)
+            or (w.endswith("es") and w[:-2] in words)
+            or (w.endswith("ies") and w[:-3] + "y" in words)
+        )
 
     @property
     def vocabulary(self) -> frozenset[str]:
         """Every lowercase word `swap_word` can change (pairs, one-to-many words, and names if switched on)."""
         return self._vocabulary
 
-    def swap_word(self, word: str, following: str = "") -> str | None:
+    def swap_word(self, word: str, following: str = "", preceding: str = "") -> str | None:
         """The counterpart of `word` in its case pattern, or None if the word is not swappable.
 
         `word` is a run of letters in any case ("He", "HIS", "nephew"). `following` is the text right after it
@@ -142,24 +197,80 @@ class Swapper:
         if hit is not None:
             return hit
         lower = word.lower()
+        if lower in TITLE_ONLY_WORDS and not (word[:1].isupper() and _TITLE_FOLLOWS.match(following)):
+            return None
         rule = self._rules.get(lower)
         if rule is not None:
-            return _case_like(word, rule.counterpart(noun_follows(following)))
+            return _case_like(word, rule.counterpart(noun_follows(following, preceding)))
         counterpart = self._one_to_one.get(lower)
         return None if counterpart is None else _case_like(word, counterpart)
 
+    def possessive(self, word: str, counterpart: str, following: str) -> tuple[str, str]:
+        """(the possessive after `word` in `following`, what it becomes after `counterpart`): a plural's bare
+        apostrophe becomes "'s" after a counterpart not ending in s ("ladies' room" -> "gentlemen's room"), and
+        "'s" becomes a bare apostrophe after a plural that ends in s ("gentlemen's" -> "ladies'"). ("", "") when
+        no possessive follows."""
+        m = _POSSESSIVE.match(following)
+        if m is None:
+            return "", ""
+        old = m.group()
+        if old == "'" and not counterpart.lower().endswith("s"):
+            return old, "'s"
+        if old == "'s" and counterpart.lower() in self._plurals:
+            return old, "'"
+        return old, old
+
     def swap(self, text: str) -> str:
         """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged."""
-        return _TOKEN.sub(self._replace, text)
+        out = _TOKEN.sub(self._replace, text)
+        if "\0" in out:  # a possessive changed: drop the old one that follows the marker
+            out = re.sub("\0(?:'s\\b|')", "", out)
+        return out
 
     def _replace(self, m: re.Match[str]) -> str:
         """Replacement for one token of `swap`; returns the token itself when it is not gendered."""
         word = m.group()
-        hit = self._surface.get(word)
-        if hit is not None:
-            return hit
-        if word.lower() not in self._vocabulary:
-            return word
         end = m.end()
-        swapped = self.swap_word(word, m.string[end : end + _LOOKAHEAD])
-        return word if swapped is None else swapped
+        swapped = self._surface.get(word)
+        if swapped is None:
+            if word.lower() not in self._vocabulary:
+                return word
+            following = m.string[end : end + _LOOKAHEAD]
+            swapped = self.swap_word(word, following, m.string[max(0, m.start() - _LOOKAHEAD) : m.start()])
+            if swapped is None:
+                return word
+        if m.string[end : end + 1] != "'":
+            return swapped
+        old, new = self.possessive(word, swapped, m.string[end : end + 3])
+        # a changed possessive: the marker tells `swap` to drop the old one that follows
+        return swapped if old == new else swapped + new + "\0"
+
+
+def her_rule_accuracy(
+    swapper: Swapper, path: str = "word_lists/her_rule_eval.tsv"
+) -> tuple[int, int, list[str]]:
+    """(correct, total, misses) of the one-to-many decision on a sentence<TAB>expected file: `expected` lists the
+    right counterpart of each her/his of the sentence in order, comma-separated (his | him for her, her | hers
+    for his); each is one decision."""
+    from distill.resources import resource_path
+
+    correct, total, misses = 0, 0, []
+    for number, line in enumerate(resource_path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        sentence, expected = line.split("\t")
+        wanted = expected.split(",")
+        targets = [m for m in _TOKEN.finditer(sentence) if m.group().lower() in {"her", "his"}]
+        if len(targets) != len(wanted):
+            raise WordListError(
+                f"{path}:{number}: {len(targets)} her/his but {len(wanted)} expected counterparts: {sentence!r}; "
+                "give one counterpart per her/his, comma-separated"
+            )
+        for m, want in zip(targets, wanted):
+            got = swapper.swap_word(m.group(), sentence[m.end() :], sentence[: m.start()])
+            total += 1
+            if got is not None and got.lower() == want:
+                correct += 1
+            else:
+                misses.append(f"{sentence!r}: {m.group()!r} -> {got!r}, expected {want!r}")
+    return correct, total, misses

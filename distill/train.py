@@ -31,7 +31,7 @@ from distill.config import Config, config_to_yaml, load_config, save_config
 from distill.errors import ConfigError, FairDistillError
 from distill.fused_loss import fused_kd_ce_sums
 from distill.losses import combine, kd_ce_sums, next_token_labels
-from distill.perturb import NEEDS_TWIN, perturbed_log_targets
+from distill.perturb import NEEDS_TWIN, Exchange, perturbed_log_targets
 from distill.resources import resource_path
 from distill.tracking import MetricsLog, redact, wandb_mode
 
@@ -140,16 +140,10 @@ class MicroBatches:
 
 
 def build_twins(cf: Counterfactuals, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The twins of rows x [B, T]: ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool)."""
-    from distill.counterfactual import invert_alignment, pad_rows
+    """The twins of rows x [B, T] (`distill.counterfactual.twin_batch`)."""
+    from distill.counterfactual import twin_batch
 
-    B, T = x.shape
-    built = [cf.builder.build(row) for row in x]
-    ids, mask = pad_rows([t.ids for t in built], T, cf.pad_id)
-    align = torch.tensor([[j if j < T else -1 for j in t.align] for t in built], dtype=torch.long)
-    inv = torch.tensor([invert_alignment(t.align, T) for t in built], dtype=torch.long)
-    changed = torch.tensor([t.changed for t in built], dtype=torch.bool)
-    return {"twin_ids": ids, "twin_mask": mask, "align": align, "align_inv": inv, "changed": changed}
+    return twin_batch(cf.builder, x, cf.pad_id)
 
 
 class TwinTable:
@@ -163,10 +157,10 @@ class TwinTable:
 
     def rows(self, blocks: list[int]) -> dict[str, torch.Tensor]:
         out = {}
-        for k in ("twin_ids", "twin_mask", "align", "align_inv", "changed"):
+        for k in self._f.keys():
             sl = self._f.get_slice(k)
             v = torch.cat([sl[b : b + 1] for b in blocks])
-            out[k] = v if k == "changed" else v.long()
+            out[k] = v if v.dtype == torch.bool else v.long()
         return out
 
 
@@ -174,7 +168,7 @@ class Counterfactuals:
     """Builds the twins of a micro-batch and decides which rows the student trains on."""
 
     def __init__(self, cfg: Config, tokenizer, rank: int = 0, world: int = 1):
-        from distill.counterfactual import CounterfactualBuilder, g_word_pairs
+        from distill.counterfactual import CounterfactualBuilder, g_word_groups, g_word_pairs
         from distill.swap import Swapper
         from distill.wordlists import load_lexicon
 
@@ -182,7 +176,10 @@ class Counterfactuals:
         lexicon = load_lexicon(a.pairs, a.one_to_many, a.names)
         self.swapper = Swapper(lexicon, use_names=a.names is not None)
         self.builder = CounterfactualBuilder(
-            tokenizer, self.swapper, g_word_pairs(lexicon, use_names=a.names is not None)
+            tokenizer,
+            self.swapper,
+            g_word_pairs(lexicon, use_names=a.names is not None),
+            g_word_groups(lexicon),
         )
         self.pad_id = tokenizer.pad_token_id
         self.mode, self.p = a.mode, a.p
@@ -190,6 +187,7 @@ class Counterfactuals:
         self.generator = torch.Generator().manual_seed(cfg.run.seed + 7919)
         self.rank, self.world = rank, world
         self.table: TwinTable | None = None
+        self._exchange: dict[str, Exchange] = {}
 
     def twins(self, x: torch.Tensor, blocks: list[int] | None = None) -> dict[str, torch.Tensor]:
         """x: [B, T] -> twin ids/mask [B, T], align and inverse alignment [B, T], changed [B] (bool). With the
@@ -211,7 +209,7 @@ class Counterfactuals:
         ]
         key = _digest(
             [
-                "twins-1",
+                "twins-2",
                 hashlib.sha256(blocks.contiguous().numpy().tobytes()).hexdigest(),
                 list(blocks.shape),
                 words,
@@ -224,7 +222,7 @@ class Counterfactuals:
             chunks = (blocks[i : i + 64] for i in range(0, blocks.shape[0], 64))
             parts = list(ordered_map(build_twins, chunks, cfg.data.num_workers, self))
             table = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-            table = {k: v.to(torch.bool if k == "changed" else torch.int32) for k, v in table.items()}
+            table = {k: v if v.dtype == torch.bool else v.to(torch.int32) for k, v in table.items()}
             from distill.data import _atomic_save
 
             _atomic_save(table, path)
@@ -239,6 +237,13 @@ class Counterfactuals:
                 path,
             )
         self.table = TwinTable(path)
+
+    def exchange(self, device) -> Exchange:
+        """The builder's exchange on `device`, moved once."""
+        key = str(device)
+        if key not in self._exchange:
+            self._exchange[key] = self.builder.exchange.to(device)
+        return self._exchange[key]
 
     def select(self, changed: torch.Tensor) -> torch.Tensor:
         """Rows whose twin the student sees (augment p); drawn for every row so the stream does not depend on data.
@@ -297,14 +302,16 @@ def targets_from_log_probs(item: dict, logp: torch.Tensor, cf: Counterfactuals |
     if cf is None:
         return logp_x
     dev = logp.device
-    pi, g = cf.builder.pi.to(dev), cf.builder.g_mask.to(dev)
+    ex = cf.exchange(dev)
+    sw = {k: item[k].to(dev) for k in ("wordstart", "keep", "pair")}
     rows = item["twin_rows"].nonzero(as_tuple=True)[0].to(dev)
+    tw = {k: item["twin_" + k].to(dev)[rows] for k in ("wordstart", "keep", "pair")}
     logp_cf = logp[B:]
     logq_x, logq_cf = logp_x, None
     if cf.kind == "pair_equalize":
-        logq_x = perturbed_log_targets(logp_x, None, None, pi, g, cf.kind, cf.lam)
+        logq_x = perturbed_log_targets(logp_x, None, None, ex, None, cf.kind, cf.lam, **sw)
         if rows.numel():
-            logq_cf = perturbed_log_targets(logp_cf, None, None, pi, g, cf.kind, cf.lam)
+            logq_cf = perturbed_log_targets(logp_cf, None, None, ex, None, cf.kind, cf.lam, **tw)
     else:
         if cf.kind in NEEDS_TWIN:
             # Every row has a twin: a changed row's is the teacher's pass on x~, an unchanged row's is x itself
@@ -312,11 +319,13 @@ def targets_from_log_probs(item: dict, logp: torch.Tensor, cf: Counterfactuals |
             src = torch.arange(B, device=dev)
             src[rows] = B + torch.arange(rows.numel(), device=dev)
             logq_x = perturbed_log_targets(
-                logp_x, logp, item["align"].to(dev), pi, g, cf.kind, cf.lam, twin_rows=src
+                logp_x, logp, item["align"].to(dev), ex, None, cf.kind, cf.lam, twin_rows=src, **sw
             )
         if rows.numel():
             inv = item["align_inv"].to(dev)[rows]
-            logq_cf = perturbed_log_targets(logp_cf, logp_x, inv, pi, g, cf.kind, cf.lam, twin_rows=rows)
+            logq_cf = perturbed_log_targets(
+                logp_cf, logp_x, inv, ex, None, cf.kind, cf.lam, twin_rows=rows, **tw
+            )
     sel = item["selected"].to(dev)
     if cf.mode == "off" or not sel.any():
         return logq_x

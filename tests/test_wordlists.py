@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from distill.errors import WordListError
 from distill.resources import resource_path
-from distill.swap import Swapper
+from distill.swap import Swapper, her_rule_accuracy
 from distill.wordlists import GenderLexicon, OneToMany, load_lexicon, load_professions
 
 ONE_TO_MANY_WORDS = {"her", "his", "him", "hers"}
@@ -23,7 +22,7 @@ librarian tailor""".split()
     + ["construction worker"]
 )
 
-HER_RULE_THRESHOLD = 0.85
+HER_RULE_THRESHOLD = 0.90
 """Least accuracy of the her/his rule on word_lists/her_rule_eval.tsv (measured: see word_lists/README.md)."""
 
 
@@ -80,6 +79,8 @@ def test_shipped_one_to_many_rules(lexicon: GenderLexicon) -> None:
         "his": OneToMany("his", "male", before_noun="her", otherwise="hers"),
         "him": OneToMany("him", "male", before_noun="her", otherwise="her"),
         "hers": OneToMany("hers", "female", before_noun="his", otherwise="his"),
+        "ms": OneToMany("ms", "female", before_noun="mr", otherwise="mr"),
+        "miss": OneToMany("miss", "female", before_noun="mr", otherwise="mr"),
     }
 
 
@@ -89,11 +90,13 @@ def test_male_and_female_words(lexicon: GenderLexicon) -> None:
     assert {"she", "queen", "her", "hers"} <= female
     assert not male & female
     assert "john" not in male and "mary" not in female, "names are excluded"
-    assert len(male) == len(lexicon.pairs) + 2 and len(female) == len(lexicon.pairs) + 2
+    assert (
+        len(male) == len(lexicon.pairs) + 2 and len(female) == len(lexicon.pairs) + 4
+    )  # + her, hers, ms, miss
 
 
 def test_shipped_names(lexicon: GenderLexicon) -> None:
-    assert 45 <= len(lexicon.names) <= 60
+    assert len(lexicon.names) >= 100
     assert ("john", "mary") in lexicon.names
     assert not {n for pair in lexicon.names for n in pair} & (lexicon.male_words() | lexicon.female_words())
 
@@ -124,28 +127,12 @@ def test_one_to_many_and_names_are_optional() -> None:
 
 def _her_rule_results() -> tuple[int, int, list[str]]:
     """(correct, total, misses) of the one-to-many rule on word_lists/her_rule_eval.tsv."""
-    swapper = Swapper(load_lexicon())
-    correct, total, misses = 0, 0, []
-    for line in resource_path("word_lists/her_rule_eval.tsv").read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        sentence, expected = line.split("\t")
-        targets = [m for m in re.finditer(r"\w+", sentence) if m.group().lower() in {"her", "his"}]
-        assert len(targets) == 1, f"eval sentence needs exactly one her/his: {sentence!r}"
-        m = targets[0]
-        got = swapper.swap_word(m.group(), sentence[m.end() :])
-        assert got is not None
-        total += 1
-        if got.lower() == expected:
-            correct += 1
-        else:
-            misses.append(f"{sentence!r}: got {got.lower()!r}, expected {expected!r}")
-    return correct, total, misses
+    return her_rule_accuracy(Swapper(load_lexicon()))
 
 
 def test_her_rule_accuracy_is_above_threshold_and_matches_readme() -> None:
     correct, total, misses = _her_rule_results()
-    assert total >= 40
+    assert total >= 200
     assert correct / total >= HER_RULE_THRESHOLD, misses
     # The README states the measured number; keep it honest when the rule or the sentences change.
     readme = resource_path("word_lists/README.md").read_text(encoding="utf-8")
