@@ -35,11 +35,12 @@ def _cmd_train(args) -> int:
     from distill.train import train
 
     cfg = load_config(args.recipe, args.overrides)
-    run_dir = train(cfg)
+    run_dir = train(cfg, keep_tracking=bool(cfg.eval.suite))
     if cfg.eval.suite:
-        from distill.evaluation.runner import evaluate_run
+        from distill.evaluation.runner import evaluate_run, evaluated_since_training
 
-        sys.stdout.write(evaluate_run(run_dir, cfg.eval.suite) + "\n")
+        done = evaluated_since_training(run_dir, cfg.eval.suite)  # a rerun of a finished run: nothing new
+        sys.stdout.write((done.read_text() if done else evaluate_run(run_dir, cfg.eval.suite)) + "\n")
     return 0
 
 
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")
     r.add_argument("runs", nargs="+")
-    r.add_argument("--out", default="report")
+    r.add_argument(
+        "--out", default=None, help="folder for report.md (default: report/ next to the first run)"
+    )
     r.set_defaults(func=_cmd_report)
     return p
 
