@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,24 @@ def _method_text(cfg: Config) -> str:
     return "; ".join(parts) + " (counterfactual role reversal, Gupta et al. 2022)"
 
 
+# Overrides that say where files went, not what was trained: left out of the card.
+_WHERE_KEYS = ("run.output_dir", "data.cache_dir", "teacher.cache")
+
+
+def public_overrides(overrides: list[str]) -> list[str]:
+    """The run's `key=value` overrides as the card shows them: without the output and cache folders, and a local
+    path reduced to its last part (`teacher.name_or_path=.../my-teacher`)."""
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.strip() in _WHERE_KEYS:
+            continue
+        if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
+            value = f".../{Path(value).name}"
+        out.append(f"{key}={value}")
+    return out
+
+
 def usage_snippet(cfg: Config) -> str:
     """Three lines that load the student and continue a prompt; the folder is the run's `final/`, relative to where
     the run was started (an absolute output folder is not written into the card)."""
@@ -207,7 +226,7 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
         [
             "recipe",
             f"`{Path(cfg.source).name if cfg.source else 'defaults'}`"
-            + (f" with `{' '.join(cfg.overrides)}`" if cfg.overrides else ""),
+            + (f" with `{' '.join(overrides)}`" if (overrides := public_overrides(cfg.overrides)) else ""),
         ],
         ["method", f"{label}: {_method_text(cfg)}"],
         ["teacher", teacher_name],
@@ -426,6 +445,16 @@ def merge_evaluation(model_dir: Path, suite: str, results: dict, teacher_results
     entries = index[0].setdefault("results", [])
     dataset = {"type": f"fairdistill/{suite}", "name": f"fairdistill `{suite}` suite"}
     entries[:] = [e for e in entries if (e.get("dataset") or {}).get("type") != dataset["type"]]
+    hub_data = []
+    for t in ((results.get("settings") or {}).get("tasks") or {}).values():
+        if not isinstance(t, dict) or t.get("path"):
+            continue
+        if isinstance(t.get("dataset"), str):
+            hub_data.append(t["dataset"])
+        elif t.get("metric") in ("generation_disparity", "sentiment_gap"):
+            hub_data.append("AmazonScience/bold")  # BOLD prompts from the Hub when no local file is given
+    if hub_data:  # the Hub datasets this evaluation read (BOLD, WikiText, ...), listed once
+        meta["datasets"] = list(dict.fromkeys([*(meta.get("datasets") or []), *hub_data]))
     metrics = _suite_metrics(suite, results)
     if metrics:
         entries.append(

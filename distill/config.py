@@ -268,15 +268,15 @@ class Config:
 
 
 def method_label(cfg: Config) -> str:
-    """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean", "CDA + mean", "CE only"
-    (kd.alpha 0), as a paper's table would name them."""
+    """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
+    alone), "CDA + mean", "CE only" (kd.alpha 0), as a paper's table would name them."""
     if cfg.run.label:
         return cfg.run.label
     parts = []
     if cfg.augment.mode != "off":
         parts.append("CDA" if cfg.augment.mode == "append" else "CDA (replace)")
     if cfg.perturb.kind != "none":
-        parts.append(cfg.perturb.kind)
+        parts.append(cfg.perturb.kind if parts else f"{cfg.perturb.kind} targets")
     if cfg.kd.alpha == 0:
         return " + ".join(["CE only", *parts])
     return " + ".join(parts) if parts else "plain KD"

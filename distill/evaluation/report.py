@@ -293,6 +293,7 @@ def _save(draw, out_dir: Path, stem: str, height: float) -> Path:
     style = {
         "font.size": 7.5,
         "axes.titlesize": 8,
+        "figure.titlesize": 8,
         "axes.labelsize": 7.5,
         "legend.fontsize": 7,
         "pdf.fonttype": 42,
@@ -359,7 +360,7 @@ def plot_pronoun_gap(columns: list[Column], out_dir: Path, colors: dict[str, str
         _dot_interval(ax, rows, colors, [c.label for c, _, _ in rows])
         ax.set_xlim(left=0)
         ax.set_xlabel("mean |log P(he) - log P(she)| (nats; 0 = none)")
-        ax.set_title(f"Pronoun probe gap, 95% CI over prompts\n{size}", loc="left")
+        fig.suptitle(f"Pronoun probe gap, 95% CI over prompts\n{size}", x=0.01, ha="left")
 
     return _save(draw, out_dir, "pronoun_gap", 0.4 * len(rows) + 1.2)
 
@@ -381,8 +382,10 @@ def plot_female_share(columns: list[Column], out_dir: Path, colors: dict[str, st
         ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlim(0, 1)
         ax.set_xlabel("female share (0.5 = balanced)")
-        ax.set_title(
-            "Female share of gendered continuations, 95% CI\nn = gendered of all continuations", loc="left"
+        fig.suptitle(
+            "Female share of gendered continuations, 95% CI\nn = gendered of all continuations",
+            x=0.01,
+            ha="left",
         )
 
     return _save(draw, out_dir, "female_share", 0.5 * len(rows) + 1.1)
@@ -430,8 +433,8 @@ def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) 
         ax.grid(alpha=0.3)
         ax.margins(x=0.15)
         ax.legend(loc="best", framealpha=0.9)
-        ax.set_title(
-            "Pronoun probe gap (95% CI over prompts)\nvs perplexity: lower-left is better", loc="left"
+        fig.suptitle(
+            "Pronoun probe gap (95% CI over prompts)\nvs perplexity: lower-left is better", x=0.01, ha="left"
         )
 
     return _save(draw, out_dir, "gap_vs_perplexity", 2.8)
@@ -480,9 +483,10 @@ def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str
         ax.set_xlabel("teacher: log P(he) - log P(she) (nats)")
         ax.set_ylabel("student: log P(he) - log P(she) (nats)")
         ax.legend(loc="upper left", framealpha=0.9)
-        ax.set_title(
+        fig.suptitle(
             f"Pronoun probe per profession, mean over {n_tmpl} template{'s' if n_tmpl != 1 else ''}",
-            loc="left",
+            x=0.01,
+            ha="left",
         )
 
     return _save(draw, out_dir, "professions", 3.2)
