@@ -127,8 +127,12 @@ def test_columns_are_the_teacher_once_then_each_student(runs):
 
 
 def test_two_runs_of_one_method_are_told_apart_by_folder(tmp_path):
-    a = _write_run(tmp_path, "s0", _payload("s0", "student", "runs/s0", [0.5] * 3, [1, 1, 1], 40.0, method="CDA"))
-    b = _write_run(tmp_path, "s1", _payload("s1", "student", "runs/s1", [0.5] * 3, [1, 1, 1], 41.0, method="CDA"))
+    a = _write_run(
+        tmp_path, "s0", _payload("s0", "student", "runs/s0", [0.5] * 3, [1, 1, 1], 40.0, method="CDA")
+    )
+    b = _write_run(
+        tmp_path, "s1", _payload("s1", "student", "runs/s1", [0.5] * 3, [1, 1, 1], 41.0, method="CDA")
+    )
     assert [c.label for c in collect_columns([a, b])] == ["teacher", "CDA (s0)", "CDA (s1)"]
 
 
