@@ -243,7 +243,7 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
         ["data", f"{_data_text(cfg)}; blocks of {cfg.data.block_size} tokens"],
         [
             "loss",
-            f"{cfg.kd.alpha} x T^2 x KL(teacher targets \\|\\| student) + {1 - cfg.kd.alpha:.2g} x cross-entropy, "
+            f"{cfg.kd.alpha} x T^2 x KL(teacher targets || student) + {1 - cfg.kd.alpha:.2g} x cross-entropy, "
             f"T = {cfg.kd.temperature}",
         ],
         [
@@ -356,7 +356,8 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
   gender), bias in tasks other than next-word prediction, or behaviour on other prompts. The word lists are English
   and binary; a small gap is not evidence that the model is fair.
 - **Utility**: its validation perplexity is {rel} ({_fmt(student_ppl)} vs {_fmt(teacher_ppl)}): it writes
-  much less fluent text than the teacher. Inherited: whatever the teacher's training data holds.
+  much less fluent text than the teacher. It may also carry biases of the teacher that these probes do
+  not measure.
 - **Intended use**: research on debiasing during distillation. Not for deployment, chat or any decision about people.
 
 ## How to use
@@ -429,8 +430,8 @@ def merge_evaluation(model_dir: Path, suite: str, results: dict, teacher_results
         + (f"{description}\n\n" if description else "")
         + f"{suite_table(cols)}\n\n"
         + (f"What the numbers rest on:\n\n{sizes}\n\n" if sizes else "")
-        + "Intervals are 95% percentile bootstraps; `n/a` is undefined (e.g. no gendered text).\n"
-        + f"{mark}\n"
+        + "Intervals (in brackets) are 95% percentile bootstraps; the numbers without one (parity, perplexity, "
+        "fluency) have none computed. `n/a` is undefined (e.g. no gendered text).\n" + f"{mark}\n"
     )
     if mark in body:
         head, _, rest = body.partition(mark)

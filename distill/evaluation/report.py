@@ -406,6 +406,7 @@ def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) 
     xs = [r[3] for r in rows]
     log_x = max(xs) / min(xs) > 20  # a student far above its teacher would squash the rest on a linear axis
     tokens = {_summary_value(c, x_at, "tokens") for c, *_ in rows} - {None}
+    n_tok = f" ({int(next(iter(tokens))):,} tokens)" if len(tokens) == 1 else ""
 
     def draw(fig, width):
         ax = fig.subplots()
@@ -424,7 +425,6 @@ def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) 
             )
         if log_x:
             ax.set_xscale("log")
-        n_tok = f" ({int(tokens.pop()):,} tokens)" if len(tokens) == 1 else ""
         ax.set_xlabel(
             f"perplexity, held-out blocks{n_tok}\n(lower is better{', log scale' if log_x else ''})"
         )
