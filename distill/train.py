@@ -713,9 +713,8 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
                 log.info("%s is finished (step %d of %d); nothing to train", run_dir, step, total_steps)
             accelerator.end_training()
             return run_dir
-    if (
-        main and use_wandb
-    ):  # one W&B run per run directory, whatever the launches and resumes (an older run's id is kept)
+    # one W&B run per run directory, whatever the launches and resumes (an older run's id is kept)
+    if main and use_wandb:
         state["wandb_id"] = wandb_run_id(run_dir, adopt=state["wandb_id"])
     if use_wandb:
         os.environ.setdefault("WANDB_MODE", wandb_mode(cfg.tracking.mode))
