@@ -107,7 +107,15 @@ def wandb_init_kwargs(run_dir: str | Path, name: str, tags: list[str], run_id: s
     """`wandb.init` arguments that attach to the run directory's W&B run (`resume="allow"`: created the first
     time, continued after). Offline, each launch writes its own `offline-run-*-<id>` folder; `wandb sync` uploads
     the folders of one id into one run, in order of start time."""
-    return {"name": name, "tags": list(tags), "dir": str(run_dir), "id": run_id, "resume": "allow"}
+    # reinit: a run another call left open in this process is finished, never handed back in place of this one
+    return {
+        "name": name,
+        "tags": list(tags),
+        "dir": str(run_dir),
+        "id": run_id,
+        "resume": "allow",
+        "reinit": "finish_previous",
+    }
 
 
 def active_wandb_run(run_id: str):

@@ -198,3 +198,19 @@ def test_runs_without_results_are_refused(tmp_path):
         write_report([str(tmp_path / "missing")], out=tmp_path / "r", log_wandb=False)
     with pytest.raises(DataError, match="no runs given"):
         write_report([], out=tmp_path / "r", log_wandb=False)
+
+
+def test_the_report_run_is_named_and_tagged_after_its_inputs(tmp_path, runs, monkeypatch):
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    write_report([str(r) for r in runs], out=tmp_path / "report", log_wandb=True)
+    (folder,) = (tmp_path / "report" / "wandb").glob("offline-run-*")
+    (records,) = folder.glob("run-*.wandb")
+    want = (b"report: plain KD vs CDA + mean", b"baseline", b"mitigated", b"report/pronoun_gap")
+    deadline = time.monotonic() + 30  # W&B's writer flushes a finished run shortly after `finish()`
+    while not all(w in records.read_bytes() for w in want) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    data = records.read_bytes()
+    for w in want:
+        assert w in data, w

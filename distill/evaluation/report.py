@@ -693,6 +693,7 @@ def _log_to_wandb(
         run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "fairdistill"),
             job_type="report",
+            reinit="finish_previous",
             name=name,
             tags=tags,
             mode=os.environ.get("WANDB_MODE") or wandb_mode("auto"),
