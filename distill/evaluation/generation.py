@@ -108,7 +108,7 @@ def _sample_batch(
             **{cache_kw: past},
             **extra,
         )
-        past = out[cache_kw]
+        past = getattr(out, cache_kw)
         logits = out.logits[:, -1, :]  # (B, V)
         if temperature == 0:
             uniforms = torch.zeros(n_rows)
