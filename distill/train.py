@@ -453,7 +453,7 @@ def validation_loss(model, blocks: torch.Tensor, batch_size: int, device, accele
         x = x.to(device)
         labels = next_token_labels(x)
         with accelerator.autocast():
-            logits = model(input_ids=x).logits
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits  # blocks are never padded
         s = kd_ce_sums(logits, None, labels, 1.0)
         total += weight * torch.tensor([s.ce.item(), s.tokens], device=device, dtype=torch.float64)
     total = accelerator.reduce(total, reduction="sum")
