@@ -265,8 +265,8 @@ def suite_table(columns: list[tuple[str, dict | None]]) -> str:
 FIGURE_WIDTHS = {"": 3.4, "_wide": 7.0}
 """Suffix -> width in inches: a one-column and a two-column figure of ACL/NeurIPS-style layouts."""
 TEACHER_COLOR = "#444444"
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-"""Okabe-Ito: distinguishable in colour-blind vision and in greyscale print."""
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#999933")
+"""Okabe-Ito, then two of Tol's muted colours (no yellow, which fades on white): told apart in colour-blind vision."""
 
 
 def _colors(columns: list[Column]) -> dict[str, str]:
