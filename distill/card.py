@@ -125,7 +125,7 @@ def _data_text(cfg: Config) -> str:
     if d.source == "teacher_samples":
         return (
             f"text the teacher wrote itself (sequence-level KD): it continued the opening lines of `{Path(d.prompts).name}` "
-            f"{d.samples_per_prompt} times each, {d.sample_max_new_tokens} new tokens, top-p {d.sample_top_p}"
+            f"{'once' if d.samples_per_prompt == 1 else f'{d.samples_per_prompt} times'} each, {d.sample_max_new_tokens} new tokens, top-p {d.sample_top_p}"
         )
     if d.source == "hf":
         return f"the Hub dataset `{d.name}`" + (f" ({d.config_name})" if d.config_name else "")
