@@ -482,7 +482,7 @@ def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("teacher: log P(he) - log P(she) (nats)")
         ax.set_ylabel("student: log P(he) - log P(she) (nats)")
-        ax.legend(loc="upper left", framealpha=0.9)
+        ax.legend(loc="best", framealpha=0.9)
         fig.suptitle(
             f"Pronoun probe per profession, mean over {n_tmpl} template{'s' if n_tmpl != 1 else ''}",
             x=0.01,
