@@ -10,7 +10,9 @@ RECIPE ?= $(DEFAULT_RECIPE)
 # The embedded default also trains its baseline twin (plain KD) and reports the two side by side; COMPARE= skips it.
 COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_6L_baseline.yaml,)
 # `accelerate launch -m distill.cli`, ending a failure with the project's message and exit status (no launcher traceback).
-LAUNCH = $(BIN)/python -m distill.launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) --
+# On the single-process CPU config, one process uses every physical core: said outright, so accelerate need not.
+CPU_THREADS = $(shell $(BIN)/python -c "import psutil; print(psutil.cpu_count(logical=False) or 1)" 2>/dev/null || echo 1)
+LAUNCH = $(BIN)/python -m distill.launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) $(if $(and $(filter %/cpu.yaml,$(ACCELERATE_CONFIG)),$(if $(NUM_PROCESSES),,1)),--num_cpu_threads_per_process $(CPU_THREADS),) --
 ARGS ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
 NUM_PROCESSES ?=

@@ -38,11 +38,12 @@ def _cmd_train(args) -> int:
 
     cfg = load_config(args.recipe, args.overrides)
     cfg.invocation = invocation(args.argv)
-    run_dir = train(cfg)
+    run_dir = train(cfg, keep_tracking=bool(cfg.eval.suite))
     if cfg.eval.suite:
-        from distill.evaluation.runner import evaluate_run
+        from distill.evaluation.runner import evaluate_run, evaluated_since_training
 
-        sys.stdout.write(evaluate_run(run_dir, cfg.eval.suite) + "\n")
+        done = evaluated_since_training(run_dir, cfg.eval.suite)  # a rerun of a finished run: nothing new
+        sys.stdout.write((done.read_text() if done else evaluate_run(run_dir, cfg.eval.suite)) + "\n")
     return 0
 
 

@@ -43,6 +43,9 @@ class RunConfig:
     """Seeds Python, NumPy and torch on every process (each process offsets it by its rank for dropout)."""
     resume: Literal["auto", "never"] = "auto"
     """`auto` continues from the newest complete checkpoint in the run directory; `never` refuses an existing one."""
+    label: str | None = None
+    """The method's name in tables, figures and the model card (e.g. "CDA + mean"); null: built from the recipe
+    (`method_label`)."""
 
 
 @dataclass
@@ -267,6 +270,21 @@ class Config:
         args = " ".join(shlex.quote(o) for o in self.overrides)
         recipe = self.source or "<recipe>"
         return f"make distill RECIPE={recipe}" + (f" ARGS={shlex.quote(args)}" if args else "")
+
+
+def method_label(cfg: Config) -> str:
+    """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
+    alone), "CDA + mean", "CE only" (kd.alpha 0), as a paper's table would name them."""
+    if cfg.run.label:
+        return cfg.run.label
+    parts = []
+    if cfg.augment.mode != "off":
+        parts.append("CDA" if cfg.augment.mode == "append" else "CDA (replace)")
+    if cfg.perturb.kind != "none":
+        parts.append(cfg.perturb.kind if parts else f"{cfg.perturb.kind} targets")
+    if cfg.kd.alpha == 0:
+        return " + ".join(["CE only", *parts])
+    return " + ".join(parts) if parts else "plain KD"
 
 
 # --------------------------------------------------------------------------------------------------------------

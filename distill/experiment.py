@@ -267,8 +267,15 @@ def _verdict(diff_ci: tuple[float, float], per_seed: list[float], lower_is_bette
     return "no measurable difference"
 
 
+def variant_label(grid: Grid, variant: str) -> str:
+    """The method's name of a variant ("plain KD", "CDA + mean"), from its recipe as the grid builds it."""
+    from distill.config import load_config, method_label
+
+    return method_label(load_config(grid.base, [*grid.common, *grid.variants[variant]]))
+
+
 def summarise(grid: Grid) -> Path:
-    """Write results/table.md, results/results.json, results/frontier.png, results/parity_groups.png, COMMANDS.md."""
+    """Write results/table.md, results/results.json, the figures (`draw_results`) and COMMANDS.md."""
     root = Path(grid.output_dir)
     out = Path(grid.results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +311,14 @@ def summarise(grid: Grid) -> Path:
     rows = []
     for v, d in per_variant.items():
         res = d["results"]
-        row: dict = {"variant": v, "overrides": grid.variants[v], "seeds": grid.seeds}
+        row: dict = {
+            "variant": v,
+            "label": variant_label(grid, v),
+            "overrides": grid.variants[v],
+            "seeds": grid.seeds,
+        }
+        row["n_probe_prompts"] = [len(g) for g in d["abs_gaps"]]
+        row["n_gendered"] = [len(lab) for lab in d["labels"]]
         row["pronoun_gap"] = float(np.mean([g.mean() for g in d["abs_gaps"]]))
         row["pronoun_gap_ci"] = _bootstrap_mean_ci(d["abs_gaps"])
         row["pronoun_gap_seeds"] = [float(g.mean()) for g in d["abs_gaps"]]
@@ -373,7 +387,7 @@ def summarise(grid: Grid) -> Path:
     (out / "results.json").write_text(json.dumps(_nan_to_none(payload), indent=2, default=str))
     note = f"\nNot finished, so not in this table: {', '.join(missing)}.\n" if missing else ""
     (out / "table.md").write_text(_table(rows, teacher_row, grid) + note)
-    _plots(per_variant, rows, teacher_row, grid, out)
+    draw_results(out / "results.json", out)
     (out / "COMMANDS.md").write_text(
         "# How these results were made\n\n```bash\nmake experiment"
         + (f" GRID={grid.source}" if grid.source else "")
@@ -468,68 +482,125 @@ def _table(rows: list[dict], teacher: dict | None, grid: Grid) -> str:
     )
 
 
-def _plots(per_variant: dict, rows: list[dict], teacher: dict | None, grid: Grid, out: Path) -> None:
-    import matplotlib
+def _probe_size(payload: dict) -> str:
+    """ "n = 335 prompts per seed" from the results, or from the suite's probe task for results that predate it."""
+    ns = {n for v in payload["variants"] for n in v.get("n_probe_prompts") or []}
+    if not ns:
+        from distill.evaluation.probe import load_templates
+        from distill.evaluation.suites import PronounProbeTask, load_suite
+        from distill.wordlists import load_professions
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        for task in load_suite(payload["suite"]).tasks.values():
+            if isinstance(task, PronounProbeTask):
+                ns = {
+                    len(load_professions(task.professions)[: task.max_professions])
+                    * len(load_templates(task.templates))
+                }
+                break
+    return f"n = {ns.pop()} prompts per seed" if len(ns) == 1 else "n varies"
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, r in enumerate(rows):
-        color = f"C{i}"
-        seeds_gap = r["pronoun_gap_seeds"]
-        ax.scatter(r["perplexity_seeds"], seeds_gap, color=color, alpha=0.35, s=25)
-        ax.scatter(
-            [r["perplexity"]], [r["pronoun_gap"]], color=color, s=80, label=r["variant"], edgecolor="black"
+
+def _label_of(payload: dict, variant: str) -> str:
+    """The method's name of a variant in results that predate the `label` field, from the grid they name."""
+    try:
+        return variant_label(load_grid(payload["grid"]), variant)
+    except Exception:  # the grid file moved or no longer loads: the variant's own name will do
+        return variant
+
+
+def draw_results(results_json: Path, out: Path) -> list[Path]:
+    """The experiment's figures from its `results.json`, each with the table's numbers, their 95% intervals and n:
+    `pronoun_gap` (the probe's mean |gap| per method with its interval, each seed's value as a tick, the method's
+    perplexity in its label, the teacher's gap as a line) and, where the results count the gendered continuations,
+    `female_share`. PNG and PDF at one- and
+    two-column widths (`report.FIGURE_WIDTHS`). Returns the one-column PNGs."""
+    from distill.evaluation.report import PALETTE, TEACHER_COLOR, _save
+
+    payload = json.loads(Path(results_json).read_text())
+    rows, teacher = payload["variants"], payload.get("teacher")
+    labels = [r.get("label") or _label_of(payload, r["variant"]) for r in rows]
+    seeds = payload.get("seeds") or []
+    made = []
+
+    def finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    def gap(fig, width):
+        ax = fig.subplots()
+        for i, r in enumerate(rows):
+            color = PALETTE[i % len(PALETTE)]
+            per_seed = [g for g in r.get("pronoun_gap_seeds") or [] if finite(g)]
+            ax.scatter(
+                per_seed, [i] * len(per_seed), color=color, alpha=0.45, s=9, marker="|", linewidths=1.2
+            )
+            lo, hi = r.get("pronoun_gap_ci") or [None, None]
+            err = [[r["pronoun_gap"] - lo], [hi - r["pronoun_gap"]]] if finite(lo) and finite(hi) else None
+            ax.errorbar([r["pronoun_gap"]], [i], xerr=err, fmt="o", ms=4.5, capsize=2.5, color=color)
+        if teacher and finite(teacher.get("pronoun_gap")):
+            ax.axvline(teacher["pronoun_gap"], color=TEACHER_COLOR, linestyle="--", linewidth=0.9)
+            ax.annotate(
+                "teacher",
+                (teacher["pronoun_gap"], -0.45),
+                xytext=(-3, 0),
+                textcoords="offset points",
+                ha="right",
+                va="top",
+                fontsize=6.5,
+                color=TEACHER_COLOR,
+            )
+        ppl = [f"ppl {r['perplexity']:.0f}" if finite(r.get("perplexity")) else "ppl n/a" for r in rows]
+        ax.set_yticks(np.arange(len(rows)), [f"{lab} ({p})" for lab, p in zip(labels, ppl)])
+        ax.set_ylim(len(rows) - 0.5, -0.6)
+        right = [r["pronoun_gap_ci"][1] for r in rows if finite((r.get("pronoun_gap_ci") or [0, None])[1])]
+        right += [g for r in rows for g in r.get("pronoun_gap_seeds") or [] if finite(g)]
+        if teacher and finite(teacher.get("pronoun_gap")):
+            right.append(teacher["pronoun_gap"])
+        ax.set_xlim(0, 1.08 * max(right) if right else None)
+        ax.set_xlabel("mean |log P(he) - log P(she)| (nats)")
+        ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(
+            f"Pronoun probe gap, {len(seeds)} seeds\nbars: 95% CI; ticks: seeds; {_probe_size(payload)}",
+            x=0.01,
+            ha="left",
         )
-    if teacher and math.isfinite(teacher["perplexity"]):
-        ax.scatter(
-            [teacher["perplexity"]],
-            [teacher["pronoun_gap"]],
-            marker="*",
-            s=250,
-            color="gold",
-            edgecolor="black",
-            label="teacher",
-        )
-    ppls = [p for r in rows for p in r["perplexity_seeds"] if math.isfinite(p)]
-    log_x = bool(ppls) and max(ppls) / max(min(ppls), 1e-9) > 3
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"perplexity on held-out blocks ({'log scale; ' if log_x else ''}lower is better)")
-    ax.set_ylabel("pronoun probe mean |log P(he) - log P(she)| (nats; lower is fairer)")
-    ax.set_title("Disparity vs utility: each variant (large) and its seeds (small)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "frontier.png", dpi=120)
-    plt.close(fig)
 
-    groups: list[str] = []
-    values: dict[str, list[float]] = {}
-    for v, d in per_variant.items():
-        per_seed = []
-        for res in d["results"]:
-            t = _task(res, "generation_disparity") or {}
-            per_seed.append({g: (x or {}).get("parity") for g, x in (t.get("groups") or {}).items()})
-        groups = groups or sorted(per_seed[0]) if per_seed else groups
-        # a group with no gendered text in any seed has no parity: NaN, drawn as an empty bar
-        values[v] = [_mean_or_nan([s.get(g) for s in per_seed]) for g in groups]
-    if groups:
-        fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.7), 5))
-        width = 0.8 / max(1, len(values))
-        for i, (v, vals) in enumerate(values.items()):
-            xs = np.arange(len(groups)) + i * width
-            ax.bar(xs, np.nan_to_num(vals, nan=0.0), width=width, label=v)
-        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
-        ax.set_xticklabels([g.replace("_", " ") for g in groups], rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel("parity min(F/M, M/F) (1 = balanced; mean over seeds)")
-        ax.set_ylim(0, 1.05)
-        ax.set_title("Per-group parity of generated continuations")
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        fig.savefig(out / "parity_groups.png", dpi=120)
-        plt.close(fig)
+    made.append(_save(gap, out, "pronoun_gap", 0.3 * len(rows) + 1.2))
+
+    if all(r.get("n_gendered") for r in rows):
+
+        def share(fig, width):
+            ax = fig.subplots()
+            y = np.arange(len(rows))
+            for i, r in enumerate(rows):
+                lo, hi = r.get("female_share_ci") or [None, None]
+                err = (
+                    [[r["female_share"] - lo], [hi - r["female_share"]]]
+                    if finite(lo) and finite(hi)
+                    else None
+                )
+                ax.errorbar(
+                    [r["female_share"]],
+                    [i],
+                    xerr=err,
+                    fmt="o",
+                    ms=5,
+                    capsize=2.5,
+                    color=PALETTE[i % len(PALETTE)],
+                )
+            ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
+            ax.set_yticks(y, [f"{lab} (n = {sum(r['n_gendered'])})" for lab, r in zip(labels, rows)])
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("female share of gendered continuations (0.5 = balanced)")
+            ax.grid(axis="x", alpha=0.3)
+            fig.suptitle(
+                f"Mean over {len(seeds)} seeds, 95% CI; n = gendered continuations, all seeds",
+                x=0.01,
+                ha="left",
+            )
+
+        made.append(_save(share, out, "female_share", 0.35 * len(rows) + 1.1))
+    return made
 
 
 # (metric, its interval in results.json, label)

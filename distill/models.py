@@ -117,6 +117,7 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     cfg_dict = quantized.config.to_dict()
     cfg_dict.pop("quantization_config", None)
     cfg_dict.pop("_name_or_path", None)
+    cfg_dict.pop("_model_name_or_path", None)  # the GGUF's `general.name`, not a loadable name
     model_type = cfg_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **cfg_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -33,7 +33,7 @@ from distill.fused_loss import fused_kd_ce_sums
 from distill.losses import combine, kd_ce_sums, next_token_labels
 from distill.perturb import NEEDS_TWIN, Exchange, perturbed_log_targets
 from distill.resources import resource_path
-from distill.tracking import MetricsLog, redact, wandb_mode
+from distill.tracking import MetricsLog, finish_trackers, redact, wandb_init_kwargs, wandb_mode, wandb_run_id
 
 log = logging.getLogger("distill")
 
@@ -483,6 +483,20 @@ def _disk_full_error(run_dir: Path, what: str) -> FairDistillError:
     )
 
 
+def drop_tied_weights(models, weights, output_dir) -> None:
+    """`accelerator.save_state` pre-hook: leave out the weights a model ties to another (the output projection tied to
+    the input embeddings), as `save_pretrained` does; loading re-ties them. Left in, safetensors cannot hold the
+    alias and Accelerate drops it itself with a warning."""
+    for model, state in zip(models, weights):
+        tied = getattr(getattr(model, "module", model), "_tied_weights_keys", None) or {}
+        if not isinstance(state, dict):
+            continue
+        for name, source in tied.items() if isinstance(tied, dict) else []:
+            a, b = state.get(name), state.get(source)
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr():
+                del state[name]
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, extra: dict, keep_last: int) -> Path:
     """accelerator.save_state into a temporary folder, renamed into place, marked complete last; the marker
     records every file's size so a later resume can tell a damaged checkpoint from a whole one. A full disk
@@ -563,7 +577,7 @@ def validation_loss(model, blocks: torch.Tensor, batch_size: int, device, accele
         x = x.to(device)
         labels = next_token_labels(x)
         with accelerator.autocast():
-            logits = model(input_ids=x).logits
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits  # blocks are never padded
         s = kd_ce_sums(logits, None, labels, 1.0)
         total += weight * torch.tensor([s.ce.item(), s.tokens], device=device, dtype=torch.float64)
     total = accelerator.reduce(total, reduction="sum")
@@ -593,6 +607,7 @@ def run_probe(model, tokenizer, cfg: Config, device) -> dict:
 # Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss and the teacher's
 # targets are computed (same values), where W&B goes. Everything else must match the run's config.yaml.
 RESUMABLE_CHANGES = {
+    "run": ("label",),
     "train": ("max_steps", "max_tokens", "log_every", "eval_every", "probe_every", "save_every", "keep_last"),
     "eval": ("suite",),
     "kd": ("chunk_size", "fused"),
@@ -705,9 +720,10 @@ def _check_writable(run_dir: Path, need: dict | None = None) -> None:
         )
 
 
-def train(cfg: Config, stop_after: int | None = None) -> Path:
+def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = False) -> Path:
     """Run `cfg` to the end (or, with `stop_after`, leave after the first checkpoint at or past that step, as a
-    preempted job would; tests use it). Returns the run directory."""
+    preempted job would; tests use it). Returns the run directory. `keep_tracking`: leave the W&B run open for the
+    evaluation that follows in this process (`tracking.log_evaluation` logs into it and finishes it)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
     from tqdm.auto import tqdm
@@ -841,6 +857,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         opt, lambda s: lr_lambda(s, total_steps, cfg.train.warmup_frac, cfg.train.min_lr_frac)
     )
     student, opt, sched = accelerator.prepare(student, opt, sched)
+    accelerator.register_save_state_pre_hook(drop_tied_weights)
     teacher = shard_teacher(accelerator, teacher)
     batches = MicroBatches(train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
     fused, head = fused_head(cfg, accelerator, student)
@@ -867,21 +884,21 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
             cf.generator.set_state(rng["augment"])
         if main:
             log.info("resuming %s from %s (step %d)", run_dir, ckpt.name, step)
-    if main and state["wandb_id"] is None:
-        state["wandb_id"] = f"{cfg.run.name}-{int(time.time())}"
+        if step >= total_steps and (run_dir / "final" / "config.json").is_file():
+            if main:
+                log.info("%s is finished (step %d of %d); nothing to train", run_dir, step, total_steps)
+            accelerator.end_training()
+            return run_dir
+    # one W&B run per run directory, whatever the launches and resumes (an older run's id is kept)
+    if main and use_wandb:
+        state["wandb_id"] = wandb_run_id(run_dir, adopt=state["wandb_id"])
     if use_wandb:
         os.environ.setdefault("WANDB_MODE", wandb_mode(cfg.tracking.mode))
         accelerator.init_trackers(
             cfg.tracking.project,
             config=redact(cfg.to_dict()),
             init_kwargs={
-                "wandb": {
-                    "name": cfg.run.name,
-                    "tags": cfg.tracking.tags,
-                    "dir": str(run_dir),
-                    "id": state["wandb_id"],
-                    "resume": "allow",
-                }
+                "wandb": wandb_init_kwargs(run_dir, cfg.run.name, cfg.tracking.tags, state["wandb_id"])
             },
         )
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main else None
@@ -1150,10 +1167,14 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         model = accelerator.unwrap_model(student)
         tmp = run_dir / ".tmp_final"
         shutil.rmtree(tmp, ignore_errors=True)
+        # a name copied from the teacher's GGUF metadata, not this model's
+        model.config.__dict__.pop("_model_name_or_path", None)
         try:
             model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            write_model_card(tmp, cfg, teacher_path, run_dir / "metrics.jsonl")
+            from distill.card import write_card
+
+            write_card(tmp, cfg, run_dir, model=model, precision=mp)
         except Exception as e:
             if not _disk_full(e):
                 raise
@@ -1163,7 +1184,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)
         log.info("final student written to %s", final_dir)
-    accelerator.end_training()
+    finish_trackers(accelerator, keep_wandb=keep_tracking)
     return run_dir
 
 
@@ -1235,61 +1256,3 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
-
-
-def write_model_card(folder: Path, cfg: Config, teacher_path: str, metrics_path: Path) -> None:
-    """A Hugging Face model card (YAML header + markdown) with the run's method and last numbers."""
-    from distill.tracking import read_metrics
-
-    last: dict = {}
-    first: dict = {}
-    if metrics_path.is_file():
-        recs = read_metrics(metrics_path)
-        for r in recs:
-            last.update(r)
-        first = recs[0] if recs else {}
-    method = []
-    if cfg.augment.mode != "off":
-        method.append(f"counterfactual data augmentation ({cfg.augment.mode}, p={cfg.augment.p})")
-    if cfg.perturb.kind != "none":
-        method.append(f"teacher-probability modification ({cfg.perturb.kind}, lam={cfg.perturb.lam})")
-    rows = [
-        ("validation loss (start -> end)", first.get("val/loss"), last.get("val/loss")),
-        ("validation perplexity", first.get("val/ppl"), last.get("val/ppl")),
-        ("pronoun probe mean |gap| (nats)", first.get("probe/pronoun_gap"), last.get("probe/pronoun_gap")),
-        (
-            "pronoun probe mean he - she (nats)",
-            first.get("probe/he_minus_she"),
-            last.get("probe/he_minus_she"),
-        ),
-    ]
-    table = "\n".join(
-        f"| {name} | {a:.4g} | {b:.4g} |"
-        for name, a, b in rows
-        if isinstance(a, float) and isinstance(b, float)
-    )
-    card = f"""---
-library_name: transformers
-tags: [distillation, fairness, fairdistill]
-base_model: {cfg.teacher.name_or_path}
----
-
-# {cfg.run.name}
-
-A student distilled from `{cfg.teacher.name_or_path}` with fairdistill.
-
-- **Teacher**: `{cfg.teacher.name_or_path}` (loaded from `{teacher_path}`)
-- **Student**: `{cfg.student.init}` {cfg.student.layers or ""}
-- **Data**: `{cfg.data.source}` {cfg.data.name or cfg.data.files or cfg.data.prompts}, blocks of {cfg.data.block_size} tokens
-- **Loss**: {cfg.kd.alpha} * T^2 * KL(teacher || student) + {1 - cfg.kd.alpha:.2g} * CE, T = {cfg.kd.temperature}
-- **Method**: {"; ".join(method) if method else "plain knowledge distillation (no debiasing)"}
-- **Steps**: {last.get("step", "?")}, tokens seen: {last.get("train/tokens", "?")}
-
-| metric | before training | after training |
-|---|---|---|
-{table}
-
-The pronoun probe compares the next-token log-probability of male and female pronouns after templates such as
-"The nurse said that", averaged over professions; 0 means no preference. See `eval/README.md` for every metric.
-"""
-    (folder / "README.md").write_text(card)

@@ -269,18 +269,20 @@ def test_strict_json_has_no_nan():
 
 def test_evaluation_writes_its_numbers_into_the_model_card(run_dir):
     """The card next to final/ gains one section per suite, replaced (not repeated) by a later evaluation."""
-    from distill.train import write_model_card
+    from distill.card import write_card
 
     cfg = load_config(run_dir / "config.yaml")
     (run_dir / "metrics.jsonl").write_text("")
-    write_model_card(run_dir / "final", cfg, str(cfg.teacher.name_or_path), run_dir / "metrics.jsonl")
+    write_card(run_dir / "final", cfg, run_dir)
     card = run_dir / "final" / "README.md"
     before = card.read_text()
     evaluate_run(run_dir, "quick", overrides=SMALL)
     once = card.read_text()
-    assert once.startswith(before.rstrip("\n"))
-    assert "## Evaluation: `quick` suite" in once
+    assert (
+        before.split("\n---\n", 1)[1].split("## Bias and limitations")[0].strip() in once
+    )  # nothing dropped
+    assert "### Suite `quick`" in once
     assert "pronoun probe mean \\|log P(he)" in once and "parity" in once and "perplexity" in once
-    assert "| this model | teacher |" in once.replace("task: metric | ideal | ", "")
+    assert "| teacher | this model |" in once.replace("task: metric | ideal | ", "")
     evaluate_run(run_dir, "quick", overrides=SMALL)
-    assert card.read_text().count("## Evaluation: `quick` suite") == 1
+    assert card.read_text().count("### Suite `quick`") == 1

@@ -69,7 +69,11 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     ]:  # a number and its interval, or none when a side has no gendered continuation
         gap, ci = row["sentiment_gap"], row["sentiment_gap_ci"]
         assert (gap is None and ci == [None, None]) or (ci[0] <= gap <= ci[1] and -2 <= gap <= 2)
-    assert (out / "frontier.png").stat().st_size > 1000 and (out / "parity_groups.png").stat().st_size > 1000
+    assert [v["label"] for v in data["variants"]] == ["plain KD", "CDA + mean"]
+    assert all(len(v["n_gendered"]) == 2 and len(v["n_probe_prompts"]) == 2 for v in data["variants"])
+    for stem in ("pronoun_gap", "female_share"):  # PNG and PDF, one- and two-column
+        for name in (f"{stem}.png", f"{stem}.pdf", f"{stem}_wide.png", f"{stem}_wide.pdf"):
+            assert (out / name).stat().st_size > 1000, name
     assert "make experiment" in (out / "COMMANDS.md").read_text()
 
     # resumes: nothing is trained again

@@ -57,7 +57,11 @@ def test_debug_run_end_to_end(tmp_path, teacher_dir):
     tok = AutoTokenizer.from_pretrained(run_dir / "final")
     assert model.config.num_hidden_layers == 2
     assert tok("The nurse said").input_ids
-    assert "base_model:" in (run_dir / "final" / "README.md").read_text()
+    card = (run_dir / "final" / "README.md").read_text()
+    assert (
+        "pipeline_tag: text-generation" in card and str(tmp_path) not in card
+    )  # tests/test_card.py: the rest
+    assert "_model_name_or_path" not in (run_dir / "final" / "config.json").read_text()
     assert not list((run_dir / "final").glob("*.bin"))
     probe = json.loads((run_dir / "probe.json").read_text())
     assert {r["profession"] for r in probe["per_profession"]} and probe["teacher"]["pronoun_gap"] >= 0

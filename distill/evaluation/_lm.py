@@ -117,3 +117,13 @@ def last_logits_kwargs(model: torch.nn.Module) -> dict:
     except (TypeError, ValueError):
         return {}
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name the model's forward gives its KV cache argument (and its output field): `cache` in transformers 5,
+    whose `past_key_values` is a deprecated alias that warns, and `past_key_values` before it."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"

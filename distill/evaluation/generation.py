@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from distill.errors import ConfigError
 from distill.evaluation._lm import (
+    cache_keyword,
     encode_prompt,
     eval_mode,
     last_logits_kwargs,
@@ -96,17 +97,18 @@ def _sample_batch(
     done = [False] * n_rows
     outputs: list[list[int]] = [[] for _ in range(n_rows)]
     extra = last_logits_kwargs(model)
+    cache_kw = cache_keyword(model)
     past, step_ids, step_pos = None, ids, pos
     for _ in range(max_new_tokens):
         out = model(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=step_pos,
-            past_key_values=past,
             use_cache=True,
+            **{cache_kw: past},
             **extra,
         )
-        past = out.past_key_values
+        past = getattr(out, cache_kw)
         logits = out.logits[:, -1, :]  # (B, V)
         if temperature == 0:
             uniforms = torch.zeros(n_rows)

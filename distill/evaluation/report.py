@@ -5,9 +5,9 @@
 For each run it reads `<run>/eval/<suite>.json` (the student, written by `runner.evaluate_checkpoint`) and
 `<run>/eval/teacher/<suite>.json` (the teacher, written by `runner.evaluate_run`). A folder holding `<suite>.json`
 files directly (e.g. `runs/eval/<model>`) is read as one model. Columns are each distinct teacher once, then
-each run's student, in the order given. Plots are drawn with matplotlib's object API on the Agg canvas (no
-pyplot, so no global backend state): per-group parity bars, the pronoun probe gap per profession, and
-disparity vs perplexity.
+each run's student, in the order given, named by its method (`run.label`, e.g. "plain KD", "CDA + mean"). Figures
+are drawn with matplotlib's object API (no pyplot, so no global backend state), each with the tables' own numbers,
+their 95% intervals and the sample sizes, at one- and two-column widths, as PNG and PDF.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("accuracy", "Bias-in-Bios occupation probe accuracy", "higher"),
 )
 CI_KEYS = {
+    "pronoun_gap": "pronoun_gap_ci",
     "female_share": "female_share_ci",
     "sentiment_gap": "sentiment_gap_ci",
     "crows_score": "crows_score_ci",
@@ -65,11 +66,28 @@ class Column:
     """One model in the report: a teacher or a run's student, with its results per suite."""
 
     label: str
+    """The column header: the method's name for a run's student ("CDA + mean"), "teacher" for a teacher."""
     role: str
     source: Path
     """The folder its results were read from."""
     results: dict[str, dict] = field(default_factory=dict)
     """Suite name -> the payload of `<suite>.json`."""
+    name: str = ""
+    """The run folder or model name (the models table shows it next to the label)."""
+
+
+def _run_label(run_dir: Path, model: dict, fallback: str) -> str:
+    """The method's name of a run's student: as evaluated (`model.method`), else from the run's config.yaml."""
+    if model.get("method"):
+        return str(model["method"])
+    if (run_dir / "config.yaml").is_file():
+        from distill.config import load_config, method_label
+
+        try:
+            return method_label(load_config(run_dir / "config.yaml"))
+        except Exception:  # a run from an older version whose config no longer loads: its folder name will do
+            return fallback
+    return fallback
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,7 +126,7 @@ def collect_columns(runs: list[str | Path]) -> list[Column]:
             first = next(iter(teacher.values()))["model"]
             key = str(first.get("checkpoint") or first.get("label"))
             if key not in teachers:
-                teachers[key] = Column(f"teacher ({key})", "teacher", eval_dir / "teacher")
+                teachers[key] = Column("teacher", "teacher", eval_dir / "teacher", name=key)
             for suite, payload in teacher.items():
                 teachers[key].results.setdefault(suite, payload)
         if own:
@@ -119,14 +137,22 @@ def collect_columns(runs: list[str | Path]) -> list[Column]:
                 role == "teacher"
             ):  # a teacher evaluated on its own (distill eval <teacher>) joins the teachers
                 key = str(model.get("checkpoint") or name)
-                col = teachers.setdefault(key, Column(f"teacher ({key})", "teacher", eval_dir))
+                col = teachers.setdefault(key, Column("teacher", "teacher", eval_dir, name=key))
                 for suite, payload in own.items():
                     col.results.setdefault(suite, payload)
                 continue
-            others.append(Column(name, role, eval_dir, own))
+            run_dir = eval_dir.parent if eval_dir.name == "eval" else eval_dir
+            label = _run_label(run_dir, model, name) if role == "student" else name
+            others.append(Column(label, role, eval_dir, own, name=name))
+    if len(teachers) > 1:  # several teachers: say which is which
+        for c in teachers.values():
+            c.label = f"teacher ({c.name})"
     columns = list(teachers.values()) + others
     seen: dict[str, int] = {}
-    for c in columns:  # two runs with the same folder name must still get distinct headers
+    labels = [c.label for c in columns]
+    for c in columns:  # two runs of one method (seeds, budgets) are told apart by their folder names
+        if labels.count(c.label) > 1 and c.role != "teacher":
+            c.label = f"{c.label} ({c.name})"
         seen[c.label] = seen.get(c.label, 0) + 1
         if seen[c.label] > 1:
             c.label = f"{c.label} ({seen[c.label]})"
@@ -202,6 +228,8 @@ def suite_rows(columns: list[tuple[str, dict | None]]) -> tuple[list[str], list[
 
 # Summary keys that are shown inside another cell (intervals, counts) or are not numbers.
 _HIDDEN = {
+    "pronoun_gap_ci",
+    "n_prompts",
     "female_share_ci",
     "sentiment_gap_ci",
     "crows_score_ci",
@@ -228,27 +256,26 @@ def suite_table(columns: list[tuple[str, dict | None]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Plots
+# Figures
+#
+# Each figure shows a number the tables show, with its 95% interval as an error bar and the sample size it rests on,
+# one point per model named by its method. Each is written at one-column width (3.4 in) and at two-column width
+# (7 in, `_wide`), as PNG (300 dpi) and PDF (vector), for a paper's single and double columns.
+
+FIGURE_WIDTHS = {"": 3.4, "_wide": 7.0}
+"""Suffix -> width in inches: a one-column and a two-column figure of ACL/NeurIPS-style layouts."""
+TEACHER_COLOR = "#444444"
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#999933")
+"""Okabe-Ito, then two of Tol's muted colours (no yellow, which fades on white): told apart in colour-blind vision."""
 
 
 def _colors(columns: list[Column]) -> dict[str, str]:
-    palette = [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#8c564b",
-        "#e377c2",
-        "#17becf",
-        "#bcbd22",
-    ]
     out, k = {}, 0
     for c in columns:
         if c.role == "teacher":
-            out[c.label] = "#555555" if not any(v == "#555555" for v in out.values()) else "#999999"
+            out[c.label] = TEACHER_COLOR
         else:
-            out[c.label] = palette[k % len(palette)]
+            out[c.label] = PALETTE[k % len(PALETTE)]
             k += 1
     return out
 
@@ -258,114 +285,211 @@ def _task_result(col: Column, suite: str, task: str) -> dict | None:
     return t.get("result") if isinstance(t, dict) else None
 
 
-def _short_group(name: str) -> str:
-    for suffix in ("_occupations", "_specialties", "_types", "_branches", "_personnel", "_titles"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-    return name.replace("_", " ")
-
-
-def _new_figure(width: float, height: float):
+def _save(draw, out_dir: Path, stem: str, height: float) -> Path:
+    """Draw with `draw(fig, width)` at each of `FIGURE_WIDTHS`; write PNG and PDF; return the one-column PNG."""
+    import matplotlib
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    style = {
+        "font.size": 7.5,
+        "axes.titlesize": 8,
+        "figure.titlesize": 8,
+        "axes.labelsize": 7.5,
+        "legend.fontsize": 7,
+        "pdf.fonttype": 42,
+    }
+    for suffix, width in FIGURE_WIDTHS.items():
+        with matplotlib.rc_context(style):
+            fig = Figure(figsize=(width, height), layout="constrained")
+            draw(fig, width)
+            for ext in ("png", "pdf"):
+                fig.savefig(out_dir / f"{stem}{suffix}.{ext}", dpi=300)
+    return out_dir / f"{stem}.png"
 
 
-def plot_parity(
-    columns: list[Column], suite: str, task: str, path: Path, colors: dict[str, str]
-) -> Path | None:
-    """Grouped bars: one group of bars per prompt group, one bar per model; undefined parity marked `x`."""
-    from matplotlib.lines import Line2D
+def _interval_rows(columns, where, key: str, ci_key: str) -> list[tuple[Column, float, list[float] | None]]:
+    rows = []
+    for c in columns:
+        v = _summary_value(c, where, key)
+        if v is None:
+            continue
+        ci = c.results.get(where[0], {}).get("summary", {}).get(where[1], {}).get(ci_key)
+        ok = isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci)
+        rows.append((c, v, [float(ci[0]), float(ci[1])] if ok else None))
+    return rows
 
-    data = [(c, _task_result(c, suite, task)) for c in columns]
-    data = [(c, r) for c, r in data if r and isinstance(r.get("groups"), dict)]
-    if not data:
-        return None
-    groups: list[str] = []
-    for _, r in data:
-        groups += [g for g in r["groups"] if g not in groups]
-    n_models = len(data)
-    fig = _new_figure(max(9.0, 0.5 * len(groups) * max(1.0, n_models / 2)), 5.5)
-    ax = fig.subplots()
-    x = np.arange(len(groups))
-    width = 0.8 / n_models
-    for j, (col, r) in enumerate(data):
-        values = [_num(r["groups"].get(g, {}).get("parity")) for g in groups]
-        pos = x - 0.4 + width * (j + 0.5)
-        mean = fmt(r.get("parity_mean"))
-        ax.bar(
-            pos,
-            [v or 0.0 for v in values],
-            width,
-            color=colors[col.label],
-            label=f"{col.label} (mean {mean})",
+
+def _dot_interval(ax, rows, colors, labels: list[str]) -> None:
+    """One row per model: a dot at the value and a bar over its interval (none drawn where there is none)."""
+    y = np.arange(len(rows))
+    for yy, (c, v, ci) in zip(y, rows):
+        err = None if ci is None else [[v - ci[0]], [ci[1] - v]]
+        marker = "*" if c.role == "teacher" else "o"
+        ax.errorbar(
+            [v],
+            [yy],
+            xerr=err,
+            fmt=marker,
+            color=colors[c.label],
+            ms=7 if marker == "*" else 5,
+            capsize=2.5,
+            elinewidth=1.2,
         )
-        for p, v, g in zip(pos, values, groups):
-            if v is None and g in r["groups"]:
-                ax.plot([p], [0.03], marker="x", color=colors[col.label], markersize=7, markeredgewidth=2)
-            elif v == 0.0:  # a zero-height bar is invisible; say it is a measured 0, not a missing value
-                ax.text(p, 0.01, "0", ha="center", va="bottom", fontsize=7, color=colors[col.label])
-    per_group = [r["groups"][g].get("n") for _, r in data[:1] for g in groups if g in r["groups"]]
-    n_text = f", {per_group[0]} continuations per group" if per_group and len(set(per_group)) == 1 else ""
-    ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
-    ax.set_ylim(0, 1.12)
-    ax.set_xticks(x, [_short_group(g) for g in groups], rotation=40, ha="right")
-    ax.set_xlabel("prompt group")
-    ax.set_ylabel("parity = min(F/M, M/F)   (1 = balanced, 0 = one gender only)")
-    ax.set_title(f"Gender parity of generated continuations per group ({suite} / {task}{n_text})")
-    handles, _ = ax.get_legend_handles_labels()
-    handles.append(
-        Line2D([], [], marker="x", linestyle="", color="black", label="x = no gendered text (undefined)")
-    )
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def plot_probe(
-    columns: list[Column], suite: str, task: str, path: Path, colors: dict[str, str]
-) -> Path | None:
-    """Dot plot: one row per profession (sorted by the first model's gap), one marker per model."""
-    data = [(c, _task_result(c, suite, task)) for c in columns]
-    data = [
-        (c, r) for c, r in data if r and isinstance(r.get("per_profession"), dict) and r["per_profession"]
-    ]
-    if not data:
-        return None
-    first = data[0][1]["per_profession"]
-    professions = sorted(first, key=lambda p: -(_num(first[p]) or 0.0))
-    professions += [p for _, r in data for p in r["per_profession"] if p not in professions]
-    n = len(professions)
-    fig = _new_figure(8.5, max(4.0, 0.21 * n + 1.8))
-    ax = fig.subplots()
-    y = np.arange(n)
-    markers = ["D", "o", "s", "^", "v", "P", "X", "<", ">"]
-    for j, (col, r) in enumerate(data):
-        values = [_num(r["per_profession"].get(p)) for p in professions]
-        ys = [yy for yy, v in zip(y, values) if v is not None]
-        xs = [v for v in values if v is not None]
-        ax.scatter(
-            xs,
-            ys,
-            s=22,
-            marker=markers[j % len(markers)],
-            color=colors[col.label],
-            label=f"{col.label} (mean |gap| {fmt(r.get('pronoun_gap'))})",
-            zorder=3,
-        )
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_yticks(y, professions, fontsize=7)
-    ax.set_ylim(n - 0.5, -0.5)  # first profession at the top
-    n_templates = len(first and data[0][1].get("per_template") or {})
-    ax.set_xlabel("log P(he-words) - log P(she-words) for the next token (nats; > 0: expects a man)")
-    ax.set_ylabel("profession")
-    plural = "s" if n_templates != 1 else ""
-    ax.set_title(f"Pronoun probe per profession ({suite} / {task}, mean over {n_templates} template{plural})")
+    ax.set_yticks(y, labels)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    fig.savefig(path, dpi=110)
-    return path
+
+
+def plot_pronoun_gap(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
+    """Pronoun probe mean |gap| per model with its 95% interval over prompts; n prompts in the caption."""
+    where = _pick(columns, "pronoun_gap")
+    if where is None:
+        return None
+    rows = _interval_rows(columns, where, "pronoun_gap", "pronoun_gap_ci")
+    n = {c.results[where[0]]["summary"][where[1]].get("n_prompts") for c, _, _ in rows} - {None}
+    r0 = _task_result(rows[0][0], *where) or {}
+    n_prof, n_tmpl = len(r0.get("per_profession") or {}), len(r0.get("per_template") or {})
+    size = (
+        f"n = {n.pop()} prompts ({n_prof} professions x {n_tmpl} template{'s' if n_tmpl != 1 else ''})"
+        if len(n) == 1
+        else "n varies"
+    )
+
+    def draw(fig, width):
+        ax = fig.subplots()
+        _dot_interval(ax, rows, colors, [c.label for c, _, _ in rows])
+        ax.set_xlim(left=0)
+        ax.set_xlabel("mean |log P(he) - log P(she)| (nats; 0 = none)")
+        fig.suptitle(f"Pronoun probe gap, 95% CI over prompts\n{size}", x=0.01, ha="left")
+
+    return _save(draw, out_dir, "pronoun_gap", 0.4 * len(rows) + 1.2)
+
+
+def plot_female_share(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
+    """Female share of the gendered continuations per model with its 95% interval; n gendered per model."""
+    where = _pick(columns, "female_share")
+    if where is None:
+        return None
+    rows = _interval_rows(columns, where, "female_share", "female_share_ci")
+    labels = []
+    for c, _, _ in rows:
+        s = c.results[where[0]]["summary"][where[1]]
+        labels.append(f"{c.label}\n(n = {s.get('n_gendered')} of {s.get('n_texts')})")
+
+    def draw(fig, width):
+        ax = fig.subplots()
+        _dot_interval(ax, rows, colors, labels)
+        ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("female share (0.5 = balanced)")
+        fig.suptitle(
+            "Female share of gendered continuations, 95% CI\nn = gendered of all continuations",
+            x=0.01,
+            ha="left",
+        )
+
+    return _save(draw, out_dir, "female_share", 0.5 * len(rows) + 1.1)
+
+
+def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
+    """Pronoun probe mean |gap| (95% interval as a vertical bar) against perplexity, one point per model."""
+    x_at, where = _pick(columns, "ppl"), _pick(columns, "pronoun_gap")
+    if x_at is None or where is None:
+        return None
+    rows = [
+        (c, v, ci, _summary_value(c, x_at, "ppl"))
+        for c, v, ci in _interval_rows(columns, where, "pronoun_gap", "pronoun_gap_ci")
+    ]
+    rows = [r for r in rows if r[3] is not None and r[3] > 0]
+    if not rows:
+        return None
+    xs = [r[3] for r in rows]
+    log_x = max(xs) / min(xs) > 20  # a student far above its teacher would squash the rest on a linear axis
+    tokens = {_summary_value(c, x_at, "tokens") for c, *_ in rows} - {None}
+    n_tok = f" ({int(next(iter(tokens))):,} tokens)" if len(tokens) == 1 else ""
+
+    def draw(fig, width):
+        ax = fig.subplots()
+        for c, v, ci, x in rows:
+            err = None if ci is None else [[v - ci[0]], [ci[1] - v]]
+            teacher = c.role == "teacher"
+            ax.errorbar(
+                [x],
+                [v],
+                yerr=err,
+                fmt="*" if teacher else "o",
+                ms=8 if teacher else 5,
+                color=colors[c.label],
+                capsize=2.5,
+                label=c.label,
+            )
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(
+            f"perplexity, held-out blocks{n_tok}\n(lower is better{', log scale' if log_x else ''})"
+        )
+        ax.set_ylabel("pronoun probe mean |gap| (nats)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.15)
+        ax.legend(loc="best", framealpha=0.9)
+        fig.suptitle(
+            "Pronoun probe gap (95% CI over prompts)\nvs perplexity: lower-left is better", x=0.01, ha="left"
+        )
+
+    return _save(draw, out_dir, "gap_vs_perplexity", 2.8)
+
+
+def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
+    """Per profession, each student's mean log P(he) - log P(she) against the teacher's: how much of the teacher's
+    profession-specific skew a student keeps (on the diagonal: all of it; on 0: none)."""
+    where = _pick(columns, "pronoun_gap")
+    teacher = next((c for c in columns if c.role == "teacher"), None)
+    if where is None or teacher is None:
+        return None
+    t = (_task_result(teacher, *where) or {}).get("per_profession") or {}
+    students = [
+        (c, (_task_result(c, *where) or {}).get("per_profession") or {})
+        for c in columns
+        if c.role != "teacher"
+    ]
+    students = [(c, r) for c, r in students if r]
+    if not t or not students:
+        return None
+    r0 = _task_result(teacher, *where) or {}
+    n_tmpl = len(r0.get("per_template") or {})
+
+    def draw(fig, width):
+        ax = fig.subplots()
+        lim = max(abs(v) for _, r in [(teacher, t)] + students for v in r.values() if _num(v) is not None)
+        lim = 1.05 * lim
+        ax.plot([-lim, lim], [-lim, lim], color="gray", linewidth=0.8, linestyle="--")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.axvline(0, color="black", linewidth=0.6)
+        for j, (c, r) in enumerate(students):
+            pts = [(t[p], r[p]) for p in r if _num(t.get(p)) is not None and _num(r[p]) is not None]
+            ax.scatter(
+                [a for a, _ in pts],
+                [b for _, b in pts],
+                s=10,
+                marker="os^vD"[j % 5],
+                color=colors[c.label],
+                alpha=0.8,
+                label=f"{c.label} (n = {len(pts)})",
+            )
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel("teacher: log P(he) - log P(she) (nats)")
+        ax.set_ylabel("student: log P(he) - log P(she) (nats)")
+        ax.legend(loc="best", framealpha=0.9)
+        fig.suptitle(
+            f"Pronoun probe per profession, mean over {n_tmpl} template{'s' if n_tmpl != 1 else ''}",
+            x=0.01,
+            ha="left",
+        )
+
+    return _save(draw, out_dir, "professions", 3.2)
 
 
 def _pick(columns: list[Column], key: str) -> tuple[str, str] | None:
@@ -389,62 +513,33 @@ def _summary_value(col: Column, where: tuple[str, str], key: str) -> float | Non
     return _num(col.results.get(suite, {}).get("summary", {}).get(task, {}).get(key))
 
 
-def plot_tradeoff(columns: list[Column], path: Path, colors: dict[str, str]) -> Path | None:
-    """Disparity (1 - parity mean; and the pronoun probe's mean |gap|) against perplexity, one point per model."""
-    x_at = _pick(columns, "ppl")
-    panels = [
-        (where, key, label)
-        for where, key, label in (
-            (
-                _pick(columns, "parity_mean"),
-                "parity_mean",
-                "generation disparity: 1 - parity mean (0 = balanced)",
-            ),
-            (_pick(columns, "pronoun_gap"), "pronoun_gap", "pronoun probe mean |he - she| (nats; 0 = none)"),
-        )
-        if where is not None
-    ]
-    if x_at is None or not panels:
-        return None
-    fig = _new_figure(6.0 * len(panels), 4.8)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    xs = [x for c in columns if (x := _summary_value(c, x_at, "ppl")) is not None and x > 0]
-    # A barely trained student can sit orders of magnitude above the teacher; a linear axis would hide the rest.
-    log_x = bool(xs) and max(xs) / min(xs) > 20
-    for ax, (where, key, ylabel) in zip(axes, panels):
-        for col in columns:
-            x = _summary_value(col, x_at, "ppl")
-            yv = _summary_value(col, where, key)
-            if x is None or yv is None:
-                continue
-            y = 1.0 - yv if key == "parity_mean" else yv
-            teacher = col.role == "teacher"
-            ax.scatter(
-                [x],
-                [y],
-                s=160 if teacher else 70,
-                marker="*" if teacher else "o",
-                color=colors[col.label],
-                label=col.label,
-                zorder=3,
-                edgecolors="black",
-                linewidths=0.5,
-            )
-            ax.annotate(col.label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=7)
-        if log_x:
-            ax.set_xscale("log")
-        scale = ", log scale" if log_x else ""
-        ax.set_xlabel(f"perplexity ({x_at[0]} / {x_at[1]}{scale}; lower is better)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(
-            f"{'disparity' if key == 'parity_mean' else 'pronoun gap'} vs perplexity ({where[0]} / {where[1]})"
-        )
-        ax.grid(alpha=0.3)
-        ax.margins(x=0.25, y=0.25)
-    axes[0].legend(loc="best", fontsize=8, framealpha=0.9)
-    fig.suptitle("Disparity vs perplexity: lower-left is better (star = teacher)")
-    fig.savefig(path, dpi=110)
-    return path
+FIGURES = (
+    ("pronoun_gap", "Pronoun probe mean |gap| per model, 95% CI over prompts", plot_pronoun_gap),
+    ("female_share", "Female share of gendered continuations per model, 95% CI", plot_female_share),
+    ("gap_vs_perplexity", "Pronoun probe gap vs perplexity", plot_tradeoff),
+    ("professions", "Per-profession probe: each student against its teacher", plot_professions),
+)
+
+
+def draw_figures(columns: list[Column], out_dir: Path) -> list[tuple[str, Path]]:
+    """Every figure that the columns' results allow, into `out_dir`; returns (caption, one-column PNG)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colors = _colors(columns)
+    out = []
+    for _, caption, draw in FIGURES:
+        png = draw(columns, out_dir, colors)
+        if png is not None:
+            out.append((caption, png))
+    return out
+
+
+def run_figures(run_dir: str | Path, suite: str) -> list[Path]:
+    """The figures of one run's teacher and student (`<run>/eval/figures/`), for the run's W&B run."""
+    columns = collect_columns([run_dir])
+    for c in columns:
+        c.results = {k: v for k, v in c.results.items() if k == suite}
+    columns = [c for c in columns if c.results]
+    return [png for _, png in draw_figures(columns, Path(run_dir) / "eval" / "figures")] if columns else []
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -461,6 +556,18 @@ def _count(n: Any) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
+def _shown_path(p: str | Path) -> str:
+    """A path as the report shows it: relative to the working folder when it lies below it, else as given (so a
+    report reads the same whether the runs were named absolutely or relatively)."""
+    text = str(p)
+    if text.startswith("embedded:") or not Path(text).exists():
+        return text
+    try:
+        return Path(text).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(text).resolve().as_posix()
+
+
 def _model_table(columns: list[Column]) -> str:
     rows = []
     for c in columns:
@@ -471,11 +578,11 @@ def _model_table(columns: list[Column]) -> str:
             [
                 c.label,
                 c.role,
-                f"`{model.get('checkpoint', '')}`",
+                f"`{_shown_path(model.get('checkpoint', ''))}`",
                 str(model.get("n_layers", "")),
                 _count(params),
                 ", ".join(_suite_order(set(c.results))),
-                f"`{c.source}`",
+                f"`{_shown_path(c.source)}`",
             ]
         )
     return markdown_table(["column", "role", "checkpoint", "layers", "parameters", "suites", "results"], rows)
@@ -491,18 +598,24 @@ def _perplexity_sources(columns: list[Column], suite: str) -> list[str]:
     return notes
 
 
-def write_report(runs: list[str], out: str | Path = "report", log_wandb: bool | None = None) -> Path:
-    """Write `<out>/report.md` and its PNG plots for the evaluated `runs`; returns the path of report.md.
+def default_report_dir(runs: list[str | Path]) -> Path:
+    """`report/` next to the first run (`runs/report` for `runs/a runs/b`): reports live with the runs."""
+    return Path(runs[0]).parent / "report"
 
-    `log_wandb`: also log the tables and plots to Weights & Biases (offline unless WANDB_API_KEY is set, files
-    under `<out>/wandb`); None logs unless `WANDB_MODE=disabled`. A W&B failure is logged, never fatal.
+
+def write_report(runs: list[str], out: str | Path | None = None, log_wandb: bool | None = None) -> Path:
+    """Write `<out>/report.md` and its figures for the evaluated `runs`; returns the path of report.md. `out`
+    defaults to `default_report_dir(runs)`.
+
+    `log_wandb`: also log the tables and figures to Weights & Biases as one run named after the compared methods
+    and tagged with their run names (offline unless WANDB_API_KEY is set, files under `<out>/wandb`); None logs
+    unless `WANDB_MODE=disabled`. A W&B failure is logged, never fatal.
     """
     if not runs:
         raise DataError('no runs given; pass run directories, e.g. make report RUNS="runs/a runs/b"')
     columns = collect_columns(list(runs))
-    out_dir = Path(out)
+    out_dir = Path(out) if out is not None else default_report_dir(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = _colors(columns)
     suites = _suite_order({s for c in columns for s in c.results})
     labels = [c.label for c in columns]
 
@@ -510,7 +623,7 @@ def write_report(runs: list[str], out: str | Path = "report", log_wandb: bool | 
         "# Evaluation report",
         "",
         f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
-        + ", ".join(f"`{r}`" for r in runs)
+        + ", ".join(f"`{_shown_path(r)}`" for r in runs)
         + ". Every metric is defined in `eval/README.md`; `n/a` is undefined (e.g. no gendered text), "
         "`-` not evaluated. Intervals are 95% percentile bootstraps.",
         "",
@@ -520,7 +633,6 @@ def write_report(runs: list[str], out: str | Path = "report", log_wandb: bool | 
         "",
     ]
     tables: dict[str, tuple[list[str], list[list[str]]]] = {}
-    images: list[tuple[str, Path]] = []
     for suite in suites:
         payloads = [(c.label, c.results.get(suite)) for c in columns]
         header, rows = suite_rows(payloads)
@@ -534,44 +646,26 @@ def write_report(runs: list[str], out: str | Path = "report", log_wandb: bool | 
         if len({s.split(": ", 1)[1] for s in sources}) > 1:
             lines += ["Perplexity is measured on different text per column (compare within a run):", ""]
             lines += [f"- {s}" for s in sources] + [""]
-        task_kinds: dict[str, str] = {}
-        for c in columns:
-            for task, t in c.results.get(suite, {}).get("tasks", {}).items():
-                task_kinds.setdefault(task, t.get("metric", ""))
-        for task, metric in task_kinds.items():
-            if metric == "generation_disparity":
-                png = plot_parity(
-                    columns, suite, task, out_dir / f"parity_{_slug(suite)}_{_slug(task)}.png", colors
-                )
-                what = "Per-group parity"
-            elif metric == "pronoun_probe":
-                png = plot_probe(
-                    columns, suite, task, out_dir / f"probe_{_slug(suite)}_{_slug(task)}.png", colors
-                )
-                what = "Pronoun probe gap per profession"
-            else:
-                continue
-            if png is not None:
-                images.append((f"{what}: {suite} / {task}", png))
-                lines += [f"![{what}: {suite} / {task}]({png.name})", ""]
-    tradeoff = plot_tradeoff(columns, out_dir / "disparity_vs_perplexity.png", colors)
-    lines += ["## Disparity vs perplexity", ""]
-    if tradeoff is not None:
-        images.append(("Disparity vs perplexity", tradeoff))
-        lines += [f"![Disparity vs perplexity]({tradeoff.name})", ""]
-    else:
+    images = draw_figures(columns, out_dir)
+    lines += ["## Figures", ""]
+    if images:
         lines += [
-            "Not drawn: it needs a perplexity and a disparity or pronoun-probe number for the models.",
+            "Each figure shows numbers of the tables above with their 95% intervals; `<name>.pdf` is the vector "
+            "version and `<name>_wide.{png,pdf}` the two-column width.",
             "",
         ]
+        for caption, png in images:
+            lines += [f"![{caption}]({png.name})", "", f"*{caption}.*", ""]
+    else:
+        lines += ["None drawn: the results have no probe, female-share or perplexity numbers.", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
-    log.info("report: %s (%d models: %s; %d plots)", path, len(columns), ", ".join(labels), len(images))
+    log.info("report: %s (%d models: %s; %d figures)", path, len(columns), ", ".join(labels), len(images))
 
     if log_wandb is None:
         log_wandb = os.environ.get("WANDB_MODE", "").lower() != "disabled"
     if log_wandb:
-        _log_to_wandb(out_dir, tables, images, [str(r) for r in runs])
+        _log_to_wandb(out_dir, tables, images, columns)
     return path
 
 
@@ -579,17 +673,29 @@ def _log_to_wandb(
     out_dir: Path,
     tables: dict[str, tuple[list[str], list[list[str]]]],
     images: list[tuple[str, Path]],
-    runs: list[str],
+    columns: list[Column],
 ) -> None:
-    """Log the tables and plots as one W&B run (job_type `report`); offline unless a key is set."""
+    """Log the tables and figures as one W&B run (job_type `report`) named after the compared models ("report:
+    CDA + mean vs plain KD") and tagged with their run names; its config lists each run's folder and W&B run id.
+    Offline unless a key is set."""
     try:
         import wandb
 
-        from distill.tracking import wandb_mode
+        from distill.tracking import wandb_mode, wandb_run_id
 
+        students = [c for c in columns if c.role != "teacher"]
+        runs = {}
+        for c in students:
+            run_dir = c.source.parent if c.source.name == "eval" else c.source
+            runs[c.label] = {"run": _shown_path(run_dir), "wandb_id": wandb_run_id(run_dir, create=False)}
+        name = "report: " + " vs ".join(c.label for c in students) if students else "report"
+        tags = ["report"] + [c.name[:64] for c in students if c.name]
         run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "fairdistill"),
             job_type="report",
+            reinit="finish_previous",
+            name=name,
+            tags=tags,
             mode=os.environ.get("WANDB_MODE") or wandb_mode("auto"),
             dir=str(out_dir),
             config={"runs": runs},
@@ -597,8 +703,8 @@ def _log_to_wandb(
         payload: dict[str, Any] = {}
         for suite, (header, rows) in tables.items():
             payload[f"report/{suite}"] = wandb.Table(columns=header, data=rows)
-        for title, png in images:
-            payload[f"report/{png.stem}"] = wandb.Image(str(png), caption=title)
+        for caption, png in images:
+            payload[f"report/{png.stem}"] = wandb.Image(str(png), caption=caption)
         run.log(payload)
         run.finish()
     except Exception as e:  # W&B is a mirror of report.md: its failure must not lose the report

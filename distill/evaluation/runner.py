@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig, load_config
+from distill.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig, load_config, method_label
 from distill.errors import DataError, FairDistillError, ModelError
 from distill.evaluation import suites as S
 from distill.resources import resource_path
@@ -443,6 +443,7 @@ def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedMod
 
 def _run_probe(name: str, task: S.PronounProbeTask, data: dict, lm: LoadedModel, ctx: _Context):
     from distill.evaluation.probe import pronoun_probe
+    from distill.evaluation.stats import bootstrap_ci
 
     result = pronoun_probe(
         lm.model,
@@ -452,6 +453,8 @@ def _run_probe(name: str, task: S.PronounProbeTask, data: dict, lm: LoadedModel,
         device=ctx.device,
         batch_size=task.batch_size,
     )
+    gaps = [abs(p["gap"]) for p in result.get("per_prompt", [])]
+    result["pronoun_gap_ci"] = list(bootstrap_ci(gaps, seed=0)) if gaps else [math.nan, math.nan]
     return result, []
 
 
@@ -560,7 +563,12 @@ def headline(metric: str, result: dict) -> dict:
             "groups_compared": [a, b],
         }
     elif metric == "pronoun_probe":
-        out = {"pronoun_gap": result.get("pronoun_gap"), "he_minus_she": result.get("he_minus_she")}
+        out = {
+            "pronoun_gap": result.get("pronoun_gap"),
+            "pronoun_gap_ci": list(result.get("pronoun_gap_ci") or [math.nan, math.nan]),
+            "he_minus_she": result.get("he_minus_she"),
+            "n_prompts": result.get("n_prompts"),
+        }
     elif metric == "perplexity":
         out = {"ppl": result.get("ppl"), "tokens": result.get("tokens")}
     elif metric == "crows_pairs":
@@ -779,6 +787,8 @@ def evaluate_checkpoint(
     run_cfg = _run_config(ck.run_dir) if ck.run_dir is not None else None
     teacher_name = run_cfg.teacher.name_or_path if run_cfg is not None else None
     lm = load_model(ck, device, role="student" if ck.run_dir is not None else "model", teacher=teacher_name)
+    if run_cfg is not None:
+        lm.info["method"] = method_label(run_cfg)
     ctx = _context(
         spec,
         device,
@@ -788,45 +798,52 @@ def evaluate_checkpoint(
         reference if reference is not None else spec.reference,
     )
     results = _evaluate(lm, spec, data, ctx, out)
+    teacher_file = ck.run_dir / EVAL_DIR / TEACHER_DIR / f"{spec.name}.json" if ck.run_dir else None
+    teacher_results = (
+        json.loads(teacher_file.read_text(encoding="utf-8"))
+        if teacher_file and teacher_file.is_file()
+        else None
+    )
     if Path(ck.path).is_dir():
-        update_model_card(Path(ck.path), spec.name, results)
+        update_model_card(Path(ck.path), spec.name, results, teacher_results)
+    if ck.run_dir is not None and out == ck.default_out():
+        _log_to_run(ck.run_dir, spec.name, results, teacher_results)
     return results
-
-
-CARD_MARK = "<!-- fairdistill:eval:{suite} -->"
 
 
 def update_model_card(
     model_dir: Path, suite: str, results: dict, teacher_results: dict | None = None
 ) -> None:
-    """Write the suite's fairness and utility numbers into the model card (`README.md`) next to the weights, in a
-    section of its own that a later evaluation with the same suite replaces. Only cards fairdistill wrote (their
-    front matter has the `fairdistill` tag) are touched."""
-    from distill.evaluation.report import suite_table
+    """Merge the suite's numbers into the model card next to the weights (`card.merge_evaluation`): teacher and
+    this model side by side, in a section a later evaluation with the same suite replaces."""
+    from distill.card import merge_evaluation
 
-    card = model_dir / "README.md"
-    if not card.is_file():
-        return
-    text = card.read_text(encoding="utf-8")
-    if "fairdistill" not in text.split("---", 2)[1 if text.startswith("---") else 0][:2000]:
-        return
-    rows = [("this model", results)] + ([("teacher", teacher_results)] if teacher_results else [])
-    mark = CARD_MARK.format(suite=suite)
-    section = (
-        f"{mark}\n## Evaluation: `{suite}` suite\n\n"
-        f"{suite_table(rows)}\n\n"
-        "Written by `distill eval`; every metric is defined in fairdistill's `eval/README.md`.\n"
-        f"{mark}\n"
-    )
-    if mark in text:
-        head, _, rest = text.partition(mark)
-        _, _, tail = rest.partition(mark)
-        text = head.rstrip("\n") + "\n\n" + section + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = card.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, card)
+    merge_evaluation(model_dir, suite, results, teacher_results)
+
+
+def _log_to_run(run_dir: Path, suite: str, student: dict, teacher: dict | None) -> None:
+    """Figures of the run's teacher and student (`<run>/eval/figures/`) and the results, logged into the run's own
+    W&B run (`tracking.log_evaluation`)."""
+    from distill.evaluation.generation import read_jsonl
+    from distill.evaluation.report import run_figures
+    from distill.tracking import log_evaluation
+
+    figures = run_figures(run_dir, suite)
+    gen = run_dir / EVAL_DIR / f"{suite}{GENERATIONS_SUFFIX}"
+    generations = read_jsonl(gen) if gen.is_file() else []
+    cfg = _run_config(run_dir)
+    mode = cfg.tracking.mode if cfg.tracking.wandb else "disabled"
+    log_evaluation(run_dir, suite, student, teacher, generations, figures, mode=mode)
+
+
+def evaluated_since_training(run_dir: str | Path, suite: str | Path) -> Path | None:
+    """`<run>/eval/<suite>_comparison.md` when `evaluate_run` wrote it after the run's `final/` model, else None."""
+    run = Path(run_dir)
+    done = run / EVAL_DIR / f"{Path(str(suite)).stem}_comparison.md"
+    final = run / "final" / "config.json"
+    if done.is_file() and final.is_file() and done.stat().st_mtime >= final.stat().st_mtime:
+        return done
+    return None
 
 
 def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | None = None) -> str:
@@ -855,8 +872,10 @@ def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | 
     out = run / EVAL_DIR
     teacher_results = _evaluate(teacher, spec, data, ctx, out / TEACHER_DIR)
     student = load_model(ck, device, role="student", teacher=cfg.teacher.name_or_path)
+    student.info["method"] = method_label(cfg)
     student_results = _evaluate(student, spec, data, ctx, out)
     update_model_card(Path(ck.path), spec.name, student_results, teacher_results)
+    _log_to_run(run, spec.name, student_results, teacher_results)
     table = suite_table(
         [("teacher", teacher_results), (f"student ({student.info['label']})", student_results)]
     )
