@@ -554,9 +554,9 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
 
     # ---- setup -------------------------------------------------------------------------------------------------
     run_dir, resume_step = prepare_run_dir(cfg)
-    mp = cfg.train.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    from distill.precision import resolve_mixed_precision
+
+    mp, mp_reason = resolve_mixed_precision(cfg.train.mixed_precision)
     use_wandb = cfg.tracking.wandb and wandb_mode(cfg.tracking.mode) != "disabled"
     # Several processes and no CUDA device (torchrun, or `accelerate launch` on a CPU machine): ask for the CPU, so
     # Accelerate joins them with gloo instead of leaving each to train alone into the same run directory.
@@ -594,6 +594,7 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each process draws its own dropout masks
     t_setup = time.perf_counter()
     if main:
+        log.info("precision: %s (%s)", "bf16 autocast" if mp == "bf16" else mp, mp_reason)
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
         _check_writable(run_dir, 0)
         save_config(cfg, run_dir / "config.yaml")
@@ -625,7 +626,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
     t_load = time.perf_counter() - t_setup
 
     t0 = time.perf_counter()
-    with accelerator.main_process_first():
+    # the teacher samples the transfer set in the run's precision
+    with accelerator.main_process_first(), accelerator.autocast():
         train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
     t_data = time.perf_counter() - t0
     if main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
@@ -647,7 +649,10 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         if tcache.format == "hidden":
             from distill.teacher_cache import teacher_head
 
-            t_head = tuple(t.to(device) if t is not None else None for t in teacher_head(teacher))
+            # in the dtype the cache holds (bf16 under bf16 autocast): the one the live lm_head multiplied in
+            t_head = tuple(
+                t.to(device, tcache.dtype) if t is not None else None for t in teacher_head(teacher)
+            )
         t_data += time.perf_counter() - t0
 
     mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum
