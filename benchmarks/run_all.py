@@ -40,6 +40,12 @@ BENCHMARKS = [
         ],
         ["--quick"],
     ),
+    (
+        "bench_kd_loss.py",
+        ["--vocab", "49152", "--batch", "8", "--seq", "256", "--reps", "1", "--dtype", "bfloat16"],
+        ["--quick", "--dtype", "bfloat16"],
+    ),
+    ("bench_step.py", ["--reps", "2"], ["--quick", "--no-memory"]),
     ("bench_counterfactual.py", ["--reps", "1"], ["--quick", "--reps", "1"]),
     (
         "bench_generation.py",
