@@ -349,7 +349,8 @@ class _Context:
     """The run's validation blocks (N, T) for perplexity tasks with `run_validation`, if they could be rebuilt."""
     run_blocks_note: str
     precision: str = "no"
-    """What generation runs in: the run's `train.mixed_precision` resolved here ("no" | "bf16" | "fp16")."""
+    """What generation runs in: the run's `train.mixed_precision` resolved here ("no" for a model that is not a
+    run's)."""
 
 
 def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -749,7 +750,8 @@ def _context(
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
     from distill.precision import resolve_mixed_precision
 
-    setting = run_cfg.train.mixed_precision if run_cfg is not None else "auto"
+    # a run's own precision; a model that is not a run's is evaluated in float32
+    setting = run_cfg.train.mixed_precision if run_cfg is not None else "no"
     precision, why = resolve_mixed_precision(setting, cuda=device.type == "cuda")
     if any(t.metric in ("generation_disparity", "sentiment_gap") for t in suite.tasks.values()):
         log.info("generation precision: %s (%s)", precision, why)
