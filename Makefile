@@ -71,7 +71,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check distill tests benchmarks
 	$(BIN)/ruff format --check distill tests benchmarks
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# The peers the step comparison runs against (pyproject's `bench` extra), installed once beside the project.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

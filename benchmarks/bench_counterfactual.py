@@ -34,6 +34,7 @@ from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # 
 from distill.config import load_config  # noqa: E402
 from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
 from distill.losses import combine, next_token_labels  # noqa: E402
+from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
 from distill.train import Counterfactuals, build_step_inputs, targets_for_step  # noqa: E402
 
 TARGET = 0.05
@@ -155,7 +156,8 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
 
     # Rows with nothing to swap never go through the teacher twice.
     log: dict = {}
-    method_step(x, teacher, student, cf, cfg, device, log)
+    with autocast(device, a.precision):
+        method_step(x, teacher, student, cf, cfg, device, log)
     changed, twin_rows = log["changed"], log["twin_rows"]
     assert not (twin_rows & ~changed).any(), "a row with nothing to swap was sent to the teacher twice"
     assert log["teacher_rows"] == x.shape[0] + int(changed.sum()), log
@@ -182,11 +184,20 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
             t_ids[x.shape[0] :], t_mask[x.shape[0] :], teacher, device
         )
     # The method's own work, timed alone: swapping + alignment, and perturbed vs plain targets.
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, a.precision):
         t_logits = teacher(input_ids=t_ids.to(device), attention_mask=t_mask.to(device)).logits
     fns["swap_align"] = lambda: build_step_inputs(x, cf)
     fns["targets_method"] = lambda: targets_for_step(item, t_logits, cfg, cf)
     fns["targets_plain"] = lambda: targets_for_step({"x": s_ids}, t_logits, cfg, None)
+
+    def in_precision(fn):  # every variant in the run's precision, as the trainer's accelerator.autocast()
+        def run():
+            with autocast(device, a.precision):
+                return fn()
+
+        return run
+
+    fns = {k: in_precision(f) for k, f in fns.items()}
     timed = time_interleaved(fns, a.reps, device, warmup=0 if a.reps < 3 else 1)
     t = timed["wall"]
     for k, v in t.items():
@@ -213,6 +224,9 @@ def parse(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--settings", nargs="+", default=["perturb", "append"], choices=["perturb", "append"])
     p.add_argument("--quick", action="store_true", help="tiny random models, 3 repetitions")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "no", "bf16"], help="as train.mixed_precision"
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.reps = min(a.reps, 3)
@@ -233,7 +247,8 @@ def main(argv=None) -> int:
     print(
         f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
     )
-    print(f"median of {a.reps} interleaved repetitions")
+    a.precision, why = resolve_mixed_precision(a.precision, cuda=device.type == "cuda")
+    print(f"median of {a.reps} interleaved repetitions; precision {a.precision} ({why})")
     results = {s: run_setting(s, SETTINGS[s], a, device) for s in a.settings}
     print()
     for s, r in results.items():

@@ -21,7 +21,6 @@ the same tokenizer), over blocks of the project's text:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from bench_counterfactual import load_models, make_batch  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
 from distill.losses import combine, next_token_labels  # noqa: E402
+from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
 from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
 from distill.train import (  # noqa: E402
     Counterfactuals,
@@ -63,11 +63,13 @@ def kl_rows(full: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
 
 
 class _Acc:
-    @staticmethod
-    def autocast():
-        import contextlib
+    """The accelerator's `autocast()` in the benchmark's precision (`--precision`, set in main)."""
 
-        return contextlib.nullcontext()
+    device, precision = "cpu", "no"
+
+    @classmethod
+    def autocast(cls):
+        return autocast(cls.device, cls.precision)
 
 
 def student_step(student, ids, mask, targets, cfg, device) -> None:
@@ -93,14 +95,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--unfused", action="store_true", help="kd.fused=false: the loss on full student logits")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "no", "bf16"], help="as train.mixed_precision"
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.reps, a.blocks = min(a.reps, 3), min(a.blocks, 8)
     os.chdir(ROOT)
     device = pick_device(a.device)
     torch.manual_seed(0)
+    _Acc.device = device
+    _Acc.precision, why = resolve_mixed_precision(a.precision, cuda=device.type == "cuda")
     print(
-        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
+        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}; "
+        f"precision {_Acc.precision} ({why})"
     )
     cfg = load_config(
         ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
@@ -114,7 +122,7 @@ def main(argv=None) -> int:
     item_plain = build_step_inputs(blocks[batch], None)
     twin_blocks = [b for b, t in zip(batch, item["twin_rows"].tolist()) if t]
     tin, tmask = teacher_rows(item)
-    with torch.no_grad():
+    with torch.no_grad(), _Acc.autocast():
         logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
     full_method = targets_for_step(item, logits, cfg, cf)
     full_plain = targets_for_step(item_plain, logits[: a.batch], cfg, None)
@@ -135,11 +143,12 @@ def main(argv=None) -> int:
             k or 1,
             a.batch,
             device,
-            contextlib.nullcontext,
+            _Acc.autocast,
             fmt,
         )
         build_s = time.perf_counter() - t0
         caches[name] = c = TeacherCache(tmp / f"{name}.safetensors")
+        head = tuple(t.to(device, c.dtype) if t is not None else None for t in teacher_head(teacher))
         with torch.no_grad():
             cached_plain = targets_from_log_probs(item_plain, c.log_probs(batch, [], head).to(device), None)
             cached_method = targets_from_log_probs(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
@@ -154,6 +163,7 @@ def main(argv=None) -> int:
         )
 
     c = caches["hidden"]
+    head = tuple(t.to(device, c.dtype) if t is not None else None for t in teacher_head(teacher))
     s_ids, s_mask = item["student_ids"], item["student_mask"]
     x, x_mask = item_plain["student_ids"], item_plain["student_mask"]
 
@@ -181,7 +191,7 @@ def main(argv=None) -> int:
         student_step(student, s_ids, s_mask, t, cfg, device)
 
     def live_plain_step():
-        with torch.no_grad():
+        with torch.no_grad(), _Acc.autocast():
             z = teacher(input_ids=x.to(device), attention_mask=x_mask.to(device)).logits
         student_step(student, x, x_mask, targets_for_step(item_plain, z, cfg, None), cfg, device)
 

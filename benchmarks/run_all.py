@@ -1,10 +1,10 @@
-"""Run every benchmark with sizes that finish in under 15 minutes on a 2-core CPU (`make bench`), then print each
+"""Run every benchmark at small sizes (`make bench`), then print each
 one's ratio lines again, together, at the end.
 
 Each benchmark runs in its own process (one at a time: they time themselves, and two would share the cores). The
 sizes here are the small end of each script's range; run a script alone for its full sizes (benchmarks/README.md).
 
-    python benchmarks/run_all.py            # ~5 minutes on 2 idle CPU cores (4 min 43 s measured), ~3x that when they are shared
+    python benchmarks/run_all.py            # the sizes below; several times longer when the cores are shared
     python benchmarks/run_all.py --quick    # tiny sizes, 1-2 minutes: checks that everything runs
 """
 
@@ -40,6 +40,12 @@ BENCHMARKS = [
         ],
         ["--quick"],
     ),
+    (
+        "bench_kd_loss.py",
+        ["--vocab", "49152", "--batch", "8", "--seq", "256", "--reps", "1", "--dtype", "bfloat16"],
+        ["--quick", "--dtype", "bfloat16"],
+    ),
+    ("bench_step.py", ["--reps", "2"], ["--quick", "--no-memory"]),
     ("bench_counterfactual.py", ["--reps", "1"], ["--quick", "--reps", "1"]),
     (
         "bench_generation.py",

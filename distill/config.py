@@ -204,7 +204,9 @@ class TrainConfig:
     clip: float = 5.0
     """Global gradient-norm clip (0 disables)."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """`auto`: bf16 on a GPU that supports it, otherwise full precision."""
+    """`auto`: bf16 autocast on a GPU that supports it or a CPU with AVX512_BF16 or AMX (logged at start, with the
+    reason), otherwise full precision; `no`: float32. The teacher's transfer-set sampling and the evaluation's
+    generation use the same precision; weights, optimizer state and the loss sums stay float32."""
     log_every: int = 10
     """Steps between metrics lines."""
     eval_every: int = 50

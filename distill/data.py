@@ -222,11 +222,15 @@ def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:
 def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[str]:
     """The teacher continues each opening line `samples_per_prompt` times (seeded); cached by content."""
     from distill.evaluation.generation import generate
+    from distill.precision import active_autocast_dtype
 
     d = cfg.data
     prompts = read_prompts(d.prompts)
+    # bf16 samples are other samples: they get their own entry (float32 keys are unchanged)
+    amp = active_autocast_dtype(device)
     key = _digest(
-        {
+        ({"autocast": str(amp)} if amp is not None else {})
+        | {
             "teacher": cfg.teacher.name_or_path,
             "dtype": cfg.teacher.dtype,
             "prompts": prompts,

@@ -4,11 +4,14 @@ For every training block x, and for the twin x~ of every block that has somethin
 two things (`teacher.cache_format`):
 
 - `hidden` (default): the teacher's final hidden state at each position (after its last norm: what its output
-  projection reads), H floats per token. A step forms the teacher's logits with the teacher's own output
-  projection, so the targets are exact (the same as a live teacher, to float32 rounding) for every `perturb`
-  kind; with plain KD the fused loss forms them a chunk at a time and no [N, V] teacher tensor exists. Checked at
-  build time: a model whose logits are not its output projection of that state (soft-capping, scaling) is refused
-  with the fix (`topk`).
+  projection reads), H numbers per token, stored in the dtype that projection multiplies in: float32 for a
+  float32 teacher without autocast, bf16 under bf16 autocast (half the bytes, and nothing lost: autocast rounds
+  the state to bf16 before the matmul anyway) or for a bf16 teacher. A step forms the teacher's logits with the
+  teacher's own output projection in that same dtype, so the targets are exact: the live teacher's in the same
+  precision, up to the rounding of one matmul (float32: ~1e-6 relative; bf16: one bf16 step of a logit, the
+  rounding of its product), for every `perturb` kind. With plain KD the fused loss forms them a chunk at a time
+  and no [N, V] teacher tensor exists. Checked at build time, at the tolerance of that dtype: a model whose logits
+  are not its output projection of that state (soft-capping, scaling) is refused with the fix (`topk`).
 - `topk`: the teacher's log-probabilities at the KD temperature on the top `teacher.cache_top_k` tokens of each
   position and on every token of the gendered vocabulary G (so the perturbation stays exact on G), plus the log of
   the mass left over and how many tokens share it. A step rebuilds dense log-probabilities (the left-over mass
@@ -17,7 +20,8 @@ two things (`teacher.cache_format`):
 
 Either way the step hands the result to the same target code as a live teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
 `perturb` setting, every seed and every student that shares the teacher, the transfer blocks, the word lists and
-the temperature; its file name is a digest of those, and a cache that does not match them is never read.
+the temperature (and the run's autocast precision: bf16 targets are other targets); its file name is a digest
+of those, and a cache that does not match them is never read.
 
 One safetensors file per digest, read through safetensors' memory map one row at a time: a run holds only the
 rows of its current micro-batch. Written to a temporary name and renamed, so an interrupted build leaves nothing
@@ -35,6 +39,7 @@ from pathlib import Path
 import torch
 
 from distill.errors import FairDistillError
+from distill.precision import active_autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +59,19 @@ def teacher_fingerprint(teacher) -> str:
     return _digest([teacher.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
 
 
-def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor) -> str:
+def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor, mixed_precision: str = "no") -> str:
+    """The cache's digest. `mixed_precision`: the run's resolved autocast setting ("no" keeps the keys that float32
+    caches have always had)."""
     from distill.data import _digest, _tokenizer_fingerprint
 
     words = []
     a = cfg.augment
     for path in (a.pairs, a.one_to_many, a.names):
         words.append(Path(path).read_text(encoding="utf-8") if path else None)
+    precision = [] if mixed_precision == "no" else [f"autocast:{mixed_precision}"]
     return _digest(
-        [
+        precision
+        + [
             CACHE_VERSION,
             teacher_fingerprint(teacher),
             _tokenizer_fingerprint(tokenizer),
@@ -124,9 +133,18 @@ def teacher_head(teacher) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def head_logits(hidden: torch.Tensor, head: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    """The teacher's logits [..., V] of its final hidden states [..., H], in the head's dtype (pass a bf16 head
+    for a bf16 cache: that is how the teacher's lm_head multiplied under autocast)."""
     w, b = head
     h = hidden.to(w.device, w.dtype)
-    return h @ w.t() if b is None else h @ w.t() + b
+    return h @ w.t() if b is None else h @ w.t() + b.to(w.dtype)
+
+
+def head_tolerance(dtype: torch.dtype, scale: float) -> float:
+    """How far a recomputed logit may be from the model's own in `dtype`: 1e-3 (float32) or two steps of the
+    dtype's rounding (bf16: 2^-6, fp16: 2^-9), relative to max(1, the largest |logit|). Soft-capping or scaling
+    moves logits by far more."""
+    return max(1e-3, 2 * torch.finfo(dtype).eps) * max(1.0, scale)
 
 
 class TeacherCache:
@@ -150,6 +168,8 @@ class TeacherCache:
         self.vocab = int(self.meta.get("vocab", 0))
         self.format = self.meta.get("format", "topk")
         self.temperature = float(self.meta.get("temperature", 1.0))
+        self.dtype = getattr(torch, self.meta.get("dtype", "float32"))
+        """What the hidden states are stored in; the step casts the teacher's head to it (`hidden` format)."""
         if self.meta.get("version") != CACHE_VERSION or self.vocab <= 0:
             raise FairDistillError(
                 f"teacher cache {path} was written by another version of fairdistill; delete it and it is rebuilt"
@@ -224,6 +244,10 @@ def build_cache(
     n_twins = 0
     vocab = [0]
     head = teacher_head(teacher) if fmt == "hidden" else None
+    with autocast():  # the dtype the teacher's lm_head multiplies in: autocast's, else its weight's
+        store_dtype = active_autocast_dtype(device) or (head[0].dtype if head is not None else torch.float32)
+    if head is not None:
+        head = tuple(t.to(store_dtype) if t is not None else None for t in head)
 
     def run(prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
         with autocast():
@@ -232,15 +256,17 @@ def build_cache(
             )
         vocab[0] = out.logits.shape[-1]
         if fmt == "hidden":
-            h = out.hidden_states[-1].float()
+            h = out.hidden_states[-1].to(store_dtype)
             if not store["x_hidden"]:  # the first batch: are the logits the head of this state?
                 z = head_logits(h, head).float()
                 ref = out.logits.float()
                 err = float((z - ref).abs().max())
-                if err > 1e-3 * max(1.0, float(ref.abs().max())):
+                tol = head_tolerance(store_dtype, float(ref.abs().max()))
+                if err > tol:
                     raise FairDistillError(
                         f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
-                        f"(max difference {err:.3g}: soft-capping or scaling?); set teacher.cache_format=topk"
+                        f"(max difference {err:.3g}, {str(store_dtype).split('.')[-1]} tolerance {tol:.3g}: "
+                        "soft-capping or scaling?); set teacher.cache_format=topk"
                     )
             store[f"{prefix}_hidden"].append(h.cpu())
             return
@@ -263,7 +289,8 @@ def build_cache(
     tensors = {k: torch.cat(v) for k, v in store.items() if v}
     tensors.update(g_idx=g_idx.long(), twin_of=twin_of)
     if fmt == "hidden":
-        k, per_token = 0, 4 * int(tensors["x_hidden"].shape[-1])
+        k = 0
+        per_token = tensors["x_hidden"].element_size() * int(tensors["x_hidden"].shape[-1])
     else:
         k = min(top_k, int(tensors["x_top_idx"].shape[-1]))
         per_token = bytes_per_token(k, g_idx.numel())
@@ -277,6 +304,7 @@ def build_cache(
         "block_size": T,
         "temperature": temperature,
         "bytes_per_token": per_token,
+        "dtype": str(store_dtype).split(".")[-1] if fmt == "hidden" else "float32",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
@@ -296,7 +324,7 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
 
     cf = Counterfactuals(cfg, tokenizer)
     root = Path(cfg.teacher.cache).expanduser()
-    key = cache_key(cfg, teacher, tokenizer, train_blocks)
+    key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision)
     path = root / f"{key}.safetensors"
     g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
     with accelerator.main_process_first():
@@ -308,6 +336,11 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
                 )
             what = (
                 "the teacher's final hidden states"
+                + (
+                    ""
+                    if accelerator.mixed_precision == "no"
+                    else f" under {accelerator.mixed_precision} autocast"
+                )
                 if cfg.teacher.cache_format == "hidden"
                 else f"top {cfg.teacher.cache_top_k} + |G| {g_idx.numel()} log-probabilities"
             )

@@ -734,9 +734,9 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     # ---- setup -------------------------------------------------------------------------------------------------
     run_dir, resume_ckpt = prepare_run_dir(cfg)
     resume_step = int(resume_ckpt.name[len(CHECKPOINT_PREFIX) :]) if resume_ckpt is not None else None
-    mp = cfg.train.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    from distill.precision import resolve_mixed_precision
+
+    mp, mp_reason = resolve_mixed_precision(cfg.train.mixed_precision)
     use_wandb = cfg.tracking.wandb and wandb_mode(cfg.tracking.mode) != "disabled"
     # Several processes and no CUDA device (torchrun, or `accelerate launch` on a CPU machine): ask for the CPU, so
     # Accelerate joins them with gloo instead of leaving each to train alone into the same run directory.
@@ -774,6 +774,7 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each process draws its own dropout masks
     t_setup = time.perf_counter()
     if main:
+        log.info("precision: %s (%s)", "bf16 autocast" if mp == "bf16" else mp, mp_reason)
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
         _check_writable(run_dir)
         save_config(cfg, run_dir / "config.yaml")
@@ -816,7 +817,8 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
 
     t0 = time.perf_counter()
     if blocks is None:
-        with accelerator.main_process_first():
+        # the teacher samples the transfer set in the run's precision
+        with accelerator.main_process_first(), accelerator.autocast():
             blocks = build_blocks(cfg, tokenizer, teacher=teacher, device=device)
     train_blocks, val_blocks = blocks
     t_data = time.perf_counter() - t0 + t_early
@@ -839,7 +841,10 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
         if tcache.format == "hidden":
             from distill.teacher_cache import teacher_head
 
-            t_head = tuple(t.to(device) if t is not None else None for t in teacher_head(teacher))
+            # in the dtype the cache holds (bf16 under bf16 autocast): the one the live lm_head multiplied in
+            t_head = tuple(
+                t.to(device, tcache.dtype) if t is not None else None for t in teacher_head(teacher)
+            )
         t_data += time.perf_counter() - t0
 
     mbs, accum = cfg.train.micro_batch_size, cfg.train.grad_accum

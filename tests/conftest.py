@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -139,6 +140,8 @@ def debug_overrides(out, teacher_dir, *extra: str) -> list[str]:
         f"data.cache_dir={out / 'cache'}",
         "data.files=[tests/data/corpus.txt]",
         "data.block_size=16",
+        # float32 whatever the CPU (`auto` is bf16 on one with AVX512_BF16/AMX); bf16 tests ask for it
+        'train.mixed_precision="no"',
         *extra,
     ]
 
@@ -161,3 +164,11 @@ def smollm2_tokenizer():
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tok.save_pretrained(root / "tokenizers" / "smollm2-135m")
     return tok
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Accelerate keeps one process-wide state that refuses a second mixed_precision; each test starts anew."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state()

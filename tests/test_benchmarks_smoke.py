@@ -91,3 +91,19 @@ def test_data_benchmark_runs():
     lines = _run("bench_data.py", "--quick", "--docs", "300")
     assert RATIO.match(lines[-1]) and "data wait share" in lines[-1], lines[-3:]
     assert any(line.startswith("tokenize + pack, 2 workers") for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not EMBEDDED.is_file(), reason="needs the embedded SmolLM2 tokenizer (run `make distill` once)"
+)
+def test_step_benchmark_prints_mfu_and_the_peers_last():
+    lines = _run("bench_step.py", "--quick", "--seq", "32", "--no-memory", "--peak-size", "256")
+    assert any(line.startswith("matmul peak 256^3 torch.bfloat16") for line in lines)
+    rows = [line.split() for line in lines if line.startswith("  ") and line.split()[0] in ("ce", "method")]
+    assert len(rows) == 4 and all(r[-1].endswith("%") for r in rows), rows
+    tail = [line for line in lines if RATIO.match(line)]
+    assert any("method step bf16 speedup" in line for line in tail)
+    assert any("method step bf16 MFU" in line for line in tail)
+    assert any("bf16 fairdistill plain-KD step / hf_kd step, time" in line for line in tail)
+    assert RATIO.match(lines[-1]), lines[-3:]

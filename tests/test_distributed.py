@@ -50,6 +50,7 @@ def _overrides(tmp_path: Path, teacher_dir: Path, name: str, micro_batch_size: i
         "augment.p=0.5",
         f"train.micro_batch_size={micro_batch_size}",
         "train.max_steps=4",
+        'train.mixed_precision="no"',  # float32 on every CPU (`auto` is bf16 on one with AVX512_BF16/AMX)
     ]
 
 

@@ -188,6 +188,28 @@ def test_autocast_bfloat16_close_to_float32():
         assert a.dtype == torch.float32 and (a - b).abs().max() < 5e-2 * b.abs().max()
 
 
+def test_under_bf16_autocast_the_matmuls_are_bf16_and_the_sums_float32():
+    """Under autocast the student's and a cached teacher's output projections multiply in bf16 (as their lm_heads
+    would): the sums equal float32 sums over bf16 products, far closer than to the float32 products."""
+    h, w, _, _, labels = _inputs(torch.float32, seed=4)
+    g = torch.Generator().manual_seed(5)
+    t_h, t_w = torch.randn(N, H, generator=g), torch.randn(V, H, generator=g)
+    bf = torch.bfloat16
+    z16 = (h.detach().to(bf) @ w.detach().to(bf).t()).float()
+    logq16 = torch.log_softmax((t_h.to(bf) @ t_w.to(bf).t()).float() / 2, -1)
+    ref16 = _reference_on_logits(z16, logq16, labels, 2.0)
+    ref32 = _reference_on_logits((h @ w.t()).detach(), torch.log_softmax(t_h @ t_w.t() / 2, -1), labels, 2.0)
+    with torch.autocast("cpu", dtype=bf):
+        s = fused_kd_ce_sums(
+            h, w, None, labels, 2.0, chunk_size=4, teacher_logits=t_h.to(bf), teacher_head=(t_w.to(bf), None)
+        )
+    assert s.kd.dtype == s.ce.dtype == torch.float32
+    for got, want16, want32 in zip((s.kd, s.ce), ref16, ref32):
+        err16, err32 = float((got - want16).abs()), float((got - want32).abs())
+        assert err16 <= 1e-5 * float(want16.abs()), (err16, err32)
+        assert err16 < err32
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("grad_weights", [None, (ALPHA, 1 - ALPHA)])
 def test_tiny_model_hidden_states_same_loss_and_parameter_gradients(tokenizer, arch, grad_weights):

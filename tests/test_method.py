@@ -79,6 +79,7 @@ def _run(root, tmp_path, name, *extra):
             "train.eval_every=0",
             "train.save_every=0",
             "tracking.wandb=false",
+            'train.mixed_precision="no"',  # float32 on every CPU (`auto` is bf16 on one with AVX512_BF16/AMX)
             *extra,
         ],
     )

@@ -165,3 +165,86 @@ def test_a_teacher_whose_logits_are_not_its_head_is_refused_for_the_hidden_forma
     with pytest.raises(FairDistillError, match="cache_format=topk"):
         train(_cfg(tmp_path, teacher_dir, f"teacher.cache={tmp_path / 'tc'}"))
     assert not list((tmp_path / "tc").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("mode,kind", [("off", "none"), ("append", "mean")])
+def test_a_bf16_run_caches_bf16_hidden_states_that_equal_the_live_bf16_teacher(
+    tmp_path, teacher_dir, one_thread, mode, kind
+):
+    """Under bf16 autocast the cache holds what the teacher's lm_head multiplied (bf16: half the bytes), and
+    training on it gives the live bf16 teacher's losses; a float32 run does not read the bf16 file."""
+    import json
+
+    from safetensors import safe_open
+
+    method = [f"augment.mode={mode}", f"perturb.kind={kind}", "train.mixed_precision=bf16"]
+    live = train(_cfg(tmp_path, teacher_dir, *method, "run.name=live"))
+    cache = tmp_path / "tcache"
+    cached = train(_cfg(tmp_path, teacher_dir, *method, "run.name=cached", f"teacher.cache={cache}"))
+    (path,) = cache.glob("*.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["fairdistill"])
+        hidden = f.get_tensor("x_hidden")
+    assert hidden.dtype == torch.bfloat16 and meta["dtype"] == "bfloat16"
+    assert meta["bytes_per_token"] == 2 * hidden.shape[-1]
+    a, b = _losses(live), _losses(cached)
+    assert len(a) == 4
+    for (kd1, ce1), (kd2, ce2) in zip(a, b):
+        # the same bf16 matmuls, up to the rounding of one product per logit
+        assert kd1 == pytest.approx(kd2, rel=2e-3, abs=1e-4) and ce1 == pytest.approx(ce2, rel=2e-3)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # one process, a second precision: Accelerate's state is process-wide
+    train(
+        _cfg(tmp_path, teacher_dir, "run.name=fp32", f"teacher.cache={cache}", 'train.mixed_precision="no"')
+    )
+    assert len(list(cache.glob("*.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_the_head_check_is_precision_aware_and_still_refuses_soft_capping(
+    tmp_path, teacher_dir, monkeypatch, precision
+):
+    """A plain teacher passes the build-time check in either precision (bf16 logits are compared with a bf16
+    head at bf16 tolerance); a soft-capping one is refused in either, with the fix."""
+    from transformers import GPT2LMHeadModel
+
+    ok = train(
+        _cfg(
+            tmp_path,
+            teacher_dir,
+            "run.name=plain",
+            f"teacher.cache={tmp_path / 'tc'}",
+            f"train.mixed_precision={precision!r}",
+            "train.max_steps=1",
+        )
+    )
+    assert (ok / "final").is_dir()
+    real = GPT2LMHeadModel.forward
+
+    def capped(self, *a, **k):
+        out = real(self, *a, **k)
+        out.logits = 30 * torch.tanh(out.logits / 30) + 1.0
+        return out
+
+    monkeypatch.setattr(GPT2LMHeadModel, "forward", capped)
+    with pytest.raises(FairDistillError, match="soft-capping or scaling.*cache_format=topk"):
+        train(
+            _cfg(
+                tmp_path,
+                teacher_dir,
+                "run.name=capped",
+                f"teacher.cache={tmp_path / 'tc2'}",
+                f"train.mixed_precision={precision!r}",
+            )
+        )
+    assert not list((tmp_path / "tc2").glob("*.safetensors"))
+
+
+def test_head_tolerance_is_that_of_the_dtype():
+    from distill.teacher_cache import head_tolerance
+
+    assert head_tolerance(torch.float32, 0.5) == pytest.approx(1e-3)
+    assert head_tolerance(torch.bfloat16, 10.0) == pytest.approx(2 * 2**-7 * 10)
+    # a soft-cap of 30 moves a logit of 10 by 0.35, far beyond bf16's 0.16 there
+    assert abs(30 * torch.tanh(torch.tensor(10 / 30)) - 10) > head_tolerance(torch.bfloat16, 10.0)

@@ -356,6 +356,9 @@ class _Context:
     run_blocks: torch.Tensor | None
     """The run's validation blocks (N, T) for perplexity tasks with `run_validation`, if they could be rebuilt."""
     run_blocks_note: str
+    precision: str = "no"
+    """What generation runs in: the run's `train.mixed_precision` resolved here ("no" for a model that is not a
+    run's)."""
 
 
 def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -374,18 +377,21 @@ def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedMod
 
     prompts_by_group: dict[str, list[str]] = data["prompts"]
     prompts, owners = flatten_prompts(prompts_by_group)
-    continuations = generate(
-        lm.model,
-        lm.tokenizer,
-        prompts,
-        n_per_prompt=task.n_per_prompt,
-        max_new_tokens=task.max_new_tokens,
-        top_p=task.top_p,
-        temperature=task.temperature,
-        seed=task.seed,
-        batch_size=task.batch_size,
-        device=ctx.device,
-    )
+    from distill.precision import autocast
+
+    with autocast(ctx.device, ctx.precision):  # sampling in the run's precision, as its transfer set was
+        continuations = generate(
+            lm.model,
+            lm.tokenizer,
+            prompts,
+            n_per_prompt=task.n_per_prompt,
+            max_new_tokens=task.max_new_tokens,
+            top_p=task.top_p,
+            temperature=task.temperature,
+            seed=task.seed,
+            batch_size=task.batch_size,
+            device=ctx.device,
+        )
     male_words, female_words = gender_word_lists(task.male_words, task.female_words)
     vader = vader_scorer()
     sentiment_of: dict[str, float] = {}
@@ -676,6 +682,7 @@ def _evaluate(lm: LoadedModel, suite: S.Suite, data: dict, ctx: _Context, out_di
         "model": lm.info,
         "reference": ctx.reference.info["label"] if ctx.reference is not None else None,
         "device": str(ctx.device),
+        "precision": ctx.precision,
         "created": started,
         "seconds": round(time.perf_counter() - t_total, 3),
         "versions": _versions(),
@@ -757,7 +764,14 @@ def _context(
         blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
-    return _Context(device, reference, note, blocks, blocks_note)
+    from distill.precision import resolve_mixed_precision
+
+    # a run's own precision; a model that is not a run's is evaluated in float32
+    setting = run_cfg.train.mixed_precision if run_cfg is not None else "no"
+    precision, why = resolve_mixed_precision(setting, cuda=device.type == "cuda")
+    if any(t.metric in ("generation_disparity", "sentiment_gap") for t in suite.tasks.values()):
+        log.info("generation precision: %s (%s)", precision, why)
+    return _Context(device, reference, note, blocks, blocks_note, precision)
 
 
 # --------------------------------------------------------------------------------------------------------------

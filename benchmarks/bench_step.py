@@ -1,0 +1,408 @@
+"""A whole training step in float32 and in bf16 autocast, as model FLOP utilisation (MFU) of this machine's own
+matmul peak measured in the same run; and fairdistill's plain-KD step against the ways a user would otherwise
+write it, time and peak memory.
+
+On the embedded SmolLM2-135M teacher and the default recipe's 6-layer student (`--quick`: tiny random models with
+the same tokenizer), B x T = 4 x 128 (the default's micro-batch), every step = forward + loss + backward + AdamW
+step, timed interleaved in one process (each variant in each precision, A B C ... A B C ...):
+
+| step | what |
+|---|---|
+| `ce` | student-only cross-entropy (the fused loss with no KD term) |
+| `cached_kd` | plain KD from the hidden-state cache, as the trainer runs it (`teacher.cache`, `perturb.kind: none`) |
+| `method` | the embedded default as the trainer runs it: the cache, two-sided CDA (append) + `mean` perturbation |
+| `live_kd` | plain KD with the teacher run every step (fairdistill without a cache: the peers' setting) |
+| `trl_kd` | the same teacher, student, rows and precision; full student logits, TRL's `GKDTrainer.generalized_jsd_loss` (beta 0: forward KL) x T^2 + CE, in a hand loop |
+| `hf_kd` | the same, with the HF distiller's loss (transformers `examples/research_projects/distillation/distiller.py`): `nn.KLDivLoss(reduction="batchmean")` on full-vocabulary softened distributions x T^2 + CE |
+
+Model FLOPs per step (PaLM appendix B convention: 2 per multiply-add weight per token forward, 6 forward +
+backward; attention scores 4 L d T per token forward, 12 L d T forward + backward; the tied output projection
+counts, embedding lookups do not):
+
+    student (fwd + bwd):      S x T x (6 N_S + 12 L_S d T)       S student rows (B, or B + k with CDA append)
+    cached teacher head:      R x T x 2 d V                      R teacher rows (B, or B + k twins)
+    live teacher (forward):   R x T x (2 N_T + 4 L_T d T)
+    MFU = model FLOPs / step time / matmul peak of the same precision (a 2048^3 GEMM, measured here)
+
+Peak memory (CPU): each fairdistill / peer plain-KD variant runs in a fresh child process that builds the models
+and inputs, takes one step (the optimizer's moments exist from then on), then resets the resident-set high-water
+mark and reports what the next step adds over what was resident before it (benchmarks/_common.py).
+
+    python benchmarks/bench_step.py                # both precisions, peers included (trl: pip install -e ".[bench]")
+    python benchmarks/bench_step.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    child_peak_bytes,
+    machine,
+    pick_device,
+    ratio_line,
+    report_child,
+    run_child,
+    time_interleaved,
+)
+from bench_counterfactual import load_models, make_batch  # noqa: E402
+
+from distill.config import load_config  # noqa: E402
+from distill.losses import combine  # noqa: E402
+from distill.precision import autocast  # noqa: E402
+from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
+from distill.train import (  # noqa: E402
+    Counterfactuals,
+    build_step_inputs,
+    student_loss_sums,
+    targets_from_log_probs,
+)
+
+TARGET_SPEEDUP, TARGET_MFU, TARGET_CACHED = 1.8, 0.40, 1.15
+STEPS = ("ce", "cached_kd", "method", "live_kd", "trl_kd", "hf_kd")
+PEERS = ("trl_kd", "hf_kd")
+MEMORY_STEPS = ("live_kd", "trl_kd", "hf_kd")
+
+
+class _Acc:
+    """What the trainer's helpers read from the Accelerator: `autocast()` in the run's precision."""
+
+    def __init__(self, device, precision: str):
+        self.device, self.precision = device, precision
+
+    def autocast(self):
+        return autocast(self.device, self.precision)
+
+
+def matmul_peak(device, dtype, n: int, reps: int) -> tuple[float, float]:
+    """FLOP/s of an n^3 GEMM in `dtype` (median of `reps`): per second of wall time, and per second of this
+    process's CPU time (all threads), the steadier one on a shared machine."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return 2 * n**3 / statistics.median(wall), 2 * n**3 / statistics.median(cpu)
+
+
+def matmul_params(model) -> int:
+    """Weights that multiply each token once (every 2-D weight but the input embedding, plus the output
+    projection when it is tied to it)."""
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings().weight
+    n = sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not emb)
+    return n + (out.numel() if out is emb else 0)
+
+
+def have_trl() -> bool:
+    try:
+        from trl.experimental.gkd import GKDTrainer  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def trl_loss(s_logits, t_logits, labels, T):
+    """TRL's generalized JSD at beta = 0 (KL(teacher || student)) on the valid positions, as a sum x T^2."""
+    from trl.experimental.gkd import GKDTrainer
+
+    return (
+        GKDTrainer.generalized_jsd_loss(s_logits, t_logits, labels, beta=0.0, temperature=T, reduction="sum")
+        * T**2
+    )
+
+
+def hf_distiller_loss(s_logits, t_logits, labels, T):
+    """The HF distiller's KD term: the valid positions selected, KLDivLoss(batchmean) between the softened
+    full-vocabulary distributions, x T^2; returned as a sum over positions like the others."""
+    m = labels != -100
+    s, t = s_logits[m], t_logits[m]
+    kl = torch.nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s / T, dim=-1), F.softmax(t / T, dim=-1))
+    return kl * T**2 * s.shape[0]
+
+
+class Setup:
+    """Models, rows, caches and one step function per (variant, precision)."""
+
+    def __init__(self, a, device):
+        self.device = device
+        self.cfg = load_config(
+            ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
+        )
+        self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
+        self.teacher.eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-6)
+        self.cf = Counterfactuals(self.cfg, tok)
+        self.blocks = make_batch(tok, self.cf, a.batch, a.seq)
+        self.batch = list(range(a.batch))
+        self.item = build_step_inputs(self.blocks, self.cf)
+        self.plain = build_step_inputs(self.blocks, None)
+        self.twin_blocks = [b for b, t in zip(self.batch, self.item["twin_rows"].tolist()) if t]
+        self.k = len(self.twin_blocks)
+        self.caches: dict[str, tuple[TeacherCache, tuple]] = {}
+        self.tmp = Path(tempfile.mkdtemp(prefix="fairdistill-bench-step-"))
+
+    def cache(self, precision: str):
+        if precision not in self.caches:
+            path = self.tmp / f"{precision}.safetensors"
+            g_idx = self.cf.builder.g_mask.nonzero(as_tuple=True)[0]
+            acc = _Acc(self.device, precision)
+            build_cache(
+                path,
+                self.teacher,
+                self.blocks,
+                self.cf,
+                g_idx,
+                self.cfg.kd.temperature,
+                1,
+                len(self.batch),
+                self.device,
+                acc.autocast,
+                "hidden",
+            )
+            c = TeacherCache(path)
+            head = tuple(
+                t.to(self.device, c.dtype) if t is not None else None for t in teacher_head(self.teacher)
+            )
+            self.caches[precision] = (c, head)
+        return self.caches[precision]
+
+    def _student(self, item, targets, raw, acc, t_head=None, kd=True):
+        head = self.student.get_output_embeddings()
+        sums = student_loss_sums(
+            self.student, head, item, targets, raw, self.cfg, self.device, acc, teacher_head=t_head
+        )
+        combine(sums, self.cfg.kd.alpha if kd else 0.0, max(1, sums.tokens)).backward()
+
+    def _opt(self):
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def _teacher_logits(self, acc):
+        x = self.plain["x"].to(self.device)
+        with torch.no_grad(), acc.autocast():
+            return self.teacher(input_ids=x, attention_mask=self.plain["x_mask"].to(self.device)).logits
+
+    def _peer(self, acc, kd_loss):
+        """A hand-written plain-KD step on full student logits: teacher forward, student forward, loss, backward."""
+        t_logits = self._teacher_logits(acc)
+        ids = self.plain["student_ids"].to(self.device)
+        labels = self.plain["labels"].to(self.device)
+        a, T = self.cfg.kd.alpha, self.cfg.kd.temperature
+        with acc.autocast():
+            s_logits = self.student(
+                input_ids=ids, attention_mask=self.plain["student_mask"].to(self.device)
+            ).logits
+        s_logits, t_logits = s_logits.float(), t_logits.float()
+        n = int((labels != -100).sum())
+        kd = kd_loss(s_logits, t_logits, labels, T)
+        ce = F.cross_entropy(s_logits.flatten(0, 1), labels.flatten(), reduction="sum", ignore_index=-100)
+        ((a * kd + (1 - a) * ce) / n).backward()
+
+    def step_fn(self, name: str, precision: str):
+        acc = _Acc(self.device, precision)
+        it, pl = self.item, self.plain
+
+        def ce():
+            self._student(pl, None, None, acc, kd=False)
+            self._opt()
+
+        def cached_kd():
+            c, head = self.cache(precision)
+            self._student(pl, None, c.hidden(self.batch, []).to(self.device), acc, t_head=head)
+            self._opt()
+
+        def method():
+            c, head = self.cache(precision)
+            with torch.no_grad():
+                logp = c.log_probs(self.batch, self.twin_blocks, head).to(self.device)
+            targets = targets_from_log_probs(it, logp, self.cf)
+            del logp
+            self._student(it, targets, None, acc)
+            self._opt()
+
+        def live_kd():
+            self._student(pl, None, self._teacher_logits(acc), acc)
+            self._opt()
+
+        def trl_kd():
+            self._peer(acc, trl_loss)
+            self._opt()
+
+        def hf_kd():
+            self._peer(acc, hf_distiller_loss)
+            self._opt()
+
+        return locals()[name]
+
+    def flops(self, name: str, seq: int) -> float:
+        """Model FLOPs of one step (see the module docstring)."""
+        s_cfg, t_cfg = self.student.config, self.teacher.config
+        d, V = s_cfg.hidden_size, s_cfg.vocab_size
+        B = len(self.batch)
+        rows_s = B + self.k if name == "method" else B
+        student = rows_s * seq * (6 * matmul_params(self.student) + 12 * s_cfg.num_hidden_layers * d * seq)
+        if name == "ce":
+            return student
+        if name in ("cached_kd", "method"):
+            return student + rows_s * seq * 2 * t_cfg.hidden_size * V
+        teacher = (
+            B
+            * seq
+            * (2 * matmul_params(self.teacher) + 4 * t_cfg.num_hidden_layers * t_cfg.hidden_size * seq)
+        )
+        return student + teacher
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=["no", "bf16"])
+    p.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
+    p.add_argument(
+        "--no-memory", action="store_true", help="skip the child processes that measure peak memory"
+    )
+    p.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 GEMM that measures the peak")
+    p.add_argument("--quick", action="store_true", help="tiny random models, one repetition")
+    p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.reps, a.peak_size = 1, min(a.peak_size, 512)
+    return a
+
+
+def child_main(a, device) -> None:
+    name, precision = a.child
+    s = Setup(a, device)
+    fn = s.step_fn(name, precision)
+    fn()  # the optimizer's moments and the allocator's pools exist from here on, as in a run
+    report_child({"peak_bytes": child_peak_bytes(fn)})
+
+
+def child_args(a, name: str, precision: str) -> list[str]:
+    args = ["--child", name, precision, "--batch", str(a.batch), "--seq", str(a.seq), "--device", "cpu"]
+    return args + (["--quick"] if a.quick else [])
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    os.chdir(ROOT)
+    device = pick_device(a.device)
+    torch.manual_seed(0)
+    if a.child:
+        child_main(a, device)
+        return 0
+    steps = [s for s in a.steps if s not in PEERS or have_trl() or s == "hf_kd"]
+    if "trl_kd" in a.steps and "trl_kd" not in steps:
+        print('trl is not installed (pip install -e ".[bench]", which `make bench` does): skipping trl_kd')
+    print(
+        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
+    )
+    peaks, cpu_peaks = {}, {}
+    for prec in a.precisions:
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+        peaks[prec], cpu_peaks[prec] = matmul_peak(device, dtype, a.peak_size, 5 if not a.quick else 2)
+        print(
+            f"matmul peak {a.peak_size}^3 {dtype}: {peaks[prec] / 1e9:.1f} GFLOP/s of wall time, "
+            f"{cpu_peaks[prec] / 1e9:.1f} of CPU time",
+            flush=True,
+        )
+    s = Setup(a, device)
+    print(
+        f"B x T = {a.batch} x {a.seq}; {s.k} of {a.batch} rows have a twin; student {matmul_params(s.student) / 1e6:.1f}M "
+        f"matmul weights, teacher {matmul_params(s.teacher) / 1e6:.1f}M"
+    )
+    fns = {}
+    for name in steps:
+        for prec in a.precisions:
+            fn = s.step_fn(name, prec)
+            fn()  # warm-up (and builds each precision's cache), not timed
+            fns[(name, prec)] = fn
+    timed = time_interleaved({f"{n}/{p}": f for (n, p), f in fns.items()}, a.reps, device, warmup=0)
+    t = {(k.split("/")[0], k.split("/")[1]): v for k, v in timed["wall"].items()}
+    print(
+        f"\nmedian of {a.reps} interleaved repetitions; MFU = model FLOPs / time / matmul peak of the same "
+        "precision, by wall time and by CPU time (all threads; leaves out waiting for a core)"
+    )
+    head = ("step", "precision", "wall s", "cpu s", "GFLOP", "GFLOP/s", "MFU", "MFU cpu")
+    print("  " + " ".join(f"{h:>9}" for h in head))
+    mfu, mfu_cpu, cpu_t = {}, {}, {}
+    for (name, prec), v in t.items():
+        fl = s.flops(name, a.seq)
+        cpu_t[(name, prec)] = cpu = timed["cpu"][f"{name}/{prec}"]
+        mfu[(name, prec)] = fl / v / peaks[prec]
+        mfu_cpu[(name, prec)] = fl / cpu / cpu_peaks[prec]
+        cells = (name, prec, f"{v:.3f}", f"{cpu:.3f}", f"{fl / 1e9:.1f}", f"{fl / v / 1e9:.1f}")
+        cells += (f"{100 * mfu[(name, prec)]:.1f}%", f"{100 * mfu_cpu[(name, prec)]:.1f}%")
+        print("  " + " ".join(f"{c:>9}" for c in cells), flush=True)
+    mem = {}
+    if not a.no_memory and device.type == "cpu":
+        for name in [n for n in MEMORY_STEPS if n in steps]:
+            for prec in a.precisions:
+                mem[(name, prec)] = run_child(__file__, child_args(a, name, prec))["peak_bytes"]
+        print("\npeak memory a step adds (fresh process per variant, after one warm-up step)")
+        for (name, prec), b in mem.items():
+            print(f"  {name:>10} {prec:>9} +{b / 2**20:8.1f} MiB")
+    print()
+    lines = []
+    if "no" in a.precisions and "bf16" in a.precisions:
+        for name in [n for n in ("method", "cached_kd", "ce") if n in steps]:
+            r = t[(name, "no")] / t[(name, "bf16")]
+            print(f"{name} step bf16 speedup by CPU time {cpu_t[(name, 'no')] / cpu_t[(name, 'bf16')]:.2f}x")
+            lines.append(
+                ratio_line(
+                    f"{name} step bf16 speedup (float32 / bf16 wall)", r, TARGET_SPEEDUP, at_most=False
+                )
+            )
+    if "bf16" in a.precisions:
+        for name in [n for n in ("method", "cached_kd", "ce") if n in steps]:
+            print(f"{name} step bf16 MFU by CPU time {100 * mfu_cpu[(name, 'bf16')]:.1f}%")
+            lines.append(ratio_line(f"{name} step bf16 MFU", mfu[(name, "bf16")], TARGET_MFU, at_most=False))
+    for prec in a.precisions:
+        if "cached_kd" in steps and "ce" in steps:
+            r = t[("cached_kd", prec)] / t[("ce", prec)]
+            lines.append(ratio_line(f"{prec} cached plain-KD step / student-only CE step", r, TARGET_CACHED))
+        for peer in [p for p in PEERS if p in steps and "live_kd" in steps]:
+            lines.append(
+                ratio_line(
+                    f"{prec} fairdistill plain-KD step / {peer} step, time",
+                    t[("live_kd", prec)] / t[(peer, prec)],
+                    1.0,
+                )
+            )
+            if mem:
+                lines.append(
+                    ratio_line(
+                        f"{prec} fairdistill plain-KD step / {peer} step, peak memory",
+                        mem[("live_kd", prec)] / mem[(peer, prec)],
+                        1.0,
+                    )
+                )
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
