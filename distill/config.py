@@ -354,8 +354,10 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         return _INVALID
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value is False and "off" in allowed:
-            return "off"  # YAML 1.1 reads an unquoted `off` as false
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted `off`/`no` as false and `on`/`yes` as true
+            word = next((w for w in (("off", "no") if value is False else ("on", "yes")) if w in allowed), None)
+            if word is not None:
+                return word
         if value not in allowed:
             hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""

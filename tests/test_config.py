@@ -49,6 +49,13 @@ def test_overrides_apply_and_parse_yaml_values():
     assert cfg.train.max_steps == 3
 
 
+def test_bare_yaml_booleans_name_the_literal_they_spell():
+    cfg = load_config("recipes/debug.yaml", ["train.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no"  # YAML 1.1 reads a bare `no` as false
+    with pytest.raises(ConfigError, match="tracking.mode must be one of"):
+        load_config("recipes/debug.yaml", ["tracking.mode=yes"])
+
+
 def test_unknown_key_suggests_the_right_one():
     with pytest.raises(ConfigError, match=r"unknown key 'kd.alpah'; did you mean 'kd.alpha'"):
         load_config("recipes/debug.yaml", ["kd.alpah=0.5"])
