@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DataError
+from distill.evaluation.stereotype import STEREOTYPE_CI_KEYS, STEREOTYPE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("icat", "StereoSet ICAT", "100"),
     ("tpr_gap_rms", "Bias-in-Bios TPR gap (female - male), RMS over occupations", "0"),
     ("accuracy", "Bias-in-Bios occupation probe accuracy", "higher"),
+    *STEREOTYPE_ROWS,
 )
 CI_KEYS = {
     "female_share": "female_share_ci",
     "sentiment_gap": "sentiment_gap_ci",
     "crows_score": "crows_score_ci",
+    **STEREOTYPE_CI_KEYS,
 }
 NOT_EVALUATED = "-"
 UNDEFINED = "n/a"
@@ -209,6 +212,7 @@ _HIDDEN = {
     "groups_compared",
     "tokens",
     "n",
+    *STEREOTYPE_CI_KEYS.values(),
 }
 
 

@@ -304,10 +304,17 @@ def _prepare_bios(name: str, task: S.BiasInBiosTask) -> dict:
     return out
 
 
+def _prepare_winogender(name: str, task: S.WinogenderTask) -> dict:
+    from distill.evaluation.stereotype import load_occupation_stats, load_templates
+
+    return {"prompts": load_templates(task.path), "stats": load_occupation_stats(task.path, task.statistic)}
+
+
 _PREPARE: dict[str, Callable[[str, Any], dict]] = {
     "generation_disparity": _prepare_generation,
     "sentiment_gap": _prepare_generation,
     "pronoun_probe": _prepare_probe,
+    "winogender": _prepare_winogender,
     "perplexity": _prepare_perplexity,
     "crows_pairs": _prepare_crows,
     "stereoset": _prepare_stereoset,
@@ -348,6 +355,10 @@ class _Context:
     run_blocks: torch.Tensor | None
     """The run's validation blocks (N, T) for perplexity tasks with `run_validation`, if they could be rebuilt."""
     run_blocks_note: str
+    run_cfg: Config | None = None
+    """The run's config when the checkpoint belongs to a run (the Winogender task reads its transfer prompts)."""
+    teacher: LoadedModel | None = None
+    """The run's teacher when it is loaded anyway (the Winogender task compares a student's scores with it)."""
 
 
 def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -444,7 +455,17 @@ def _run_probe(name: str, task: S.PronounProbeTask, data: dict, lm: LoadedModel,
         device=ctx.device,
         batch_size=task.batch_size,
     )
+    if task.stats:
+        from distill.evaluation.stereotype import profession_probe_stereotype
+
+        result["stereotype"] = profession_probe_stereotype(result, task.stats)
     return result, []
+
+
+def _run_winogender(name: str, task: S.WinogenderTask, data: dict, lm: LoadedModel, ctx: _Context):
+    from distill.evaluation.stereotype import run_winogender
+
+    return run_winogender(task, data, lm, ctx), []
 
 
 def _run_perplexity(name: str, task: S.PerplexityTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -520,6 +541,7 @@ _RUN: dict[str, Callable[..., tuple[dict, list[dict]]]] = {
     "generation_disparity": _run_generation,
     "sentiment_gap": _run_generation,
     "pronoun_probe": _run_probe,
+    "winogender": _run_winogender,
     "perplexity": _run_perplexity,
     "crows_pairs": _run_crows,
     "stereoset": _run_stereoset,
@@ -553,6 +575,10 @@ def headline(metric: str, result: dict) -> dict:
         }
     elif metric == "pronoun_probe":
         out = {"pronoun_gap": result.get("pronoun_gap"), "he_minus_she": result.get("he_minus_she")}
+    elif metric == "winogender":
+        from distill.evaluation.stereotype import headline as stereotype_headline
+
+        out = stereotype_headline(result)
     elif metric == "perplexity":
         out = {"ppl": result.get("ppl"), "tokens": result.get("tokens")}
     elif metric == "crows_pairs":
@@ -670,6 +696,9 @@ def _evaluate(lm: LoadedModel, suite: S.Suite, data: dict, ctx: _Context, out_di
     }
     payload = to_strict_json(payload)
     _write_json(out_dir / f"{suite.name}.json", payload)
+    from distill.evaluation.stereotype import plot_suite
+
+    plot_suite(payload, out_dir / suite.name)
     log.info("%s: wrote %s", lm.info["label"], out_dir / f"{suite.name}.json")
     return payload
 
@@ -741,7 +770,7 @@ def _context(
         blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
-    return _Context(device, reference, note, blocks, blocks_note)
+    return _Context(device, reference, note, blocks, blocks_note, run_cfg, teacher)
 
 
 # --------------------------------------------------------------------------------------------------------------
