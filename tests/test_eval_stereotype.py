@@ -102,13 +102,16 @@ def test_profession_bls_figures_name_their_source():
         ("Two nurses arrived.", {"nurse"}),
         ("The Nurse's bag.", {"nurse"}),
         ("Engineering is hard.", set()),
+        ("Two secretaries and a secretary.", {"secretary"}),
+        ("The secretaries left.", {"secretary"}),
         ("The chefdom of Paris.", set()),
         ("A construction worker left.", {"construction worker", "worker"}),
         ("The construction site had a worker.", {"worker"}),
     ],
 )
 def test_occupations_seen_matches_whole_words(text, seen):
-    assert S.occupations_seen(["nurse", "engineer", "chef", "construction worker", "worker"], [text]) == seen
+    occupations = ["nurse", "engineer", "chef", "construction worker", "worker", "secretary"]
+    assert S.occupations_seen(occupations, [text]) == seen
 
 
 def test_occupation_prompts_keep_a_third_of_winogender_unseen_and_no_template():

@@ -170,12 +170,14 @@ def load_profession_stats(path: str | Path = "word_lists/professions_bls.tsv") -
 
 
 def occupations_seen(occupations: Iterable[str], texts: Iterable[str]) -> set[str]:
-    """The occupations named in `texts` as a whole word, singular or plural (`nurse`, `nurses`, `Nurse's`),
-    case-insensitive. `chef` is not seen in `chefdom`, nor `engineer` in `engineering`."""
+    """The occupations named in `texts` as a whole word, singular or plural (`nurse`, `nurses`, `Nurse's`,
+    `secretaries`), case-insensitive. `chef` is not seen in `chefdom`, nor `engineer` in `engineering`."""
     blob = "\n".join(texts).lower()
     seen = set()
     for occ in occupations:
         words = r"\s+".join(re.escape(w) for w in occ.lower().split())
+        if words.endswith("y"):  # secretary -> secretaries
+            words = rf"{words[:-1]}(?:y|ie)"
         if re.search(rf"(?<![a-z]){words}(?:s|es)?(?![a-z])", blob):
             seen.add(occ)
     return seen
