@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher, tokenizer, _ = load_teacher(cfg)
     train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher)
     prompts, stats = S.load_templates(), S.load_occupation_stats()
-    lines = read_prompts(resource_path(cfg.data.prompts)) if cfg.data.source == "teacher_samples" else []
+    lines = read_prompts(resource_path(cfg.data.prompts))  # seen / unseen: the recipe's transfer prompts
     seen = S.occupations_seen({p.occupation for p in prompts}, lines)
     rows = {"teacher": _scores(teacher, tokenizer, prompts, stats, seen, None, val_blocks)}
     t_scores = rows["teacher"]["per_occupation"]

@@ -122,6 +122,9 @@ def test_occupation_prompts_keep_a_third_of_winogender_unseen_and_no_template():
     unseen = occupations - seen
     assert len(unseen) >= len(occupations) / 3, sorted(unseen)
     assert len(seen) >= len(occupations) / 3, sorted(seen)  # and enough seen ones to compare with
+    stats = S.load_occupation_stats()
+    ranked = sorted(stats, key=lambda o: (stats[o], o))
+    assert unseen == set(ranked[1::3])  # every third by BLS % women: the unseen ones span the range
     assert len(lines) >= 100 and len({ln.split()[1] for ln in lines}) >= 50  # many occupations, not a few
     blob = "\n".join(lines).lower()
     for p in prompts:  # no template sentence (cut at the slot) appears in the prompts

@@ -412,7 +412,7 @@ def stereotype_plot(
     n = len(series)
     if n == 0:
         raise ValueError("stereotype_plot needs at least one model")
-    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6.0), 4.3), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6.0), 4.6), sharey=True, squeeze=False)
     lo = min(min(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
     hi = max(max(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
     pad = 0.08 * (hi - lo or 1.0)
@@ -441,7 +441,9 @@ def stereotype_plot(
         ax.axhline(0.0, color="grey", lw=0.6, ls=":")
         r, ci = st.get("r_bls", math.nan), st.get("r_bls_ci", [math.nan, math.nan])
         ax.set_title(
-            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}", fontsize=9
+            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}\n"
+            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats",
+            fontsize=9,
         )
         ax.set_xlabel("% women in occupation (US BLS 2015-16)")
         ax.set_xlim(0, 100)
