@@ -656,7 +656,8 @@ def train(cfg: Config, stop_after: int | None = None) -> Path:
         save_file({"val": val_blocks.contiguous()}, str(run_dir / "val_blocks.safetensors"))
     if pruning:
         t0 = time.perf_counter()
-        pruned = prune_layers(cfg.student, teacher, train_blocks, cfg.data.cache_dir)
+        with accelerator.main_process_first():  # the others read the main process's cached scores: one choice
+            pruned = prune_layers(cfg.student, teacher, train_blocks, cfg.data.cache_dir)
         student = build_student(cfg.student, teacher, seed=cfg.run.seed, layers=pruned["layers"])
         n_params = sum(p.numel() for p in student.parameters())
         if main:
