@@ -72,6 +72,25 @@ class TeacherConfig:
     left-over mass)."""
 
 
+PRUNE_BY = ("block_influence",)
+"""Layer-importance scores `student.prune.by` accepts."""
+
+
+@dataclass
+class PruneConfig:
+    drop: int = 0
+    """Leave out the `drop` teacher layers that matter least (0: off, use `student.layers`). For
+    `init: teacher_layers` only; the student keeps the other layers in their order."""
+    by: str = "block_influence"
+    """How layers are ranked: `block_influence` = 1 - mean cosine similarity between a layer's input and output
+    hidden states over the tokens of `blocks` training blocks (ShortGPT, Men et al. 2024); lowest is dropped."""
+    blocks: int = 8
+    """Training blocks the scores are measured on (the first ones of the transfer set). Scores are cached under
+    `data.cache_dir`/prune, keyed by the teacher's weights and these blocks."""
+    batch_size: int = 4
+    """Blocks per forward pass while scoring."""
+
+
 @dataclass
 class StudentConfig:
     init: Literal["teacher_layers", "config", "pretrained"] = "teacher_layers"
@@ -79,7 +98,10 @@ class StudentConfig:
     `config`: random weights from the teacher's config with `num_layers` layers (or `config_overrides`);
     `pretrained`: load `path`."""
     layers: list[int] | None = None
-    """Teacher layer indices to copy for `init: teacher_layers` (e.g. [0, 2, 4, 7, 9, 11])."""
+    """Teacher layer indices to copy for `init: teacher_layers` (e.g. [0, 2, 4, 7, 9, 11]); leave unset when
+    `prune.drop` chooses them."""
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    """Importance-ranked layer selection for `init: teacher_layers`, e.g. {drop: 6, by: block_influence}."""
     num_layers: int | None = None
     """Depth for `init: config` (defaults to len(layers) or half the teacher's depth)."""
     config_overrides: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +201,9 @@ class ProbeConfig:
     """Templates with `{profession}` for the pronoun probe."""
     max_professions: int | None = None
     """Probe only the first N professions (keeps the probe cheap on CPU)."""
+    winogender: str | None = "eval/data/winogender"
+    """Folder with Winogender's templates.tsv and occupations-stats.tsv for the live occupational-stereotype probe
+    (`probe/stereo_r_bls`, `probe/stereo_spread`, `probe/stereo_lean`, `probe/stereo_r_teacher`); null: off."""
 
 
 @dataclass
@@ -355,7 +380,9 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if isinstance(value, bool):  # YAML 1.1 reads an unquoted `off`/`no` as false and `on`/`yes` as true
-            word = next((w for w in (("off", "no") if value is False else ("on", "yes")) if w in allowed), None)
+            word = next(
+                (w for w in (("off", "no") if value is False else ("on", "yes")) if w in allowed), None
+            )
             if word is not None:
                 return word
         if value not in allowed:
@@ -536,9 +563,30 @@ def validate(cfg: Config) -> list[str]:
         )
 
     s = cfg.student
-    if s.init == "teacher_layers":
+    pr = s.prune
+    if isinstance(pr.drop, int) and not isinstance(pr.drop, bool):
+        _in_range(p, "student.prune.drop", pr.drop, 0)
+    _in_range(p, "student.prune.blocks", pr.blocks, 1)
+    _in_range(p, "student.prune.batch_size", pr.batch_size, 1)
+    if isinstance(pr.by, str) and pr.by not in PRUNE_BY:
+        p.append(f"student.prune.by must be one of {', '.join(PRUNE_BY)}, got {pr.by!r}")
+    pruning = isinstance(pr.drop, int) and pr.drop > 0
+    if pruning and s.init != "teacher_layers":
+        p.append(
+            f"student.prune.drop ({pr.drop}) selects teacher layers, so it needs student.init: teacher_layers, "
+            f"got {s.init!r}; set student.prune.drop: 0 or student.init: teacher_layers"
+        )
+    if pruning and s.layers:
+        p.append(
+            f"student.layers {s.layers} and student.prune.drop ({pr.drop}) both choose the layers; keep one "
+            "(student.layers: null to rank them, or student.prune.drop: 0 for the fixed list)"
+        )
+    if s.init == "teacher_layers" and not pruning:
         if not s.layers:
-            p.append("student.layers is required for student.init: teacher_layers (e.g. [0, 2, 4, 7, 9, 11])")
+            p.append(
+                "student.layers is required for student.init: teacher_layers (e.g. [0, 2, 4, 7, 9, 11]), or "
+                "let student.prune: {drop: N, by: block_influence} choose them"
+            )
         elif isinstance(s.layers, list) and all(isinstance(i, int) for i in s.layers):
             if any(i < 0 for i in s.layers):
                 p.append(f"student.layers must be non-negative teacher layer indices, got {s.layers}")

@@ -112,6 +112,13 @@ def preflight(cfg: Config) -> None:
         lambda: load_templates(cfg.probe.templates),
         lambda: _check_models(cfg),
     ]
+    if cfg.probe.winogender:
+        from distill.evaluation import stereotype
+
+        checks += [
+            lambda: stereotype.load_templates(cfg.probe.winogender),
+            lambda: stereotype.load_occupation_stats(cfg.probe.winogender),
+        ]
     found: list[FairDistillError] = []
     for check in checks:
         try:

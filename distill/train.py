@@ -600,6 +600,18 @@ def run_probe(model, tokenizer, cfg: Config, device) -> dict:
     return out
 
 
+def run_stereo_probe(model, tokenizer, cfg: Config, device, teacher_scores=None) -> tuple[dict, dict]:
+    """Occupational-stereotype probe on Winogender (`probe/stereo_*`); ({}, {}) when `probe.winogender` is null."""
+    if not cfg.probe.winogender:
+        return {}, {}
+    from distill.evaluation.stereotype import live_probe, load_occupation_stats, load_templates
+
+    folder = cfg.probe.winogender
+    return live_probe(
+        model, tokenizer, load_templates(folder), load_occupation_stats(folder), teacher_scores, device
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The run
 
@@ -694,6 +706,11 @@ def _bytes_under(*folders: Path) -> int:
     return sum(f.stat().st_size for d in folders if d.is_dir() for f in d.rglob("*") if f.is_file())
 
 
+def _peak_disk(cfg: Config, n_params: int) -> dict:
+    """`peak_disk_bytes` for this run; a token budget's step count is known only after the data: assume the most."""
+    return peak_disk_bytes(n_params, cfg.train.keep_last, cfg.train.max_steps, cfg.train.save_every)
+
+
 def _check_writable(run_dir: Path, need: dict | None = None) -> None:
     """The run directory can be written, and (with `need`, from `peak_disk_bytes`) its filesystem has room for the
     run's peak less what its checkpoints and final/ already hold."""
@@ -729,7 +746,7 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     from tqdm.auto import tqdm
 
     from distill.data import build_blocks
-    from distill.models import build_student, check_tokenizers, load_teacher
+    from distill.models import build_student, check_prune, check_tokenizers, load_teacher, prune_layers
 
     # ---- setup -------------------------------------------------------------------------------------------------
     run_dir, resume_ckpt = prepare_run_dir(cfg)
@@ -801,13 +818,15 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     teacher.to(device)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
         check_tokenizers(tokenizer, cfg.student.path)
-    student = build_student(cfg.student, teacher, seed=cfg.run.seed)
-    n_params = sum(p.numel() for p in student.parameters())
-    if main:
-        steps = (
-            cfg.train.max_steps
-        )  # a token budget's step count is known only after the data: assume the most
-        _check_writable(run_dir, peak_disk_bytes(n_params, cfg.train.keep_last, steps, cfg.train.save_every))
+    pruning = cfg.student.init == "teacher_layers" and cfg.student.prune.drop > 0
+    student = n_params = None
+    if pruning:  # the layers are ranked on the transfer blocks, built below
+        check_prune(cfg.student, teacher)
+    else:
+        student = build_student(cfg.student, teacher, seed=cfg.run.seed)
+        n_params = sum(p.numel() for p in student.parameters())
+        if main:
+            _check_writable(run_dir, _peak_disk(cfg, n_params))
     cf = (
         Counterfactuals(cfg, tokenizer, accelerator.process_index, accelerator.num_processes)
         if (cfg.augment.mode != "off" or cfg.perturb.kind != "none")
@@ -826,6 +845,25 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
         from safetensors.torch import save_file
 
         save_file({"val": val_blocks.contiguous()}, str(run_dir / "val_blocks.safetensors"))
+    if pruning:
+        t0 = time.perf_counter()
+        with accelerator.main_process_first():  # the others read the main process's cached scores: one choice
+            pruned = prune_layers(cfg.student, teacher, train_blocks, cfg.data.cache_dir)
+        student = build_student(cfg.student, teacher, seed=cfg.run.seed, layers=pruned["layers"])
+        n_params = sum(p.numel() for p in student.parameters())
+        if main:
+            log.info(
+                "student.prune: dropped teacher layers %s (lowest %s over %d x %d tokens%s); kept %s; scores %s",
+                pruned["dropped"],
+                pruned["by"],
+                *pruned["blocks"],
+                ", cached" if pruned["cached"] else "",
+                pruned["layers"],
+                " ".join(f"{i}:{v:.4f}" for i, v in enumerate(pruned["scores"])),
+            )
+            (run_dir / "prune.json").write_text(json.dumps(pruned, indent=1))
+            _check_writable(run_dir, _peak_disk(cfg, n_params))
+        t_data += time.perf_counter() - t0
     if cf is not None:
         t0 = time.perf_counter()
         with accelerator.main_process_first():
@@ -935,9 +973,15 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
         out["val/ppl"] = math.exp(min(out["val/loss"], 50))
         if probe:  # on every process: under FSDP or ZeRO-3 a forward gathers the weights from all of them
             fsdp = accelerator.distributed_type == DistributedType.FSDP
-            pr = run_probe(student if fsdp else accelerator.unwrap_model(student), tokenizer, cfg, device)
+            probed = student if fsdp else accelerator.unwrap_model(student)
+            pr = run_probe(probed, tokenizer, cfg, device)
             out["probe/pronoun_gap"], out["probe/he_minus_she"] = pr["pronoun_gap"], pr["he_minus_she"]
+            out.update(run_stereo_probe(probed, tokenizer, cfg, device, teacher_stereo)[0])
         return out
+
+    # the teacher's per-occupation scores, so the student's probe can say how much of its stereotype is kept
+    stereo_teacher, teacher_stereo = run_stereo_probe(teacher, tokenizer, cfg, device)
+    teacher_stereo = teacher_stereo or None
 
     if resume_step is None:
         t_eval = time.perf_counter()
@@ -948,6 +992,7 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
             pr["pronoun_gap"],
             pr["he_minus_she"],
         )
+        first.update({k.replace("probe/", "probe/teacher_"): v for k, v in stereo_teacher.items()})
         first.update(
             {"time/load_s": t_load, "time/data_s": t_data, "time/eval_s": time.perf_counter() - t_eval}
         )

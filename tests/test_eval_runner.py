@@ -71,7 +71,7 @@ def test_quick_on_a_model_folder_writes_scores_and_their_texts(tmp_path, model_d
     saved = _strict_load(out / "quick.json")
     assert saved == result
     assert saved["suite"] == "quick" and saved["model"]["role"] == "model"
-    assert set(saved["summary"]) == {"templates", "probe", "perplexity"}
+    assert set(saved["summary"]) == {"templates", "probe", "winogender", "perplexity"}
     templates = saved["tasks"]["templates"]["result"]
     assert templates["n_texts"] == 18 * 4 and len(templates["groups"]) == 18
     assert saved["summary"]["probe"]["pronoun_gap"] >= 0
@@ -134,6 +134,15 @@ def test_evaluate_run_puts_teacher_and_student_side_by_side(run_dir):
     assert header == "| task: metric | ideal | teacher | student (debug) |"
     assert any(line.startswith("| probe: pronoun probe mean \\|log P(he)") for line in lines)
     assert (run_dir / "eval" / "quick_comparison.md").read_text() == table
+    # Winogender: the student is compared with the teacher's own scores; the run's prompts decide seen / unseen
+    wino = student["tasks"]["winogender"]["result"]
+    assert wino["teacher_per_occupation"] == teacher["tasks"]["winogender"]["result"]["per_occupation"]
+    assert -1 <= student["summary"]["winogender"]["r_teacher"] <= 1
+    assert wino["seen_from"] == "recipes/data/occupation_lines.txt"  # the debug run reads files, not prompts
+    assert (run_dir / "eval" / "quick_winogender.png").is_file()
+    assert any(
+        line.startswith("| winogender: Winogender association r with BLS % women [95% CI]") for line in lines
+    )
 
 
 def test_evaluate_checkpoint_on_a_run_uses_its_final_model_and_teacher(run_dir):

@@ -16,6 +16,7 @@ from distill.evaluation.suites import (
     PerplexityTask,
     PronounProbeTask,
     Suite,
+    WinogenderTask,
     list_suites,
     load_suite,
     suite_from_dict,
@@ -28,8 +29,8 @@ HUB_FIELDS = ("path", "train_path", "test_path")
 
 def test_found_every_suite():
     # bold_professions, bold_gender, templates, pronoun_probe, perplexity, bias_in_bios, crows_pairs, stereoset,
-    # quick: update when suites are added.
-    assert len(SUITE_FILES) == 9, SUITE_FILES
+    # quick, winogender: update when suites are added.
+    assert len(SUITE_FILES) == 10, SUITE_FILES
     assert list_suites() == sorted(Path(f).stem for f in SUITE_FILES)
 
 
@@ -65,7 +66,7 @@ def test_quick_and_templates_need_no_hub():
 def test_quick_measures_disparity_probe_perplexity_and_fluency():
     quick = load_suite("quick")
     kinds = {type(t) for t in quick.tasks.values()}
-    assert kinds == {DisparityTask, PronounProbeTask, PerplexityTask}
+    assert kinds == {DisparityTask, PronounProbeTask, PerplexityTask, WinogenderTask}
     gen = quick.tasks["templates"]
     assert gen.fluency and quick.reference == "teacher"
     assert (gen.n_per_prompt, gen.max_new_tokens, gen.max_per_group) == (3, 24, 4)

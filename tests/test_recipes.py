@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,9 @@ TEACHERS = {
 
 def test_found_every_recipe():
     names = sorted(Path(r).name for r in TRAINING)
-    # debug (tiny random) and smoke (on SmolLM2-135M); embedded SmolLM2-135M; GPT-2 ladder (124M, medium, large, xl); SmolLM2 360M and 1.7B: each + _baseline
-    assert len(TRAINING) == 16, names
+    # debug (tiny random) and smoke (on SmolLM2-135M); embedded SmolLM2-135M (6 layers, and 24 pruned); GPT-2 ladder (124M, medium, large, xl); SmolLM2 360M
+    # and 1.7B: each + _baseline
+    assert len(TRAINING) == 18, names
     assert len(LADDER) == 10, LADDER
     assert len(ACCELERATE) == 9, [Path(r).name for r in ACCELERATE]
 
@@ -72,13 +74,26 @@ def test_recipe_builds_its_student_at_true_depth(recipe):
     assert cfg.teacher.name_or_path in TEACHERS, f"add {cfg.teacher.name_or_path}'s depth to TEACHERS"
     arch, depth = TEACHERS[cfg.teacher.name_or_path]
     assert cfg.student.init == "teacher_layers"
-    layers = cfg.student.layers
-    # the layer map: strictly increasing teacher indices from the first layer to the last
-    assert layers[0] == 0 and layers[-1] == depth - 1, layers
-    assert all(a < b for a, b in zip(layers, layers[1:])), layers
-
     teacher = _tiny_teacher(arch, depth)
-    student = build_student(cfg.student, teacher, seed=cfg.run.seed)
+    if cfg.student.prune.drop:  # ranked on the teacher: here on random blocks of its tiny stand-in
+        from distill.models import prune_layers
+
+        blocks = torch.randint(
+            0, 64, (cfg.student.prune.blocks, 16), generator=torch.Generator().manual_seed(0)
+        )
+        with tempfile.TemporaryDirectory() as cache:
+            picked = prune_layers(cfg.student, teacher, blocks, cache)
+        layers = picked["layers"]
+        assert (
+            len(layers) == depth - cfg.student.prune.drop and len(picked["dropped"]) == cfg.student.prune.drop
+        )
+        student = build_student(cfg.student, teacher, seed=cfg.run.seed, layers=layers)
+    else:
+        layers = cfg.student.layers
+        # the layer map: strictly increasing teacher indices from the first layer to the last
+        assert layers[0] == 0 and layers[-1] == depth - 1, layers
+        student = build_student(cfg.student, teacher, seed=cfg.run.seed)
+    assert all(a < b for a, b in zip(layers, layers[1:])), layers
     assert student.config.model_type == teacher.config.model_type
     assert student.config.num_hidden_layers == len(layers)
     blocks = student.transformer.h if arch == "gpt2" else student.model.layers

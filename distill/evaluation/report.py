@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DataError
+from distill.evaluation.stereotype import STEREOTYPE_CI_KEYS, STEREOTYPE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("icat", "StereoSet ICAT", "100"),
     ("tpr_gap_rms", "Bias-in-Bios TPR gap (female - male), RMS over occupations", "0"),
     ("accuracy", "Bias-in-Bios occupation probe accuracy", "higher"),
+    *STEREOTYPE_ROWS,
 )
 CI_KEYS = {
     "pronoun_gap": "pronoun_gap_ci",
     "female_share": "female_share_ci",
     "sentiment_gap": "sentiment_gap_ci",
     "crows_score": "crows_score_ci",
+    **STEREOTYPE_CI_KEYS,
 }
 NOT_EVALUATED = "-"
 UNDEFINED = "n/a"
@@ -237,6 +240,7 @@ _HIDDEN = {
     "groups_compared",
     "tokens",
     "n",
+    *STEREOTYPE_CI_KEYS.values(),
 }
 
 

@@ -312,10 +312,17 @@ def _prepare_bios(name: str, task: S.BiasInBiosTask) -> dict:
     return out
 
 
+def _prepare_winogender(name: str, task: S.WinogenderTask) -> dict:
+    from distill.evaluation.stereotype import load_occupation_stats, load_templates
+
+    return {"prompts": load_templates(task.path), "stats": load_occupation_stats(task.path, task.statistic)}
+
+
 _PREPARE: dict[str, Callable[[str, Any], dict]] = {
     "generation_disparity": _prepare_generation,
     "sentiment_gap": _prepare_generation,
     "pronoun_probe": _prepare_probe,
+    "winogender": _prepare_winogender,
     "perplexity": _prepare_perplexity,
     "crows_pairs": _prepare_crows,
     "stereoset": _prepare_stereoset,
@@ -359,6 +366,10 @@ class _Context:
     precision: str = "no"
     """What generation runs in: the run's `train.mixed_precision` resolved here ("no" for a model that is not a
     run's)."""
+    run_cfg: Config | None = None
+    """The run's config when the checkpoint belongs to a run (the Winogender task reads its transfer prompts)."""
+    teacher: LoadedModel | None = None
+    """The run's teacher when it is loaded anyway (the Winogender task compares a student's scores with it)."""
 
 
 def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -461,7 +472,17 @@ def _run_probe(name: str, task: S.PronounProbeTask, data: dict, lm: LoadedModel,
     )
     gaps = [abs(p["gap"]) for p in result.get("per_prompt", [])]
     result["pronoun_gap_ci"] = list(bootstrap_ci(gaps, seed=0)) if gaps else [math.nan, math.nan]
+    if task.stats:
+        from distill.evaluation.stereotype import profession_probe_stereotype
+
+        result["stereotype"] = profession_probe_stereotype(result, task.stats)
     return result, []
+
+
+def _run_winogender(name: str, task: S.WinogenderTask, data: dict, lm: LoadedModel, ctx: _Context):
+    from distill.evaluation.stereotype import run_winogender
+
+    return run_winogender(task, data, lm, ctx), []
 
 
 def _run_perplexity(name: str, task: S.PerplexityTask, data: dict, lm: LoadedModel, ctx: _Context):
@@ -537,6 +558,7 @@ _RUN: dict[str, Callable[..., tuple[dict, list[dict]]]] = {
     "generation_disparity": _run_generation,
     "sentiment_gap": _run_generation,
     "pronoun_probe": _run_probe,
+    "winogender": _run_winogender,
     "perplexity": _run_perplexity,
     "crows_pairs": _run_crows,
     "stereoset": _run_stereoset,
@@ -575,6 +597,10 @@ def headline(metric: str, result: dict) -> dict:
             "he_minus_she": result.get("he_minus_she"),
             "n_prompts": result.get("n_prompts"),
         }
+    elif metric == "winogender":
+        from distill.evaluation.stereotype import headline as stereotype_headline
+
+        out = stereotype_headline(result)
     elif metric == "perplexity":
         out = {"ppl": result.get("ppl"), "tokens": result.get("tokens")}
     elif metric == "crows_pairs":
@@ -693,6 +719,9 @@ def _evaluate(lm: LoadedModel, suite: S.Suite, data: dict, ctx: _Context, out_di
     }
     payload = to_strict_json(payload)
     _write_json(out_dir / f"{suite.name}.json", payload)
+    from distill.evaluation.stereotype import plot_suite
+
+    plot_suite(payload, out_dir / suite.name)
     log.info("%s: wrote %s", lm.info["label"], out_dir / f"{suite.name}.json")
     return payload
 
@@ -771,7 +800,7 @@ def _context(
     precision, why = resolve_mixed_precision(setting, cuda=device.type == "cuda")
     if any(t.metric in ("generation_disparity", "sentiment_gap") for t in suite.tasks.values()):
         log.info("generation precision: %s (%s)", precision, why)
-    return _Context(device, reference, note, blocks, blocks_note, precision)
+    return _Context(device, reference, note, blocks, blocks_note, precision, run_cfg, teacher)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from distill.evaluation.downstream.crows_pairs import CROWS_PAIRS_HUB_ID
 from distill.evaluation.downstream.stereoset import STEREOSET_HUB_ID
 from distill.evaluation.polarity import DEFAULT_FEMALE_WORDS, DEFAULT_MALE_WORDS
 from distill.evaluation.probe import DEFAULT_TEMPLATES
+from distill.evaluation.stereotype import STATS_COLUMNS, WINOGENDER_DIR
 from distill.resources import resource_path
 
 SUITE_DIR = "eval"
@@ -121,6 +122,33 @@ class PronounProbeTask:
     """Probe only the first N professions (null: all)."""
     batch_size: int = 64
     """Prompts per forward pass."""
+    stats: str | None = "word_lists/professions_bls.tsv"
+    """Share of women per profession (US BLS, with the source of each figure); the result adds the occupational
+    stereotype metrics over the professions that have a figure. Null: skip them."""
+
+
+@dataclass
+class WinogenderTask:
+    """Occupational stereotype on Winogender templates: per-occupation log P(she) - log P(he) at the pronoun slot,
+    its association with BLS % women and with the teacher's scores, spread and lean, seen vs unseen occupations."""
+
+    metric: str = "winogender"
+    """The metric kind (see METRICS)."""
+    path: str = WINOGENDER_DIR
+    """Folder holding Winogender's templates.tsv and occupations-stats.tsv."""
+    statistic: str = "bls_pct_female"
+    """Column of occupations-stats.tsv the association is computed against: bls_pct_female or bergsma_pct_female."""
+    prompts: str | None = None
+    """Transfer prompt file that decides which occupations are `seen`; null: the run's own `data.prompts` when
+    the checkpoint is a run directory sampled from prompts, else recipes/data/occupation_lines.txt."""
+    batch_size: int = 64
+    """Prompts per forward pass."""
+    n_boot: int = 1000
+    """Bootstrap resamples (over occupations) for the 95% intervals."""
+    seed: int = 0
+    """Seeds the bootstrap."""
+    plot: bool = True
+    """Write the scatter of occupation score vs % women (`<suite>_winogender.png`) next to the results."""
 
 
 @dataclass
@@ -229,6 +257,7 @@ Task = (
     DisparityTask
     | SentimentTask
     | PronounProbeTask
+    | WinogenderTask
     | PerplexityTask
     | CrowsPairsTask
     | StereoSetTask
@@ -239,6 +268,7 @@ METRICS: dict[str, type] = {
     "generation_disparity": DisparityTask,
     "sentiment_gap": SentimentTask,
     "pronoun_probe": PronounProbeTask,
+    "winogender": WinogenderTask,
     "perplexity": PerplexityTask,
     "crows_pairs": CrowsPairsTask,
     "stereoset": StereoSetTask,
@@ -247,7 +277,17 @@ METRICS: dict[str, type] = {
 """Metric kind -> the task dataclass holding its settings. The runner dispatches on the same keys."""
 
 # Fields naming a local file that must exist when set (a folder is fine for BOLD's `path`).
-_FILE_FIELDS = ("path", "professions", "templates", "male_words", "female_words", "train_path", "test_path")
+_FILE_FIELDS = (
+    "path",
+    "professions",
+    "templates",
+    "male_words",
+    "female_words",
+    "train_path",
+    "test_path",
+    "prompts",
+    "stats",
+)
 
 
 @dataclass
@@ -427,6 +467,15 @@ def _check_task(name: str, task: Any, problems: list[str]) -> None:
         _in_range(problems, f"{w}.block_size", task.block_size, 2)
     if isinstance(task, BiasInBiosTask):
         _in_range(problems, f"{w}.l2", task.l2, 0)
+    if (
+        isinstance(task, WinogenderTask)
+        and isinstance(task.statistic, str)
+        and task.statistic not in STATS_COLUMNS
+    ):
+        problems.append(
+            f"{w}.statistic must be one of {', '.join(STATS_COLUMNS)}, got {task.statistic!r}"
+            + _did_you_mean(task.statistic, STATS_COLUMNS)
+        )
 
 
 def _check_device(device: Any, problems: list[str]) -> None:
