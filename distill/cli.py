@@ -21,15 +21,16 @@ EXIT_USER_ERROR = 2
 def _setup_logging(verbose: bool) -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     level = logging.INFO if (rank == 0 or verbose) else logging.WARNING
+    # The project's own loggers speak at INFO; every library only at WARNING, so their progress chatter (fontTools
+    # subsetting each PDF figure's fonts, httpx, filelock, ...) stays out of the log.
     logging.basicConfig(
-        level=level,
+        level=logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "accelerate.utils.other"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("distill").setLevel(level)
 
 
 def _cmd_train(args) -> int:
