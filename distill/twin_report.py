@@ -48,7 +48,14 @@ def inspect_twins(cfg: Config, n_show: int = 3) -> str:
     else:
         path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
         tokenizer = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
-    train_blocks, _ = build_blocks(cfg, tokenizer, teacher=teacher, device="cpu")
+    # the transfer set a training run of this recipe uses: sampled (or read back) in the run's precision
+    import torch
+
+    from distill.precision import resolve_mixed_precision
+
+    mp, _ = resolve_mixed_precision(cfg.train.mixed_precision, cuda=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mp == "bf16"):
+        train_blocks, _ = build_blocks(cfg, tokenizer, teacher=teacher, device="cpu")
     del teacher
     cf = Counterfactuals(cfg, tokenizer)
     b = cf.builder

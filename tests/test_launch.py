@@ -13,7 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+# Without the variables of an outer make (`make test`), so the inner make prints as it does for a user.
+_OUTER_MAKE = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+ENV = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
+ENV.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", WANDB_MODE="offline")
 
 
 def _lines(text: str) -> list[str]:

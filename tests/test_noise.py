@@ -53,7 +53,7 @@ def test_checkpoints_save_tied_weights_without_a_warning(tmp_path, tokenizer, ca
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_the_cpu_launch_passes_its_thread_count():
-    cmd = ["make", "-n", "distill", "VENV=/nonexistent", "STAMP=", "COMPARE="]
+    cmd = ["make", "--no-print-directory", "-n", "distill", "VENV=/nonexistent", "STAMP=", "COMPARE="]
     line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[0]
     assert "--config_file recipes/accelerate/cpu.yaml" in line and "--num_cpu_threads_per_process " in line
     multi = cmd + ["ACCELERATE_CONFIG=recipes/accelerate/cpu_multiprocess.yaml", "NUM_PROCESSES=2"]
