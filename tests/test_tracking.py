@@ -28,6 +28,12 @@ def _offline_runs(run_dir):
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
+def _run_id(folder) -> str:
+    """The run id in `offline-run-<date>_<time>-<id>`; W&B appends `-1`, `-2` when two launches of one run start
+    within the same second."""
+    return folder.name.split("-")[3]
+
+
 def _logged(folder, *keys: bytes, timeout: float = 30.0) -> bytes:
     """The raw records of one offline W&B folder (keys are stored as plain strings), once all of `keys` are in it:
     W&B's writer process flushes a finished run's records shortly after `finish()` returns."""
@@ -48,10 +54,10 @@ def test_resumes_and_the_evaluation_continue_one_wandb_run(tmp_path, teacher_dir
     cfg = _cfg(tmp_path, teacher_dir, "train.max_steps=4", "train.save_every=2")
     run_dir = train(cfg, stop_after=2)  # preempted after its step-2 checkpoint
     run_id = wandb_run_id(run_dir, create=False)
-    assert run_id and [p.name.rsplit("-", 1)[1] for p in _offline_runs(run_dir)] == [run_id]
+    assert run_id and [_run_id(p) for p in _offline_runs(run_dir)] == [run_id]
 
     train(cfg)  # the resume continues the same run id
-    assert [p.name.rsplit("-", 1)[1] for p in _offline_runs(run_dir)] == [run_id, run_id]
+    assert [_run_id(p) for p in _offline_runs(run_dir)] == [run_id, run_id]
     assert b"train/loss" in _logged(_offline_runs(run_dir)[1], b"train/loss")
 
     train(cfg)  # a rerun of the finished run trains nothing and opens no W&B run
