@@ -1,4 +1,4 @@
-"""Evaluation generation: `distill.evaluation.generation.generate` batched (KV cache, left padding) against one
+"""Evaluation generation: `distill.sampling.generate` batched (KV cache, left padding) against one
 prompt at a time, on the same prompts and settings, with identical outputs asserted.
 
 Prompts are the eval suite's profession templates (eval/data/profession_templates.json, the first prompt of each
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, sync  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
-from distill.evaluation.generation import generate  # noqa: E402
+from distill.sampling import generate  # noqa: E402
 
 TARGET = 4.0
 

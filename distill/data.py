@@ -221,8 +221,8 @@ def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:
 
 def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[str]:
     """The teacher continues each opening line `samples_per_prompt` times (seeded); cached by content."""
-    from distill.evaluation.generation import generate
     from distill.precision import active_autocast_dtype
+    from distill.sampling import generate
 
     d = cfg.data
     prompts = read_prompts(d.prompts)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.errors import ConfigError
-from distill.evaluation.generation import generate, read_jsonl, row_seed, save_jsonl
+from distill.sampling import generate, read_jsonl, row_seed, save_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

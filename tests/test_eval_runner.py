@@ -14,7 +14,6 @@ from conftest import debug_overrides, make_gpt2
 
 from distill.config import load_config, save_config
 from distill.errors import DataError, ModelError
-from distill.evaluation.generation import read_jsonl
 from distill.evaluation.polarity import classify_gender, gender_word_lists
 from distill.evaluation.runner import (
     evaluate_checkpoint,
@@ -22,6 +21,7 @@ from distill.evaluation.runner import (
     resolve_checkpoint,
     to_strict_json,
 )
+from distill.sampling import read_jsonl
 
 # Test-sized `quick`: 18 groups x 4 prompts x 1 sample of 4 tokens, 8 professions, few bootstrap resamples.
 GEN_SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu"]

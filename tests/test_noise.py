@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import make_gpt2
 
-from distill.evaluation._lm import cache_keyword
-from distill.evaluation.generation import generate
+from distill.lm import cache_keyword
+from distill.sampling import generate
 
 
 def test_generation_uses_the_current_cache_argument(tokenizer):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from distill.evaluation._lm import (
+from distill.lm import (
     bos_token_id,
     encode_plain,
     encode_prompt,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from distill.errors import DataError, ModelError
-from distill.evaluation._lm import (
+from distill.lm import (
     encode_prompt,
     eval_mode,
     last_logits_kwargs,

@@ -374,7 +374,6 @@ class _Context:
 
 def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedModel, ctx: _Context):
     from distill.evaluation.bold import flatten_prompts
-    from distill.evaluation.generation import generate
     from distill.evaluation.perplexity import fluency
     from distill.evaluation.polarity import (
         FEMALE,
@@ -385,6 +384,7 @@ def _run_generation(name: str, task: S.GenerationTask, data: dict, lm: LoadedMod
         gender_word_lists,
     )
     from distill.evaluation.sentiment import sentiment_gap, vader_scorer
+    from distill.sampling import generate
 
     prompts_by_group: dict[str, list[str]] = data["prompts"]
     prompts, owners = flatten_prompts(prompts_by_group)
@@ -486,8 +486,8 @@ def _run_winogender(name: str, task: S.WinogenderTask, data: dict, lm: LoadedMod
 
 
 def _run_perplexity(name: str, task: S.PerplexityTask, data: dict, lm: LoadedModel, ctx: _Context):
-    from distill.evaluation._lm import max_positions
     from distill.evaluation.perplexity import perplexity
+    from distill.lm import max_positions
 
     if task.run_validation and ctx.run_blocks is not None:
         blocks = ctx.run_blocks
@@ -675,7 +675,7 @@ def _versions() -> dict:
 
 def _evaluate(lm: LoadedModel, suite: S.Suite, data: dict, ctx: _Context, out_dir: Path) -> dict:
     """Run every task of `suite` on one model; write `<suite>.json` (and the generations) under `out_dir`."""
-    from distill.evaluation.generation import save_jsonl
+    from distill.sampling import save_jsonl
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t_total = time.perf_counter()
@@ -867,8 +867,8 @@ def update_model_card(
 def _log_to_run(run_dir: Path, suite: str, student: dict, teacher: dict | None) -> None:
     """Figures of the run's teacher and student (`<run>/eval/figures/`) and the results, logged into the run's own
     W&B run (`tracking.log_evaluation`)."""
-    from distill.evaluation.generation import read_jsonl
     from distill.evaluation.report import run_figures
+    from distill.sampling import read_jsonl
     from distill.tracking import log_evaluation
 
     figures = run_figures(run_dir, suite)

@@ -222,7 +222,7 @@ def slot_scores(
     into batches and read at the last position in float32; the model's train/eval mode is restored after."""
     import torch
 
-    from distill.evaluation._lm import (
+    from distill.lm import (
         encode_prompt,
         eval_mode,
         last_logits_kwargs,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from distill.errors import DataError
 from distill.evaluation._data import load_hub, read_records
-from distill.evaluation._lm import encode_plain, eval_mode, model_device, pad_token_id, right_pad
+from distill.lm import encode_plain, eval_mode, model_device, pad_token_id, right_pad
 from distill.resources import resource_path
 
 BIOS_HUB_ID = "LabHC/bias_in_bios"

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.errors import ConfigError
-from distill.evaluation._lm import (
+from distill.lm import (
     cache_keyword,
     encode_prompt,
     eval_mode,
