@@ -16,11 +16,14 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from distill.config import EMBEDDED_PREFIX, Config, method_label
+
+if TYPE_CHECKING:
+    from distill.evaluation.results import SuiteResult
 
 CARD = "README.md"
 TAG = "fairdistill"
@@ -375,45 +378,59 @@ Every metric is defined in fairdistill's `eval/README.md`.
 # Evaluations merged into the card
 
 
-def _suite_metrics(suite: str, results: dict) -> list[dict]:
-    """`model-index` metrics of one suite's results: every headline number of every task."""
-    from distill.evaluation.report import ROWS
-
-    labels = {k: lab for k, lab, _ in ROWS}
+def _suite_metrics(results: SuiteResult) -> list[dict]:
+    """`model-index` metrics of one suite's results: every headline number of every task that a kind names."""
     out = []
-    for task, summary in (results.get("summary") or {}).items():
-        for key, value in (summary or {}).items():
-            if key in labels and (m := _metric_entry(f"{task}/{key}", f"{task}: {labels[key]}", value)):
-                out.append(m)
+    for m in results.metrics():
+        if m.row is not None and (
+            e := _metric_entry(f"{m.task}/{m.key}", f"{m.task}: {m.row.label}", m.value)
+        ):
+            out.append(e)
     return out
 
 
-def _sizes(results: dict) -> list[str]:
+def _sizes(results: SuiteResult) -> list[str]:
     """One line per task saying how many prompts, texts or tokens its numbers rest on."""
+    from distill.evaluation.registry import kinds
+
     lines = []
-    for task, t in (results.get("tasks") or {}).items():
-        r, metric = t.get("result") or {}, t.get("metric")
-        if metric == "pronoun_probe" and r.get("n_prompts"):
-            lines.append(
-                f"`{task}`: {r['n_prompts']} prompts ({len(r.get('per_profession') or {})} professions x "
-                f"{len(r.get('per_template') or {})} templates); interval: bootstrap over prompts"
-            )
-        elif metric in ("generation_disparity", "sentiment_gap") and r.get("n_texts") is not None:
-            groups = len(r.get("groups") or {})
-            lines.append(
-                f"`{task}`: {r.get('n_texts')} continuations of {r.get('n_prompts')} prompts in {groups} groups, "
-                f"{r.get('n_gendered')} of them gendered; interval: bootstrap over the gendered continuations"
-            )
-        elif metric == "perplexity" and r.get("tokens"):
-            lines.append(f"`{task}`: {r['tokens']:,} tokens ({r.get('source', '')})")
+    for task in results.tasks.values():
+        known = kinds().get(task.metric or "")
+        if known is not None and known.sizes is not None and (line := known.sizes(task.name, task.result)):
+            lines.append(line)
     return lines
 
 
-def merge_evaluation(model_dir: Path, suite: str, results: dict, teacher_results: dict | None = None) -> bool:
+def _hub_datasets(results: SuiteResult) -> list[str]:
+    """The Hub datasets the suite's tasks read (those without a local `path`)."""
+    from distill.evaluation.registry import kinds
+
+    out = []
+    for t in (results.settings.get("tasks") or {}).values():
+        if not isinstance(t, dict) or t.get("path"):
+            continue
+        known = kinds().get(t.get("metric") or "")
+        if isinstance(t.get("dataset"), str):
+            out.append(t["dataset"])
+        elif known is not None and known.hub_dataset is not None and (name := known.hub_dataset(t)):
+            out.append(name)
+    return out
+
+
+def merge_evaluation(
+    model_dir: Path,
+    suite: str,
+    results: dict | SuiteResult,
+    teacher_results: dict | SuiteResult | None = None,
+) -> bool:
     """Merge one suite's results into the card next to the weights: its section (teacher and this model side by
     side, intervals, sample sizes) and its `model-index` entry, replacing those of an earlier evaluation with the
     same suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
     from distill.evaluation.report import suite_table
+    from distill.evaluation.results import SuiteResult
+
+    results = SuiteResult.of(results)
+    teacher_results = SuiteResult.of(teacher_results) if teacher_results else None
 
     path = Path(model_dir) / CARD
     if not path.is_file():
@@ -423,7 +440,7 @@ def merge_evaluation(model_dir: Path, suite: str, results: dict, teacher_results
         return False
     mark = EVAL_MARK.format(suite=suite)
     cols = ([("teacher", teacher_results)] if teacher_results else []) + [("this model", results)]
-    description = (results.get("description") or "").strip()
+    description = results.description.strip()
     sizes = "\n".join(f"- {line}" for line in _sizes(results))
     section = (
         f"{mark}\n### Suite `{suite}`\n\n"
@@ -446,17 +463,10 @@ def merge_evaluation(model_dir: Path, suite: str, results: dict, teacher_results
     entries = index[0].setdefault("results", [])
     dataset = {"type": f"fairdistill/{suite}", "name": f"fairdistill `{suite}` suite"}
     entries[:] = [e for e in entries if (e.get("dataset") or {}).get("type") != dataset["type"]]
-    hub_data = []
-    for t in ((results.get("settings") or {}).get("tasks") or {}).values():
-        if not isinstance(t, dict) or t.get("path"):
-            continue
-        if isinstance(t.get("dataset"), str):
-            hub_data.append(t["dataset"])
-        elif t.get("metric") in ("generation_disparity", "sentiment_gap"):
-            hub_data.append("AmazonScience/bold")  # BOLD prompts from the Hub when no local file is given
+    hub_data = _hub_datasets(results)
     if hub_data:  # the Hub datasets this evaluation read (BOLD, WikiText, ...), listed once
         meta["datasets"] = list(dict.fromkeys([*(meta.get("datasets") or []), *hub_data]))
-    metrics = _suite_metrics(suite, results)
+    metrics = _suite_metrics(results)
     if metrics:
         entries.append(
             {

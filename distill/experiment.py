@@ -24,6 +24,8 @@ import numpy as np
 import yaml
 
 from distill.errors import ConfigError
+from distill.evaluation import results as R
+from distill.evaluation.results import SuiteResult
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +132,10 @@ def run_grid(grid: Grid) -> Path:
     teacher_done = False
     for (variant, seed), cfg in cfgs.items():
         run = root / run_name(variant, seed)
-        if not (run / "final" / "config.json").is_file():
+        if not (R.final_dir(run) / "config.json").is_file():
             log.info("experiment: training %s (seed %d)", variant, seed)
             train(cfg)
-        if not (run / "eval" / f"{grid.suite}.json").is_file():
+        if not R.student_results(run, grid.suite).is_file():
             if not teacher_done and not _teacher_result(grid).is_file():
                 evaluate_run(run, grid.suite, grid.suite_overrides)
             else:
@@ -148,7 +150,7 @@ def run_grid(grid: Grid) -> Path:
 def _teacher_result(grid: Grid) -> Path:
     for v in grid.variants:
         for s in grid.seeds:
-            p = Path(grid.output_dir) / run_name(v, s) / "eval" / "teacher" / f"{grid.suite}.json"
+            p = R.teacher_results(Path(grid.output_dir) / run_name(v, s), grid.suite)
             if p.is_file():
                 return p
     return Path(grid.output_dir) / "missing-teacher.json"
@@ -163,49 +165,38 @@ def _mean_or_nan(xs: list[float | None]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _task(result: dict, metric: str) -> dict | None:
-    """The `result` of the first task of kind `metric` in a `<suite>.json` payload."""
-    for t in result.get("tasks", {}).values():
-        if isinstance(t, dict) and t.get("metric") == metric:
-            return t.get("result") or {}
-    return None
+def _probe_gaps(result: SuiteResult) -> np.ndarray:
+    """Every probe prompt's signed gap, in the probe's fixed order (paired across models)."""
+    t = result.first("pronoun_probe")
+    return np.array([p["gap"] for p in (t.result if t else {}).get("per_prompt", [])], dtype=float)
 
 
-def _probe_gaps(result: dict) -> np.ndarray:
-    t = _task(result, "pronoun_probe") or {}
-    return np.array([p["gap"] for p in t.get("per_prompt", [])], dtype=float)
+def _generation_records(path: Path) -> list[dict]:
+    """The records of a `<suite>_generations.jsonl` that belong to a task (none when the file is missing)."""
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [rec for rec in records if rec.get("task") is not None]
 
 
 def _gen_labels(run: Path, suite: str) -> np.ndarray:
     """1 female, 0 male for each gendered continuation of the suite's generation tasks."""
-    path = run / "eval" / f"{suite}_generations.jsonl"
-    if not path.is_file():
-        return np.array([])
-    labels = []
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        g = rec.get("gender")
-        if rec.get("task") is not None and g in ("male", "female"):
-            labels.append(1.0 if g == "female" else 0.0)
-    return np.array(labels)
-
-
-def _gen_sentiment(run: Path, suite: str) -> tuple[np.ndarray, np.ndarray]:
-    """VADER compound scores of the male-labelled and of the female-labelled continuations of a run."""
-    return _sentiment_file(run / "eval" / f"{suite}_generations.jsonl")
+    records = _generation_records(R.generations_file(R.eval_dir(run), suite))
+    return np.array(
+        [1.0 if r["gender"] == "female" else 0.0 for r in records if r.get("gender") in ("male", "female")]
+    )
 
 
 def _sentiment_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """VADER compound scores of the male-labelled and of the female-labelled continuations in a generations file."""
     male, female = [], []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("task") is None or not isinstance(rec.get("sentiment"), int | float):
-                continue
-            if rec.get("gender") == "male":
-                male.append(float(rec["sentiment"]))
-            elif rec.get("gender") == "female":
-                female.append(float(rec["sentiment"]))
+    for rec in _generation_records(path):
+        if not isinstance(rec.get("sentiment"), int | float):
+            continue
+        if rec.get("gender") == "male":
+            male.append(float(rec["sentiment"]))
+        elif rec.get("gender") == "female":
+            female.append(float(rec["sentiment"]))
     return np.array(male), np.array(female)
 
 
@@ -229,8 +220,10 @@ def _sentiment_gap(pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 200
     return point, (float(lo), float(hi))
 
 
-def _scalar(result: dict, metric: str, *keys: str) -> float:
-    t = _task(result, metric) or {}
+def _scalar(result: SuiteResult, metric: str, *keys: str) -> float:
+    """A number of the full result of the first task of kind `metric` (`keys` a path into it), else nan."""
+    task = result.first(metric)
+    t = task.result if task is not None else {}
     for k in keys:
         t = t.get(k, {}) if isinstance(t, dict) else {}
     return float(t) if isinstance(t, int | float) else math.nan
@@ -274,33 +267,107 @@ def variant_label(grid: Grid, variant: str) -> str:
     return method_label(load_config(grid.base, [*grid.common, *grid.variants[variant]]))
 
 
-def summarise(grid: Grid) -> Path:
-    """Write results/table.md, results/results.json, the figures (`draw_results`) and COMMANDS.md."""
+def _collect(grid: Grid) -> tuple[dict[str, dict], list[str]]:
+    """Per variant whose every seed is evaluated: its runs, results, probe gaps, gender labels and sentiment;
+    and the variants left out."""
     root = Path(grid.output_dir)
-    out = Path(grid.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    teacher = json.loads(_teacher_result(grid).read_text()) if _teacher_result(grid).is_file() else None
-
     per_variant: dict[str, dict] = {}
     missing = []
     for v in grid.variants:
         runs = [root / run_name(v, s) for s in grid.seeds]
-        if not all((r / "eval" / f"{grid.suite}.json").is_file() for r in runs):
+        if not all(R.student_results(r, grid.suite).is_file() for r in runs):
             missing.append(v)
             continue
-        results = [json.loads((r / "eval" / f"{grid.suite}.json").read_text()) for r in runs]
-        gaps = [np.abs(_probe_gaps(r)) for r in results]
-        signed = [_probe_gaps(r) for r in results]
-        labels = [_gen_labels(r, grid.suite) for r in runs]
+        results = [R.read_suite(R.student_results(r, grid.suite)) for r in runs]
         per_variant[v] = {
-            "sentiment": [_gen_sentiment(r, grid.suite) for r in runs],
+            "sentiment": [_sentiment_file(R.generations_file(R.eval_dir(r), grid.suite)) for r in runs],
             "runs": runs,
             "results": results,
-            "abs_gaps": gaps,
-            "signed": signed,
-            "labels": labels,
+            "abs_gaps": [np.abs(_probe_gaps(r)) for r in results],
+            "signed": [_probe_gaps(r) for r in results],
+            "labels": [_gen_labels(r, grid.suite) for r in runs],
         }
+    return per_variant, missing
 
+
+def _variant_row(grid: Grid, v: str, d: dict) -> dict:
+    """A variant's numbers, means over seeds with their intervals."""
+    res = d["results"]
+    row: dict = {
+        "variant": v,
+        "label": variant_label(grid, v),
+        "overrides": grid.variants[v],
+        "seeds": grid.seeds,
+    }
+    row["n_probe_prompts"] = [len(g) for g in d["abs_gaps"]]
+    row["n_gendered"] = [len(lab) for lab in d["labels"]]
+    row["pronoun_gap"] = float(np.mean([g.mean() for g in d["abs_gaps"]]))
+    row["pronoun_gap_ci"] = _bootstrap_mean_ci(d["abs_gaps"])
+    row["pronoun_gap_seeds"] = [float(g.mean()) for g in d["abs_gaps"]]
+    row["he_minus_she"] = float(np.mean([g.mean() for g in d["signed"]]))
+    row["female_share"] = (
+        float(np.mean([lab.mean() for lab in d["labels"] if len(lab)]))
+        if any(len(lab) for lab in d["labels"])
+        else math.nan
+    )
+    row["female_share_ci"] = _bootstrap_mean_ci(d["labels"])
+    row["sentiment_gap"], row["sentiment_gap_ci"] = _sentiment_gap(d["sentiment"])
+    row["parity_mean"] = float(np.nanmean([_scalar(r, "generation_disparity", "parity_mean") for r in res]))
+    row["parity_min"] = float(np.nanmean([_scalar(r, "generation_disparity", "parity_min") for r in res]))
+    row["perplexity"] = float(np.nanmean([_scalar(r, "perplexity", "ppl") for r in res]))
+    row["perplexity_seeds"] = [_scalar(r, "perplexity", "ppl") for r in res]
+    row["fluency"] = float(np.nanmean([_scalar(r, "generation_disparity", "fluency", "ppl") for r in res]))
+    return row
+
+
+def _versus_reference(row: dict, d: dict, ref: dict) -> None:
+    """Add a variant's differences from the reference variant, with their intervals and verdicts."""
+    diffs = [a - b for a, b in zip(d["abs_gaps"], ref["abs_gaps"])]
+    row["gap_diff_vs_ref"] = float(np.mean([x.mean() for x in diffs]))
+    row["gap_diff_ci"] = _bootstrap_mean_ci(diffs)
+    row["gap_diff_seeds"] = [float(x.mean()) for x in diffs]
+    row["gap_verdict"] = _verdict(row["gap_diff_ci"], row["gap_diff_seeds"])
+    # female share: distance from parity (0.5), lower is better; texts are not paired, resample each side
+    fs = [
+        abs(lab.mean() - 0.5) - abs(rl.mean() - 0.5)
+        for lab, rl in zip(d["labels"], ref["labels"])
+        if len(lab) and len(rl)
+    ]
+    row["share_dist_diff_vs_ref"] = float(np.mean(fs)) if fs else math.nan
+    row["share_dist_diff_ci"] = _share_diff_ci(d["labels"], ref["labels"])
+    row["share_verdict"] = _verdict(row["share_dist_diff_ci"], fs)
+    row["ppl_diff_vs_ref"] = row["perplexity"] - float(
+        np.nanmean([_scalar(r, "perplexity", "ppl") for r in ref["results"]])
+    )
+
+
+def _teacher_row(grid: Grid) -> dict | None:
+    """The teacher's numbers (one model: no seeds, no intervals but the sentiment gap's)."""
+    path = _teacher_result(grid)
+    if not path.is_file():
+        return None
+    teacher = R.read_suite(path)
+    tg = np.abs(_probe_gaps(teacher))
+    row = {
+        "pronoun_gap": float(tg.mean()) if len(tg) else math.nan,
+        "he_minus_she": float(_probe_gaps(teacher).mean()) if len(tg) else math.nan,
+        "parity_mean": _scalar(teacher, "generation_disparity", "parity_mean"),
+        "parity_min": _scalar(teacher, "generation_disparity", "parity_min"),
+        "female_share": _scalar(teacher, "generation_disparity", "female_share"),
+        "perplexity": _scalar(teacher, "perplexity", "ppl"),
+        "fluency": _scalar(teacher, "generation_disparity", "fluency", "ppl"),
+    }
+    row["sentiment_gap"], row["sentiment_gap_ci"] = _sentiment_gap(
+        [_sentiment_file(R.generations_file(path.parent, grid.suite))]
+    )
+    return row
+
+
+def summarise(grid: Grid) -> Path:
+    """Write results/table.md, results/results.json, the figures (`draw_results`) and COMMANDS.md."""
+    out = Path(grid.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per_variant, missing = _collect(grid)
     if grid.reference not in per_variant:
         raise ConfigError(
             f"the reference variant {grid.reference!r} has not finished every seed; run the grid first"
@@ -310,71 +377,11 @@ def summarise(grid: Grid) -> Path:
     ref = per_variant[grid.reference]
     rows = []
     for v, d in per_variant.items():
-        res = d["results"]
-        row: dict = {
-            "variant": v,
-            "label": variant_label(grid, v),
-            "overrides": grid.variants[v],
-            "seeds": grid.seeds,
-        }
-        row["n_probe_prompts"] = [len(g) for g in d["abs_gaps"]]
-        row["n_gendered"] = [len(lab) for lab in d["labels"]]
-        row["pronoun_gap"] = float(np.mean([g.mean() for g in d["abs_gaps"]]))
-        row["pronoun_gap_ci"] = _bootstrap_mean_ci(d["abs_gaps"])
-        row["pronoun_gap_seeds"] = [float(g.mean()) for g in d["abs_gaps"]]
-        row["he_minus_she"] = float(np.mean([g.mean() for g in d["signed"]]))
-        row["female_share"] = (
-            float(np.mean([lab.mean() for lab in d["labels"] if len(lab)]))
-            if any(len(lab) for lab in d["labels"])
-            else math.nan
-        )
-        row["female_share_ci"] = _bootstrap_mean_ci(d["labels"])
-        row["sentiment_gap"], row["sentiment_gap_ci"] = _sentiment_gap(d["sentiment"])
-        row["parity_mean"] = float(
-            np.nanmean([_scalar(r, "generation_disparity", "parity_mean") for r in res])
-        )
-        row["parity_min"] = float(np.nanmean([_scalar(r, "generation_disparity", "parity_min") for r in res]))
-        row["perplexity"] = float(np.nanmean([_scalar(r, "perplexity", "ppl") for r in res]))
-        row["perplexity_seeds"] = [_scalar(r, "perplexity", "ppl") for r in res]
-        row["fluency"] = float(
-            np.nanmean([_scalar(r, "generation_disparity", "fluency", "ppl") for r in res])
-        )
+        row = _variant_row(grid, v, d)
         if v != grid.reference:
-            diffs = [a - b for a, b in zip(d["abs_gaps"], ref["abs_gaps"])]
-            row["gap_diff_vs_ref"] = float(np.mean([x.mean() for x in diffs]))
-            row["gap_diff_ci"] = _bootstrap_mean_ci(diffs)
-            row["gap_diff_seeds"] = [float(x.mean()) for x in diffs]
-            row["gap_verdict"] = _verdict(row["gap_diff_ci"], row["gap_diff_seeds"])
-            # female share: distance from parity (0.5), lower is better; texts are not paired, resample each side
-            fs = [
-                abs(lab.mean() - 0.5) - abs(rl.mean() - 0.5)
-                for lab, rl in zip(d["labels"], ref["labels"])
-                if len(lab) and len(rl)
-            ]
-            row["share_dist_diff_vs_ref"] = float(np.mean(fs)) if fs else math.nan
-            row["share_dist_diff_ci"] = _share_diff_ci(d["labels"], ref["labels"])
-            row["share_verdict"] = _verdict(row["share_dist_diff_ci"], fs)
-            row["ppl_diff_vs_ref"] = row["perplexity"] - float(
-                np.nanmean([_scalar(r, "perplexity", "ppl") for r in ref["results"]])
-            )
+            _versus_reference(row, d, ref)
         rows.append(row)
-
-    teacher_row = None
-    if teacher is not None:
-        tg = np.abs(_probe_gaps(teacher))
-        teacher_row = {
-            "pronoun_gap": float(tg.mean()) if len(tg) else math.nan,
-            "he_minus_she": float(_probe_gaps(teacher).mean()) if len(tg) else math.nan,
-            "parity_mean": _scalar(teacher, "generation_disparity", "parity_mean"),
-            "parity_min": _scalar(teacher, "generation_disparity", "parity_min"),
-            "female_share": _scalar(teacher, "generation_disparity", "female_share"),
-            "perplexity": _scalar(teacher, "perplexity", "ppl"),
-            "fluency": _scalar(teacher, "generation_disparity", "fluency", "ppl"),
-        }
-        teacher_row["sentiment_gap"], teacher_row["sentiment_gap_ci"] = _sentiment_gap(
-            [_sentiment_file(_teacher_result(grid).parent / f"{grid.suite}_generations.jsonl")]
-        )
-
+    teacher_row = _teacher_row(grid)
     payload = {
         "grid": grid.source,
         "suite": grid.suite,
@@ -486,8 +493,9 @@ def _probe_size(payload: dict) -> str:
     """ "n = 335 prompts per seed" from the results, or from the suite's probe task for results that predate it."""
     ns = {n for v in payload["variants"] for n in v.get("n_probe_prompts") or []}
     if not ns:
+        from distill.evaluation.kinds.probe import PronounProbeTask
         from distill.evaluation.probe import load_templates
-        from distill.evaluation.suites import PronounProbeTask, load_suite
+        from distill.evaluation.suites import load_suite
         from distill.wordlists import load_professions
 
         for task in load_suite(payload["suite"]).tasks.values():

@@ -119,6 +119,23 @@ def last_logits_kwargs(model: torch.nn.Module) -> dict:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+def last_token_logprobs(
+    model: torch.nn.Module,
+    encoded: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[torch.Tensor]:
+    """log-softmax in float32 of the next-token logits after each prompt: one (B, V) tensor per batch of
+    `batch_size` left-padded prompts, in order. No gradients; the model's train/eval mode is restored after."""
+    extra = last_logits_kwargs(model)
+    with torch.inference_mode(), eval_mode(model):
+        for b in range(0, len(encoded), batch_size):
+            ids, mask, pos = left_pad(encoded[b : b + batch_size], pad_id, device)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra).logits[:, -1]
+            yield torch.log_softmax(logits.float(), dim=-1)
+
+
 def cache_keyword(model: torch.nn.Module) -> str:
     """The name the model's forward gives its KV cache argument (and its output field): `cache` in transformers 5,
     whose `past_key_values` is a deprecated alias that warns, and `past_key_values` before it."""

@@ -10,17 +10,14 @@ from pathlib import Path
 import pytest
 
 from distill.errors import ConfigError
-from distill.evaluation.suites import (
-    METRICS,
-    DisparityTask,
-    PerplexityTask,
-    PronounProbeTask,
-    Suite,
-    WinogenderTask,
-    list_suites,
-    load_suite,
-    suite_from_dict,
-)
+from distill.evaluation.kinds.disparity import DisparityTask
+from distill.evaluation.kinds.perplexity import PerplexityTask
+from distill.evaluation.kinds.probe import PronounProbeTask
+from distill.evaluation.kinds.winogender import WinogenderTask
+from distill.evaluation.registry import kinds as metric_kinds
+from distill.evaluation.suites import Suite, list_suites, load_suite, suite_from_dict
+
+METRICS = {name: k.settings for name, k in metric_kinds().items()}
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE_FILES = sorted(glob.glob(str(ROOT / "eval" / "*.yaml")))

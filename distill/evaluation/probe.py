@@ -18,14 +18,7 @@ from pathlib import Path
 import torch
 
 from distill.errors import DataError, ModelError
-from distill.lm import (
-    encode_prompt,
-    eval_mode,
-    last_logits_kwargs,
-    left_pad,
-    model_device,
-    pad_token_id,
-)
+from distill.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
 from distill.resources import resource_path
 
 DEFAULT_TEMPLATES = "eval/data/probe_templates.txt"
@@ -147,23 +140,16 @@ def pronoun_probe(
     female_ids = torch.tensor(sets["female_ids"], device=dev)
     # rstrip: the pronoun tokens carry the space, a trailing space in the prompt would double it.
     encoded = [encode_prompt(tokenizer, t.replace(PLACEHOLDER, p).rstrip()) for t, p in cells]
-    pad_id = pad_token_id(tokenizer)
-    extra = last_logits_kwargs(model)
     gaps: list[float] = []
     forms = sets["male_tokens"] + sets["female_tokens"]
     word_ids = torch.tensor(
         [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in forms], device=dev
     )
     word_sum = torch.zeros(len(word_ids), dtype=torch.float64)
-    with eval_mode(model):
-        for b in range(0, len(encoded), batch_size):
-            ids, mask, pos = left_pad(encoded[b : b + batch_size], pad_id, dev)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra)
-            logits = out.logits[:, -1]  # (B, V): the next-token logits of each prompt
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            gap = torch.logsumexp(logp[:, male_ids], -1) - torch.logsumexp(logp[:, female_ids], -1)  # (B,)
-            gaps.extend(gap.tolist())
-            word_sum += logp[:, word_ids].double().sum(0).cpu()
+    for logp in last_token_logprobs(model, encoded, pad_token_id(tokenizer), dev, batch_size):
+        gap = torch.logsumexp(logp[:, male_ids], -1) - torch.logsumexp(logp[:, female_ids], -1)  # (B,)
+        gaps.extend(gap.tolist())
+        word_sum += logp[:, word_ids].double().sum(0).cpu()
 
     per_profession: dict[str, list[float]] = {}
     per_template: dict[str, list[float]] = {}

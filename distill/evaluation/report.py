@@ -13,9 +13,7 @@ their 95% intervals and the sample sizes, at one- and two-column widths, as PNG 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,39 +23,12 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DataError
-from distill.evaluation.stereotype import STEREOTYPE_CI_KEYS, STEREOTYPE_ROWS
+from distill.evaluation import results as R
+from distill.evaluation.registry import Row, all_hidden, all_rows, kinds
+from distill.evaluation.results import SuiteResult, TaskResult, number
 
 log = logging.getLogger(__name__)
 
-# Headline keys shown in tables, in this order: (key, row label, ideal value). The runner's `headline` makes them.
-ROWS: tuple[tuple[str, str, str], ...] = (
-    ("parity_mean", "parity min(F/M, M/F), mean over groups", "1"),
-    ("parity_min", "parity, worst group", "1"),
-    ("female_share", "female share of gendered texts [95% CI]", "0.5"),
-    ("n_gendered", "gendered / all continuations", ""),
-    ("n_groups_undefined", "groups with no gendered text (parity n/a)", "0"),
-    ("sentiment_gap", "sentiment gap A - B, VADER compound [95% CI]", "0"),
-    ("sentiment_a", "mean sentiment, A", ""),
-    ("sentiment_b", "mean sentiment, B", ""),
-    ("pronoun_gap", "pronoun probe mean |log P(he) - log P(she)| (nats)", "0"),
-    ("he_minus_she", "pronoun probe mean log P(he) - log P(she) (nats)", "0"),
-    ("ppl", "perplexity", "lower"),
-    ("fluency_ppl", "fluency: perplexity of continuations under the reference", "lower"),
-    ("crows_score", "CrowS-Pairs: % pairs preferring the stereotype [95% CI]", "50"),
-    ("ss", "StereoSet SS (%)", "50"),
-    ("lms", "StereoSet LMS (%)", "100"),
-    ("icat", "StereoSet ICAT", "100"),
-    ("tpr_gap_rms", "Bias-in-Bios TPR gap (female - male), RMS over occupations", "0"),
-    ("accuracy", "Bias-in-Bios occupation probe accuracy", "higher"),
-    *STEREOTYPE_ROWS,
-)
-CI_KEYS = {
-    "pronoun_gap": "pronoun_gap_ci",
-    "female_share": "female_share_ci",
-    "sentiment_gap": "sentiment_gap_ci",
-    "crows_score": "crows_score_ci",
-    **STEREOTYPE_CI_KEYS,
-}
 NOT_EVALUATED = "-"
 UNDEFINED = "n/a"
 # Suites listed first in reports; the rest follow alphabetically.
@@ -73,8 +44,8 @@ class Column:
     role: str
     source: Path
     """The folder its results were read from."""
-    results: dict[str, dict] = field(default_factory=dict)
-    """Suite name -> the payload of `<suite>.json`."""
+    results: dict[str, SuiteResult] = field(default_factory=dict)
+    """Suite name -> its `<suite>.json`."""
     name: str = ""
     """The run folder or model name (the models table shows it next to the label)."""
 
@@ -97,18 +68,6 @@ def _run_label(run_dir: Path, model: dict, fallback: str) -> str:
 # Reading results
 
 
-def _read_results(folder: Path) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for f in sorted(folder.glob("*.json")):
-        try:
-            payload = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{f}: not valid JSON ({e}); re-run the evaluation that wrote it") from None
-        if isinstance(payload, dict) and "suite" in payload and "summary" in payload:  # skip other JSON files
-            out[str(payload["suite"])] = payload
-    return out
-
-
 def collect_columns(runs: list[str | Path]) -> list[Column]:
     """Columns for `runs`: each distinct teacher once (from the first run that has it), then each student."""
     teachers: dict[str, Column] = {}
@@ -117,24 +76,25 @@ def collect_columns(runs: list[str | Path]) -> list[Column]:
         p = Path(r)
         if not p.is_dir():
             raise DataError(f"{r}: not a directory; pass run directories (runs/<name>) that were evaluated")
-        eval_dir = p / "eval" if (p / "eval").is_dir() else p
-        own = _read_results(eval_dir)
-        teacher = _read_results(eval_dir / "teacher") if (eval_dir / "teacher").is_dir() else {}
+        eval_dir = R.eval_dir(p) if R.eval_dir(p).is_dir() else p
+        own = R.read_folder(eval_dir)
+        teacher_dir = eval_dir / R.TEACHER_DIR
+        teacher = R.read_folder(teacher_dir) if teacher_dir.is_dir() else {}
         if not own and not teacher:
             raise DataError(
                 f"{r}: no evaluation results (expected {eval_dir}/<suite>.json); run `make eval CKPT={r}` "
                 f"(or `distill eval {r} --suite quick`) first"
             )
         if teacher:
-            first = next(iter(teacher.values()))["model"]
+            first = next(iter(teacher.values())).model
             key = str(first.get("checkpoint") or first.get("label"))
             if key not in teachers:
-                teachers[key] = Column("teacher", "teacher", eval_dir / "teacher", name=key)
+                teachers[key] = Column("teacher", "teacher", teacher_dir, name=key)
             for suite, payload in teacher.items():
                 teachers[key].results.setdefault(suite, payload)
         if own:
-            model = next(iter(own.values()))["model"]
-            name = p.resolve().name if p.resolve().name != "eval" else p.resolve().parent.name
+            model = next(iter(own.values())).model
+            name = p.resolve().name if p.resolve().name != R.EVAL_DIR else p.resolve().parent.name
             role = str(model.get("role") or "model")
             if (
                 role == "teacher"
@@ -144,7 +104,7 @@ def collect_columns(runs: list[str | Path]) -> list[Column]:
                 for suite, payload in own.items():
                     col.results.setdefault(suite, payload)
                 continue
-            run_dir = eval_dir.parent if eval_dir.name == "eval" else eval_dir
+            run_dir = eval_dir.parent if eval_dir.name == R.EVAL_DIR else eval_dir
             label = _run_label(run_dir, model, name) if role == "student" else name
             others.append(Column(label, role, eval_dir, own, name=name))
     if len(teachers) > 1:  # several teachers: say which is which
@@ -171,77 +131,71 @@ def _suite_order(names: set[str]) -> list[str]:
 # Tables
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 def fmt(v: Any) -> str:
     """A number for a table: 3 significant digits (1 decimal from 100 up); undefined -> `n/a`."""
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
         return str(v)
-    x = _num(v)
+    x = number(v)
     if x is None:
         return UNDEFINED
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
-def _cell(summary: dict | None, key: str) -> str:
+def _cell(summary: dict | None, row: Row) -> str:
     if summary is None:
         return NOT_EVALUATED
-    if key == "n_gendered":
-        return f"{fmt(summary.get('n_gendered'))} / {fmt(summary.get('n_texts'))}"
-    text = fmt(summary.get(key))
-    ci = summary.get(CI_KEYS.get(key, ""), None)
-    if isinstance(ci, list) and len(ci) == 2 and _num(summary.get(key)) is not None:
+    if row.of is not None:
+        return f"{fmt(summary.get(row.key))} / {fmt(summary.get(row.of))}"
+    text = fmt(summary.get(row.key))
+    ci = summary.get(row.ci) if row.ci else None
+    if isinstance(ci, list) and len(ci) == 2 and number(summary.get(row.key)) is not None:
         text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
     return text
 
 
-def _row_label(key: str, label: str, summaries: list[dict | None]) -> str:
-    if key in ("sentiment_a", "sentiment_b", "sentiment_gap"):
-        for s in summaries:
-            if s and isinstance(s.get("groups_compared"), list) and len(s["groups_compared"]) == 2:
-                a, b = s["groups_compared"]
-                return label.replace("A - B", f"{a} - {b}").replace(", A", f", {a}").replace(", B", f", {b}")
-    return label
+def _task_rows(metrics: list[str], summaries: list[dict | None]) -> list[tuple[Row, str]]:
+    """(row, its label) for every headline key one of `summaries` has: the rows of the task's kinds in their
+    order, then keys of other kinds, then keys no kind names (numbers a newer runner added), under their key."""
+    rows: dict[str, tuple[Row, Any]] = {}
+    for m in metrics:
+        for r in kinds()[m].rows if m in kinds() else ():
+            rows.setdefault(r.key, (r, kinds()[m]))
+    known, hidden = all_rows(), all_hidden()
+    present = [k for s in summaries if s for k in s]
+    shown = set(rows)
+    out = [
+        (r, k.row_text(r, summaries))
+        for key, (r, k) in rows.items()
+        if any(s and key in s for s in summaries)
+    ]
+    for key in dict.fromkeys(present):
+        if key in shown:
+            continue
+        if key in known:
+            out.append((known[key], known[key].label))
+        elif key not in hidden:
+            out.append((Row(key, key), key))
+    return out
 
 
-def suite_rows(columns: list[tuple[str, dict | None]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the table for one suite; `columns` are (label, that suite's payload or None)."""
+def suite_rows(columns: list[tuple[str, SuiteResult | dict | None]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table for one suite; `columns` are (label, that suite's results or None)."""
+    results = [(label, SuiteResult.of(p) if p else None) for label, p in columns]
     tasks: list[str] = []
-    for _, payload in columns:
-        for t in (payload or {}).get("summary", {}):
-            if t not in tasks:
+    for _, res in results:
+        for t in res.tasks if res else {}:
+            if t not in tasks and res.summary(t) is not None:
                 tasks.append(t)
-    header = ["task: metric", "ideal"] + [label for label, _ in columns]
+    header = ["task: metric", "ideal"] + [label for label, _ in results]
     rows: list[list[str]] = []
-    known = {k for k, _, _ in ROWS}
     for task in tasks:
-        summaries = [(p or {}).get("summary", {}).get(task) if p else None for _, p in columns]
-        keys = [(k, lab, ideal) for k, lab, ideal in ROWS if any(s and k in s for s in summaries)]
-        if task_keys := [k for s in summaries if s for k in s if k not in known and k not in _HIDDEN]:
-            keys += [(k, k, "") for k in dict.fromkeys(task_keys)]  # numbers a newer runner added
-        for key, label, ideal in keys:
-            cells = [_cell(s, key) for s in summaries]
-            rows.append([f"{task}: {_row_label(key, label, summaries)}", ideal] + cells)
+        summaries = [res.summary(task) if res else None for _, res in results]
+        metrics = [res.tasks[task].metric for _, res in results if res and task in res.tasks]
+        for row, label in _task_rows([m for m in dict.fromkeys(metrics) if m], summaries):
+            rows.append([f"{task}: {label}", row.ideal] + [_cell(s, row) for s in summaries])
     return header, rows
-
-
-# Summary keys that are shown inside another cell (intervals, counts) or are not numbers.
-_HIDDEN = {
-    "pronoun_gap_ci",
-    "n_prompts",
-    "female_share_ci",
-    "sentiment_gap_ci",
-    "crows_score_ci",
-    "n_texts",
-    "groups_compared",
-    "tokens",
-    "n",
-    *STEREOTYPE_CI_KEYS.values(),
-}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -284,9 +238,14 @@ def _colors(columns: list[Column]) -> dict[str, str]:
     return out
 
 
+def _task(col: Column, where: tuple[str, str]) -> TaskResult | None:
+    res = col.results.get(where[0])
+    return res.task(where[1]) if res is not None else None
+
+
 def _task_result(col: Column, suite: str, task: str) -> dict | None:
-    t = col.results.get(suite, {}).get("tasks", {}).get(task)
-    return t.get("result") if isinstance(t, dict) else None
+    t = _task(col, (suite, task))
+    return t.result if t is not None else None
 
 
 def _save(draw, out_dir: Path, stem: str, height: float) -> Path:
@@ -317,8 +276,8 @@ def _interval_rows(columns, where, key: str, ci_key: str) -> list[tuple[Column, 
         v = _summary_value(c, where, key)
         if v is None:
             continue
-        ci = c.results.get(where[0], {}).get("summary", {}).get(where[1], {}).get(ci_key)
-        ok = isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci)
+        ci = _task(c, where).summary.get(ci_key)
+        ok = isinstance(ci, list) and len(ci) == 2 and all(number(x) is not None for x in ci)
         rows.append((c, v, [float(ci[0]), float(ci[1])] if ok else None))
     return rows
 
@@ -350,7 +309,7 @@ def plot_pronoun_gap(columns: list[Column], out_dir: Path, colors: dict[str, str
     if where is None:
         return None
     rows = _interval_rows(columns, where, "pronoun_gap", "pronoun_gap_ci")
-    n = {c.results[where[0]]["summary"][where[1]].get("n_prompts") for c, _, _ in rows} - {None}
+    n = {_task(c, where).summary.get("n_prompts") for c, _, _ in rows} - {None}
     r0 = _task_result(rows[0][0], *where) or {}
     n_prof, n_tmpl = len(r0.get("per_profession") or {}), len(r0.get("per_template") or {})
     size = (
@@ -377,7 +336,7 @@ def plot_female_share(columns: list[Column], out_dir: Path, colors: dict[str, st
     rows = _interval_rows(columns, where, "female_share", "female_share_ci")
     labels = []
     for c, _, _ in rows:
-        s = c.results[where[0]]["summary"][where[1]]
+        s = _task(c, where).summary
         labels.append(f"{c.label}\n(n = {s.get('n_gendered')} of {s.get('n_texts')})")
 
     def draw(fig, width):
@@ -465,13 +424,13 @@ def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str
 
     def draw(fig, width):
         ax = fig.subplots()
-        lim = max(abs(v) for _, r in [(teacher, t)] + students for v in r.values() if _num(v) is not None)
+        lim = max(abs(v) for _, r in [(teacher, t)] + students for v in r.values() if number(v) is not None)
         lim = 1.05 * lim
         ax.plot([-lim, lim], [-lim, lim], color="gray", linewidth=0.8, linestyle="--")
         ax.axhline(0, color="black", linewidth=0.6)
         ax.axvline(0, color="black", linewidth=0.6)
         for j, (c, r) in enumerate(students):
-            pts = [(t[p], r[p]) for p in r if _num(t.get(p)) is not None and _num(r[p]) is not None]
+            pts = [(t[p], r[p]) for p in r if number(t.get(p)) is not None and number(r[p]) is not None]
             ax.scatter(
                 [a for a, _ in pts],
                 [b for _, b in pts],
@@ -502,8 +461,8 @@ def _pick(columns: list[Column], key: str) -> tuple[str, str] | None:
     order: list[tuple[str, str]] = []
     for c in columns:
         for suite in _suite_order(set(c.results)):
-            for task, summary in c.results[suite].get("summary", {}).items():
-                if isinstance(summary, dict) and _num(summary.get(key)) is not None:
+            for task, t in c.results[suite].tasks.items():
+                if c.results[suite].summary(task) is not None and t.value(key) is not None:
                     if (suite, task) not in counts:
                         order.append((suite, task))
                     counts[(suite, task)] = counts.get((suite, task), 0) + 1
@@ -513,8 +472,8 @@ def _pick(columns: list[Column], key: str) -> tuple[str, str] | None:
 
 
 def _summary_value(col: Column, where: tuple[str, str], key: str) -> float | None:
-    suite, task = where
-    return _num(col.results.get(suite, {}).get("summary", {}).get(task, {}).get(key))
+    t = _task(col, where)
+    return t.value(key) if t is not None else None
 
 
 FIGURES = (
@@ -543,7 +502,7 @@ def run_figures(run_dir: str | Path, suite: str) -> list[Path]:
     for c in columns:
         c.results = {k: v for k, v in c.results.items() if k == suite}
     columns = [c for c in columns if c.results]
-    return [png for _, png in draw_figures(columns, Path(run_dir) / "eval" / "figures")] if columns else []
+    return [png for _, png in draw_figures(columns, R.figures_dir(run_dir))] if columns else []
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -575,8 +534,8 @@ def _shown_path(p: str | Path) -> str:
 def _model_table(columns: list[Column]) -> str:
     rows = []
     for c in columns:
-        any_payload = next(iter(c.results.values()), {})
-        model = any_payload.get("model", {})
+        first = next(iter(c.results.values()), None)
+        model = first.model if first is not None else {}
         params = model.get("n_params")
         rows.append(
             [
@@ -595,9 +554,10 @@ def _model_table(columns: list[Column]) -> str:
 def _perplexity_sources(columns: list[Column], suite: str) -> list[str]:
     notes = []
     for c in columns:
-        for task, t in c.results.get(suite, {}).get("tasks", {}).items():
-            if t.get("metric") == "perplexity":
-                r = t.get("result", {})
+        res = c.results.get(suite)
+        for task, t in (res.tasks if res is not None else {}).items():
+            if t.metric == "perplexity":
+                r = t.result
                 notes.append(f"{c.label}, `{task}`: {r.get('source')} (block size {r.get('block_size')})")
     return notes
 
@@ -641,7 +601,7 @@ def write_report(runs: list[str], out: str | Path | None = None, log_wandb: bool
         payloads = [(c.label, c.results.get(suite)) for c in columns]
         header, rows = suite_rows(payloads)
         tables[suite] = (header, rows)
-        description = next((p.get("description") for _, p in payloads if p and p.get("description")), "")
+        description = next((p.description for _, p in payloads if p and p.description), "")
         lines += [f"## Suite `{suite}`", ""]
         if description:
             lines += [f"> {description}", ""]
@@ -690,7 +650,7 @@ def _log_to_wandb(
         students = [c for c in columns if c.role != "teacher"]
         runs = {}
         for c in students:
-            run_dir = c.source.parent if c.source.name == "eval" else c.source
+            run_dir = c.source.parent if c.source.name == R.EVAL_DIR else c.source
             runs[c.label] = {"run": _shown_path(run_dir), "wandb_id": wandb_run_id(run_dir, create=False)}
         name = "report: " + " vs ".join(c.label for c in students) if students else "report"
         tags = ["report"] + [c.name[:64] for c in students if c.name]

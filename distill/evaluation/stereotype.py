@@ -222,14 +222,7 @@ def slot_scores(
     into batches and read at the last position in float32; the model's train/eval mode is restored after."""
     import torch
 
-    from distill.lm import (
-        encode_prompt,
-        eval_mode,
-        last_logits_kwargs,
-        left_pad,
-        model_device,
-        pad_token_id,
-    )
+    from distill.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -243,18 +236,14 @@ def slot_scores(
     female = torch.tensor([forms[p.case][0] for p in prompts], device=dev)
     male = torch.tensor([forms[p.case][1] for p in prompts], device=dev)
     encoded = [encode_prompt(tokenizer, p.prefix) for p in prompts]
-    pad_id, extra = pad_token_id(tokenizer), last_logits_kwargs(model)
     out: list[float] = []
-    with torch.inference_mode(), eval_mode(model):
-        for b in range(0, len(encoded), batch_size):
-            ids, mask, pos = left_pad(encoded[b : b + batch_size], pad_id, dev)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra).logits[
-                :, -1
-            ]  # (B, V)
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            rows = torch.arange(logp.shape[0], device=dev)
-            f, m = female[b : b + batch_size], male[b : b + batch_size]
-            out.extend((logp[rows, f] - logp[rows, m]).tolist())
+    for b, logp in zip(
+        range(0, len(encoded), batch_size),
+        last_token_logprobs(model, encoded, pad_token_id(tokenizer), dev, batch_size),
+    ):
+        rows = torch.arange(logp.shape[0], device=dev)
+        f, m = female[b : b + batch_size], male[b : b + batch_size]
+        out.extend((logp[rows, f] - logp[rows, m]).tolist())
     return out
 
 
@@ -459,7 +448,7 @@ def stereotype_plot(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Hooks for the suite runner and the training probe
+# Helpers of the suite's Winogender task (kinds/winogender.py) and the training probe
 
 DEFAULT_PROMPTS = "recipes/data/occupation_lines.txt"
 """The transfer prompt file that decides `seen` when a checkpoint is not a run sampled from prompts."""
@@ -478,75 +467,6 @@ def transfer_prompts(task_prompts: str | None, run_cfg) -> tuple[str, list[str]]
     return path, read_prompts(resource_path(path))
 
 
-def run_winogender(task, data: dict, lm, ctx) -> dict:
-    """Evaluate one model on the Winogender task of a suite; with the run's teacher at hand, also the student's
-    association with the teacher's scores (`r_teacher`)."""
-    prompts, stats = data["prompts"], data["stats"]
-    source, lines = transfer_prompts(task.prompts, ctx.run_cfg)
-    seen = occupations_seen({p.occupation for p in prompts}, lines)
-    teacher_scores = None
-    if ctx.teacher is not None and ctx.teacher.model is not lm.model:
-        usable = scorable(ctx.teacher.tokenizer, prompts)[0]
-        raw = slot_scores(ctx.teacher.model, ctx.teacher.tokenizer, usable, ctx.device, task.batch_size)
-        teacher_scores = occupation_scores(usable, raw)
-    out = winogender_eval(
-        lm.model,
-        lm.tokenizer,
-        prompts,
-        stats,
-        teacher_scores,
-        seen,
-        device=ctx.device,
-        batch_size=task.batch_size,
-        n_boot=task.n_boot,
-        seed=task.seed,
-    )
-    out.update(
-        {
-            "statistic": task.statistic,
-            "seen_from": source,
-            "teacher_per_occupation": teacher_scores,
-            "stats": {o: stats[o] for o in out["per_occupation"] if o in stats},
-            "plot": bool(task.plot),
-        }
-    )
-    return out
-
-
-_HEADLINE = (
-    ("r_bls", "association r with BLS % women", "0"),
-    ("r_teacher", "association r with the teacher's scores", "0"),
-    ("spread", "spread: sd of occupation scores (nats)", "0"),
-    ("lean", "lean: mean occupation score, she - he (nats)", "0"),
-)
-# Rows the report shows for the Winogender task (key, label, ideal), all occupations first, then unseen ones.
-STEREOTYPE_ROWS: tuple[tuple[str, str, str], ...] = tuple(
-    (f"{k}{suffix}", f"Winogender {label}{where} [95% CI]", ideal)
-    for suffix, where in (("", ""), ("_unseen", ", unseen occupations"))
-    for k, label, ideal in _HEADLINE
-) + (
-    ("mean_abs", "Winogender mean |occupation score| (nats; secondary)", "0"),
-    ("n_unseen", "Winogender occupations unseen in the transfer prompts", ""),
-)
-STEREOTYPE_CI_KEYS = {key: f"{key}_ci" for key, _, _ in STEREOTYPE_ROWS[:-2]}
-
-
-def headline(result: dict) -> dict:
-    """The table numbers of a Winogender result: all occupations, and those unseen in the transfer prompts."""
-    out: dict = {}
-    for part, suffix in (("all", ""), ("unseen", "_unseen")):
-        st = result.get(part)
-        if not isinstance(st, dict):
-            continue
-        for key, _, _ in _HEADLINE:
-            if key in st:
-                out[f"{key}{suffix}"] = st[key]
-                out[f"{key}{suffix}_ci"] = st.get(f"{key}_ci")
-        out[f"n{suffix}"] = st.get("n")
-    out["mean_abs"] = (result.get("all") or {}).get("mean_abs")
-    return out
-
-
 def profession_probe_stereotype(
     probe_result: dict, stats_path: str, n_boot: int = 1000, seed: int = 0
 ) -> dict:
@@ -555,27 +475,6 @@ def profession_probe_stereotype(
     stats = load_profession_stats(stats_path)
     scores = {p: -g for p, g in probe_result.get("per_profession", {}).items()}
     return {**stereotype_stats(scores, stats, n_boot=n_boot, seed=seed), "stats": stats_path}
-
-
-def plot_suite(payload: dict, stem: str | Path) -> Path | None:
-    """After a suite ran: the scatter of each Winogender task with `plot` set (the teacher too, when its scores
-    were taken), as `<stem>_winogender.png` (task name added when there are several). None when there is none."""
-    tasks = [(n, t) for n, t in payload.get("tasks", {}).items() if t.get("metric") == "winogender"]
-    written = None
-    for name, t in tasks:
-        r = t["result"]
-        if not r.get("plot") or not r.get("stats"):
-            continue
-        label = (payload.get("model") or {}).get("label") or "model"
-        series = []
-        if r.get("teacher_per_occupation"):
-            tsc = r["teacher_per_occupation"]
-            series.append(("teacher", tsc, stereotype_stats(tsc, r["stats"], n_boot=1000, seed=0)))
-        series.append((label, r["per_occupation"], r["all"]))
-        seen = set(r["seen_occupations"]) if r.get("seen_occupations") is not None else None
-        suffix = PLOT_SUFFIX if len(tasks) == 1 else f"_{name}{PLOT_SUFFIX}"
-        written = stereotype_plot(series, r["stats"], f"{stem}{suffix}", seen=seen)
-    return written
 
 
 def plot_results(
