@@ -248,7 +248,7 @@ def _task_result(col: Column, suite: str, task: str) -> dict | None:
     return t.result if t is not None else None
 
 
-def _save(draw, out_dir: Path, stem: str, height: float) -> Path:
+def save_figure(draw, out_dir: Path, stem: str, height: float) -> Path:
     """Draw with `draw(fig, width)` at each of `FIGURE_WIDTHS`; write PNG and PDF; return the one-column PNG."""
     import matplotlib
     from matplotlib.figure import Figure
@@ -270,6 +270,17 @@ def _save(draw, out_dir: Path, stem: str, height: float) -> Path:
     return out_dir / f"{stem}.png"
 
 
+def left_title(fig, text: str) -> None:
+    """The figure's title, flush left (two lines fit a one-column figure)."""
+    fig.suptitle(text, x=0.01, ha="left")
+
+
+def point(ax, x: float, y: float, ci, color: str, marker: str = "o", ms: float = 5, **kw) -> None:
+    """A dot at (x, y) with a horizontal bar over its interval `ci` [low, high] (none drawn when None)."""
+    err = None if ci is None else [[x - ci[0]], [ci[1] - x]]
+    ax.errorbar([x], [y], xerr=err, fmt=marker, color=color, ms=ms, capsize=2.5, **kw)
+
+
 def _interval_rows(columns, where, key: str, ci_key: str) -> list[tuple[Column, float, list[float] | None]]:
     rows = []
     for c in columns:
@@ -286,18 +297,8 @@ def _dot_interval(ax, rows, colors, labels: list[str]) -> None:
     """One row per model: a dot at the value and a bar over its interval (none drawn where there is none)."""
     y = np.arange(len(rows))
     for yy, (c, v, ci) in zip(y, rows):
-        err = None if ci is None else [[v - ci[0]], [ci[1] - v]]
-        marker = "*" if c.role == "teacher" else "o"
-        ax.errorbar(
-            [v],
-            [yy],
-            xerr=err,
-            fmt=marker,
-            color=colors[c.label],
-            ms=7 if marker == "*" else 5,
-            capsize=2.5,
-            elinewidth=1.2,
-        )
+        teacher = c.role == "teacher"
+        point(ax, v, yy, ci, colors[c.label], "*" if teacher else "o", 7 if teacher else 5, elinewidth=1.2)
     ax.set_yticks(y, labels)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.grid(axis="x", alpha=0.3)
@@ -323,9 +324,9 @@ def plot_pronoun_gap(columns: list[Column], out_dir: Path, colors: dict[str, str
         _dot_interval(ax, rows, colors, [c.label for c, _, _ in rows])
         ax.set_xlim(left=0)
         ax.set_xlabel("mean |log P(he) - log P(she)| (nats; 0 = none)")
-        fig.suptitle(f"Pronoun probe gap, 95% CI over prompts\n{size}", x=0.01, ha="left")
+        left_title(fig, f"Pronoun probe gap, 95% CI over prompts\n{size}")
 
-    return _save(draw, out_dir, "pronoun_gap", 0.4 * len(rows) + 1.2)
+    return save_figure(draw, out_dir, "pronoun_gap", 0.4 * len(rows) + 1.2)
 
 
 def plot_female_share(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
@@ -345,13 +346,9 @@ def plot_female_share(columns: list[Column], out_dir: Path, colors: dict[str, st
         ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlim(0, 1)
         ax.set_xlabel("female share (0.5 = balanced)")
-        fig.suptitle(
-            "Female share of gendered continuations, 95% CI\nn = gendered of all continuations",
-            x=0.01,
-            ha="left",
-        )
+        left_title(fig, "Female share of gendered continuations, 95% CI\nn = gendered of all continuations")
 
-    return _save(draw, out_dir, "female_share", 0.5 * len(rows) + 1.1)
+    return save_figure(draw, out_dir, "female_share", 0.5 * len(rows) + 1.1)
 
 
 def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
@@ -396,11 +393,9 @@ def plot_tradeoff(columns: list[Column], out_dir: Path, colors: dict[str, str]) 
         ax.grid(alpha=0.3)
         ax.margins(x=0.15)
         ax.legend(loc="best", framealpha=0.9)
-        fig.suptitle(
-            "Pronoun probe gap (95% CI over prompts)\nvs perplexity: lower-left is better", x=0.01, ha="left"
-        )
+        left_title(fig, "Pronoun probe gap (95% CI over prompts)\nvs perplexity: lower-left is better")
 
-    return _save(draw, out_dir, "gap_vs_perplexity", 2.8)
+    return save_figure(draw, out_dir, "gap_vs_perplexity", 2.8)
 
 
 def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str]) -> Path | None:
@@ -446,13 +441,11 @@ def plot_professions(columns: list[Column], out_dir: Path, colors: dict[str, str
         ax.set_xlabel("teacher: log P(he) - log P(she) (nats)")
         ax.set_ylabel("student: log P(he) - log P(she) (nats)")
         ax.legend(loc="best", framealpha=0.9)
-        fig.suptitle(
-            f"Pronoun probe per profession, mean over {n_tmpl} template{'s' if n_tmpl != 1 else ''}",
-            x=0.01,
-            ha="left",
+        left_title(
+            fig, f"Pronoun probe per profession, mean over {n_tmpl} template{'s' if n_tmpl != 1 else ''}"
         )
 
-    return _save(draw, out_dir, "professions", 3.2)
+    return save_figure(draw, out_dir, "professions", 3.2)
 
 
 def _pick(columns: list[Column], key: str) -> tuple[str, str] | None:
