@@ -128,7 +128,9 @@ def test_a_toy_kind_runs_through_suite_runner_report_and_card(tmp_path, toy_kind
         tmp_path,
         "description: toy suite\nreference: null\ntasks:\n  toy:\n    metric: toy_preference\n    batch_size: 2\n",
     )
-    suite = load_suite(str(path), ["word_a=' she'", "word_b=' he'"])  # a bare override reaches the toy's fields
+    suite = load_suite(
+        str(path), ["word_a=' she'", "word_b=' he'"]
+    )  # a bare override reaches the toy's fields
     assert isinstance(suite.tasks["toy"], ToyTask) and suite.tasks["toy"].word_a == " she"
 
     out = tmp_path / "out"
@@ -150,7 +152,9 @@ def test_a_toy_kind_runs_through_suite_runner_report_and_card(tmp_path, toy_kind
 
 
 def test_a_kinds_own_check_is_gathered_with_the_others(tmp_path, toy_kind):
-    path = _suite_file(tmp_path, "tasks:\n  toy:\n    metric: toy_preference\n    word_b: ' he'\n    batch_size: 0\n")
+    path = _suite_file(
+        tmp_path, "tasks:\n  toy:\n    metric: toy_preference\n    word_b: ' he'\n    batch_size: 0\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_suite(str(path))
     text = str(e.value)
@@ -179,7 +183,9 @@ def _payload(**summary) -> dict:
 
 def test_the_reader_types_tasks_numbers_and_intervals(tmp_path):
     p = tmp_path / "s.json"
-    p.write_text(json.dumps(_payload(probe={"pronoun_gap": 0.5, "pronoun_gap_ci": [0.4, 0.6], "n_prompts": 3})))
+    p.write_text(
+        json.dumps(_payload(probe={"pronoun_gap": 0.5, "pronoun_gap_ci": [0.4, 0.6], "n_prompts": 3}))
+    )
     res = read_suite(p)
     t = res.first("pronoun_probe")
     assert t.name == "probe" and t.result == {"x": 1} and t.seconds == 1.0
