@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import make_gpt2
+from test_eval_runner import model_dir  # noqa: F401  (the fixture: a tiny GPT-2 saved as a model folder)
 
 from distill.errors import ConfigError, DataError
 from distill.evaluation import registry
@@ -94,14 +94,6 @@ def toy_kind():
     unregister(TOY.name)
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer):
-    d = tmp_path / "model"
-    make_gpt2(tokenizer, n_layer=2, seed=1).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
 def _suite_file(tmp_path, text: str):
     path = tmp_path / "toy.yaml"
     path.write_text(text)
@@ -123,7 +115,7 @@ def test_a_second_kind_under_one_name_is_refused(toy_kind):
     register(TOY)  # the same kind again is fine (a module imported twice)
 
 
-def test_a_toy_kind_runs_through_suite_runner_report_and_card(tmp_path, toy_kind, model_dir):
+def test_a_toy_kind_runs_through_suite_runner_report_and_card(tmp_path, toy_kind, model_dir):  # noqa: F811
     path = _suite_file(
         tmp_path,
         "description: toy suite\nreference: null\ntasks:\n  toy:\n    metric: toy_preference\n    batch_size: 2\n",

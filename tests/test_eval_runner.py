@@ -295,3 +295,13 @@ def test_evaluation_writes_its_numbers_into_the_model_card(run_dir):
     assert "| teacher | this model |" in once.replace("task: metric | ideal | ", "")
     evaluate_run(run_dir, "quick", overrides=SMALL)
     assert card.read_text().count("### Suite `quick`") == 1
+
+
+def test_a_run_evaluated_alone_is_compared_with_its_teacher(run_dir):
+    """A run's student evaluated by itself (a baseline under `distill compare`) gets the Winogender association
+    with its teacher's scores, as `evaluate_run` gives it: the run's teacher is loaded for that task."""
+    out = evaluate_checkpoint(run_dir, "winogender", overrides=["n_boot=50", "device=cpu"])
+    summary = out["summary"]["winogender"]
+    assert "r_teacher" in summary and "r_teacher_unseen" in summary
+    result = out["tasks"]["winogender"]["result"]
+    assert set(result["teacher_per_occupation"]) == set(result["per_occupation"])

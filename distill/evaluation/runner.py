@@ -5,7 +5,7 @@
 
 The order is: validate the suite (`suites.load_suite`) -> load every task's data (a hub dataset that cannot be
 reached fails here, before any model loads, naming the field that takes a local file) -> load the model and the
-reference model -> run each task -> write `<out>/<suite>.json` (strict JSON, undefined numbers as null) and
+reference model -> run each task (its kind's `run`, see `registry`) -> write `<out>/<suite>.json` (strict JSON, undefined numbers as null) and
 `<out>/<suite>_generations.jsonl` (every prompt, group and continuation with its gender label, gendered word
 counts and sentiment score). The metrics are defined in `eval/README.md`.
 """
@@ -453,7 +453,7 @@ def evaluated_since_training(run_dir: str | Path, suite: str | Path) -> Path | N
 
 def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | None = None) -> str:
     """Evaluate a run's teacher and its student (`final/`) on `suite`; return a markdown table of the two side by
-    side (also logged and written to `<run>/eval/<suite>_comparison.md`).
+    side (also written to `<run>/eval/<suite>_comparison.md`).
 
     Results: `<run>/eval/<suite>.json` (student) and `<run>/eval/teacher/<suite>.json`. The teacher is loaded
     once and is the fluency reference for both (unless the suite names another). Under a multi-process launch
@@ -483,6 +483,7 @@ def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | 
         [("teacher", teacher_results), (f"student ({student.info['label']})", student_results)]
     )
     text = f"{spec.name} suite, {run}: teacher vs student\n\n{table}\n"
-    R.comparison_file(run, spec.name).write_text(text)
-    log.info("%s", text)
+    path = R.comparison_file(run, spec.name)
+    path.write_text(text)
+    log.info("%s suite: teacher vs student in %s", spec.name, path)  # the caller prints the table itself
     return text
