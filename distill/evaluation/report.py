@@ -54,11 +54,11 @@ def _run_label(run_dir: Path, model: dict, fallback: str) -> str:
     """The method's name of a run's student: as evaluated (`model.method`), else from the run's config.yaml."""
     if model.get("method"):
         return str(model["method"])
-    if (run_dir / "config.yaml").is_file():
+    if R.run_config_file(run_dir).is_file():
         from distill.config import load_config, method_label
 
         try:
-            return method_label(load_config(run_dir / "config.yaml"))
+            return method_label(load_config(R.run_config_file(run_dir)))
         except Exception:  # a run from an older version whose config no longer loads: its folder name will do
             return fallback
     return fallback
