@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
-from distill.config import _build, _in_range, parse_override
+from distill.config import _build, parse_override
 from distill.errors import ConfigError
-from distill.evaluation.registry import did_you_mean, kinds
+from distill.evaluation.registry import check_range, did_you_mean, kinds
 from distill.resources import resource_path
 
 SUITE_DIR = "eval"
@@ -211,7 +211,7 @@ def _check_task(name: str, task: Any, problems: list[str]) -> None:
             )
     for f in _COUNTS:
         if hasattr(task, f):
-            _in_range(problems, f"{w}.{f}", getattr(task, f), 1)
+            check_range(problems, f"{w}.{f}", getattr(task, f), 1)
     if known.check is not None:
         known.check(w, task, problems)
 

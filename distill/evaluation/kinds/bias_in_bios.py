@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distill.config import _in_range
 from distill.evaluation.downstream.bias_in_bios import BIOS_HUB_ID
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, from_hub, register
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, check_range, from_hub, register
 
 
 @dataclass
@@ -43,7 +42,7 @@ class BiasInBiosTask:
 
 
 def check(where: str, task: BiasInBiosTask, problems: list[str]) -> None:
-    _in_range(problems, f"{where}.l2", task.l2, 0)
+    check_range(problems, f"{where}.l2", task.l2, 0)
 
 
 def prepare(name: str, task: BiasInBiosTask) -> dict:

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from distill.config import _in_range
 from distill.evaluation.bold import BOLD_DOMAINS, BOLD_GENDER_GROUPS
 from distill.evaluation.polarity import DEFAULT_FEMALE_WORDS, DEFAULT_MALE_WORDS
 from distill.evaluation.registry import (
@@ -22,6 +21,7 @@ from distill.evaluation.registry import (
     LoadedModel,
     MetricKind,
     Row,
+    check_range,
     did_you_mean,
     path_or_hub,
     register,
@@ -77,8 +77,8 @@ class DisparityTask(GenerationTask):
 
 def check_generation(where: str, task: GenerationTask, problems: list[str], two_groups: bool = False) -> None:
     """Range and choice checks of a sampling task; `two_groups`: the task compares exactly two groups."""
-    _in_range(problems, f"{where}.top_p", task.top_p, 0, 1, lo_open=True)
-    _in_range(problems, f"{where}.temperature", task.temperature, 0)
+    check_range(problems, f"{where}.top_p", task.top_p, 0, 1, lo_open=True)
+    check_range(problems, f"{where}.temperature", task.temperature, 0)
     if isinstance(task.domain, str) and task.domain not in BOLD_DOMAINS:
         problems.append(
             f"{where}.domain must be one of {', '.join(BOLD_DOMAINS)}, got {task.domain!r}"

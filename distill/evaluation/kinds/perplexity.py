@@ -7,9 +7,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from distill.config import _in_range
 from distill.errors import DataError
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, from_hub, register
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, check_range, from_hub, register
 from distill.resources import resource_path
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class PerplexityTask:
 
 
 def check(where: str, task: PerplexityTask, problems: list[str]) -> None:
-    _in_range(problems, f"{where}.block_size", task.block_size, 2)
+    check_range(problems, f"{where}.block_size", task.block_size, 2)
 
 
 def read_texts(path: str, text_field: str) -> list[str]:
