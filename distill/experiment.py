@@ -26,6 +26,7 @@ import yaml
 from distill.errors import ConfigError
 from distill.evaluation import results as R
 from distill.evaluation.results import SuiteResult
+from distill.seed_verdicts import finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,8 @@ def run_grid(grid: Grid) -> Path:
     # Validate every variant before the first run starts, so a typo in the last one costs nothing.
     cfgs = {
         (v, s): load_config(grid.base, variant_overrides(grid, v, s))
+        for s in grid.seeds  # seed by seed, so a grid stopped early already holds paired seeds
         for v in grid.variants
-        for s in grid.seeds
     }
     root = Path(grid.output_dir)
     teacher_done = False
@@ -391,10 +392,12 @@ def summarise(grid: Grid) -> Path:
         "teacher": teacher_row,
         "variants": [{k: v for k, v in r.items()} for r in rows],
     }
-    (out / "results.json").write_text(json.dumps(_nan_to_none(payload), indent=2, default=str))
+    (out / "results.json").write_text(json.dumps(finite_or_none(payload), indent=2, default=str))
     note = f"\nNot finished, so not in this table: {', '.join(missing)}.\n" if missing else ""
-    (out / "table.md").write_text(_table(rows, teacher_row, grid) + note)
-    draw_results(out / "results.json", out)
+    if any(len(g) for r in per_variant.values() for g in r["abs_gaps"]):
+        (out / "table.md").write_text(_table(rows, teacher_row, grid) + note)
+        draw_results(out / "results.json", out)
+    _stereotype(grid, per_variant, {r["variant"]: r["label"] for r in rows}, out)
     (out / "COMMANDS.md").write_text(
         "# How these results were made\n\n```bash\nmake experiment"
         + (f" GRID={grid.source}" if grid.source else "")
@@ -404,6 +407,24 @@ def summarise(grid: Grid) -> Path:
         + "this folder with `distill.experiment.summarise`.\n"
     )
     return out
+
+
+def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str], out: Path) -> None:
+    """Seed-level verdicts on occupational stereotype (`distill.seed_verdicts`) when the suite scores Winogender:
+    results/stereotype.{md,json} and the stereotype_seeds figure."""
+    from distill import seed_verdicts as SV
+
+    teacher = SV.winogender_of(_teacher_result(grid))
+    if teacher is None and not any(
+        SV.winogender_of(R.student_results(run, grid.suite))
+        for d in per_variant.values()
+        for run in d["runs"]
+    ):
+        return
+    values = {
+        v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()
+    }
+    SV.write(out, SV.compare(values, grid.reference, SV.teacher_values(teacher)), labels)
 
 
 def _share_diff_ci(
@@ -423,18 +444,6 @@ def _share_diff_ci(
         stats[i] = np.mean(vals)
     lo, hi = np.percentile(stats, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _fmt(x: float, digits: int = 3) -> str:

@@ -75,6 +75,15 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
         for name in (f"{stem}.png", f"{stem}.pdf", f"{stem}_wide.png", f"{stem}_wide.pdf"):
             assert (out / name).stat().st_size > 1000, name
     assert "make experiment" in (out / "COMMANDS.md").read_text()
+    # quick scores Winogender: seed-level verdicts on occupational stereotype, with the targets checked
+    stereo = json.loads((out / "stereotype.json").read_text())
+    assert set(stereo["variants"]) == {"plain_kd", "cda_mean"}
+    r_unseen = stereo["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]
+    assert len(r_unseen["seeds"]) == 2 and r_unseen["verdict"]
+    assert all(isinstance(x, float) for x in stereo["variants"]["plain_kd"]["metrics"]["ppl"]["seeds"])
+    md = (out / "stereotype.md").read_text()
+    assert "CDA + mean (vs plain KD)" in md and "Targets:" in md
+    assert (out / "stereotype_seeds.png").stat().st_size > 1000
 
     # resumes: nothing is trained again
     import distill.train

@@ -1,0 +1,344 @@
+"""Seed-level verdicts on occupational stereotype: each seed is one replicate of the whole pipeline.
+
+In an experiment grid whose suite scores Winogender (`eval/winogender.yaml`, or `quick`, which includes it), every
+seed s gives one number per variant and metric m (association r with BLS % women, association with the teacher's
+own scores, spread, lean; over all occupations, and over those unseen in the transfer prompts), plus the run's
+validation perplexity and the teacher's on the same held-out blocks. A variant is compared with the reference
+(plain KD) seed by seed:
+
+    d_s = m(variant, s) - m(reference, s)          mean d over seeds, 95% interval mean +- t(0.975, n-1) sd / sqrt(n)
+
+the paired t interval over seeds (not over occupations or prompts: those intervals are inside each seed's own
+numbers and say nothing about whether another draw of the transfer set, split and batch order would agree). The
+relative change is mean(variant) / mean(reference) - 1. A difference is called lower / higher only when its
+interval excludes 0; with fewer than 2 seeds there is no interval and no verdict.
+
+`write` adds `stereotype.md`, `stereotype.json` and the `stereotype_seeds` figure to the results folder, with the
+targets the project holds itself to checked against the numbers: plain KD keeps >= 70% of the teacher's
+association and spread on unseen occupations; the method cuts both by >= 50% against plain KD with an interval
+that excludes 0; its perplexity is within 3% of plain KD's and <= 1.5x the teacher's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from distill.evaluation import results as R
+from distill.evaluation.stereotype import pearson
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+# (key in results, label, part of the Winogender result)
+METRICS = (
+    ("r_bls_unseen", "association r with BLS % women, unseen occupations", "unseen", "r_bls"),
+    ("spread_unseen", "spread (nats), unseen occupations", "unseen", "spread"),
+    (
+        "r_teacher_unseen",
+        "association r with the teacher's scores, unseen occupations",
+        "unseen",
+        "r_teacher",
+    ),
+    ("lean_unseen", "lean she - he (nats), unseen occupations", "unseen", "lean"),
+    ("r_bls", "association r with BLS % women, all occupations", "all", "r_bls"),
+    ("spread", "spread (nats), all occupations", "all", "spread"),
+    ("r_teacher", "association r with the teacher's scores, all occupations", "all", "r_teacher"),
+    ("lean", "lean she - he (nats), all occupations", "all", "lean"),
+    ("ppl", "perplexity on the run's held-out blocks", None, None),
+    ("teacher_ppl", "the teacher's perplexity on the same blocks", None, None),
+)
+TARGET_KEEP = 0.70
+TARGET_CUT = 0.50
+TARGET_PPL_VS_REF = 0.03
+TARGET_PPL_VS_TEACHER = 1.5
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with `df` degrees of freedom (nan below 1)."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    # Cornish-Fisher expansion to second order: within 0.001 of the tables above 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, list[float] | None]:
+    """Mean of per-seed paired differences and its 95% t interval over seeds (None below 2 finite seeds)."""
+    d = np.asarray([x for x in diffs if x is not None and math.isfinite(x)], dtype=float)
+    if len(d) == 0:
+        return math.nan, None
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, None
+    h = t975(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return m, [m - h, m + h]
+
+
+def _metrics_log(run: Path) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_perplexities(run: Path) -> tuple[float, float]:
+    """(the student's validation perplexity at the end of training, the teacher's on the same blocks)."""
+    recs = _metrics_log(run)
+    student = next((r["val/ppl"] for r in reversed(recs) if "val/ppl" in r), math.nan)
+    teacher = next((math.exp(r["val/teacher_loss"]) for r in recs if "val/teacher_loss" in r), math.nan)
+    return float(student), float(teacher)
+
+
+def winogender_of(path: Path) -> dict | None:
+    """The Winogender task's result in a `<suite>.json`, or None when the suite has none."""
+    if not Path(path).is_file():
+        return None
+    task = R.read_suite(path).first("winogender")
+    return None if task is None else task.result
+
+
+def _r_teacher(result: dict, teacher: dict | None, part: str) -> float:
+    """The association with the teacher's scores: stored when the run was evaluated with its teacher, else
+    computed from both per-occupation scores over the same occupations."""
+    stored = (result.get(part) or {}).get("r_teacher")
+    if isinstance(stored, int | float) and math.isfinite(stored):
+        return float(stored)
+    if not teacher:
+        return math.nan
+    occ = result["per_occupation"]
+    t_occ = teacher["per_occupation"]
+    names = sorted(o for o in occ if o in t_occ)
+    if part == "unseen":
+        seen = set(result.get("seen_occupations") or [])
+        names = [o for o in names if o not in seen]
+    if len(names) < 3:
+        return math.nan
+    return pearson([occ[o] for o in names], [t_occ[o] for o in names])
+
+
+def seed_values(run: Path, suite: str, teacher: dict | None) -> dict[str, float]:
+    """One run's numbers for every key of `METRICS`."""
+    result = winogender_of(R.student_results(run, suite)) or {}
+    out: dict[str, float] = {}
+    for key, _, part, stat in METRICS:
+        if part is None:
+            continue
+        if stat == "r_teacher":
+            out[key] = _r_teacher(result, teacher, part) if result else math.nan
+        else:
+            v = (result.get(part) or {}).get(stat)
+            out[key] = float(v) if isinstance(v, int | float) else math.nan
+    out["ppl"], out["teacher_ppl"] = run_perplexities(run)
+    return out
+
+
+def teacher_values(teacher: dict | None) -> dict[str, float]:
+    out = {}
+    for key, _, part, stat in METRICS:
+        v = ((teacher or {}).get(part) or {}).get(stat) if part else None
+        out[key] = float(v) if isinstance(v, int | float) else math.nan
+    return out
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def compare(
+    per_variant: dict[str, list[dict[str, float]]], reference: str, teacher: dict[str, float]
+) -> dict:
+    """Means over seeds, paired differences against `reference` with their seed-level intervals, relative changes,
+    verdicts, and the targets checked. `per_variant[v][i]` holds seed i's `seed_values`."""
+    ref = per_variant[reference]
+    variants = {}
+    for v, seeds in per_variant.items():
+        row: dict = {"n_seeds": len(seeds), "metrics": {}}
+        for key, label, _, _ in METRICS:
+            vals = [s[key] for s in seeds]
+            m, ci = paired_interval(vals)  # the interval of the mean over seeds (one sample)
+            entry: dict = {"label": label, "seeds": vals, "mean": m, "ci": ci}
+            if v != reference and key != "teacher_ppl":
+                d, dci = paired_interval([a - b for a, b in zip(vals, (s[key] for s in ref))])
+                base = _mean(s[key] for s in ref)
+                entry.update(
+                    diff=d,
+                    diff_ci=dci,
+                    relative=(m / base - 1) if base and math.isfinite(base) else math.nan,
+                    verdict=_verdict(dci) if math.isfinite(d) else "n/a",
+                )
+            row["metrics"][key] = entry
+        variants[v] = row
+    return {
+        "reference": reference,
+        "teacher": teacher,
+        "variants": variants,
+        "targets": _targets(variants, reference, teacher),
+    }
+
+
+def _verdict(ci: list[float] | None) -> str:
+    if ci is None:
+        return "no interval (fewer than 2 seeds)"
+    if ci[0] > 0:
+        return "higher"
+    if ci[1] < 0:
+        return "lower"
+    return "no measurable difference"
+
+
+def _targets(variants: dict, reference: str, teacher: dict[str, float]) -> list[dict]:
+    """Each target the project holds itself to, with the numbers and whether they meet it."""
+    out = []
+    ref = variants[reference]["metrics"]
+    for key in ("r_bls_unseen", "spread_unseen"):
+        t, p = teacher.get(key, math.nan), ref[key]["mean"]
+        keep = p / t if t and math.isfinite(t) else math.nan
+        out.append(
+            {
+                "target": f"{reference} keeps >= {TARGET_KEEP:.0%} of the teacher's {ref[key]['label']}",
+                "value": keep,
+                "met": bool(math.isfinite(keep) and keep >= TARGET_KEEP),
+            }
+        )
+    for v, row in variants.items():
+        if v == reference:
+            continue
+        m = row["metrics"]
+        for key in ("r_bls_unseen", "spread_unseen"):
+            cut = -m[key]["relative"]
+            ci = m[key]["diff_ci"]
+            out.append(
+                {
+                    "target": f"{v} cuts {m[key]['label']} by >= {TARGET_CUT:.0%} against {reference}, "
+                    "interval excluding 0",
+                    "value": cut,
+                    "met": bool(math.isfinite(cut) and cut >= TARGET_CUT and ci is not None and ci[1] < 0),
+                }
+            )
+        rel = m["ppl"]["relative"]
+        out.append(
+            {
+                "target": f"{v} perplexity within {TARGET_PPL_VS_REF:.0%} of {reference}'s",
+                "value": rel,
+                "met": bool(math.isfinite(rel) and abs(rel) <= TARGET_PPL_VS_REF),
+            }
+        )
+        ratio = m["ppl"]["mean"] / m["teacher_ppl"]["mean"] if m["teacher_ppl"]["mean"] else math.nan
+        out.append(
+            {
+                "target": f"{v} perplexity <= {TARGET_PPL_VS_TEACHER}x the teacher's on the same blocks",
+                "value": ratio,
+                "met": bool(math.isfinite(ratio) and ratio <= TARGET_PPL_VS_TEACHER),
+            }
+        )
+    return out
+
+
+def _f(x, digits: int = 3) -> str:
+    return f"{x:.{digits}g}" if isinstance(x, int | float) and math.isfinite(x) else "n/a"
+
+
+def _ci(ci) -> str:
+    return f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+
+
+def table(payload: dict, labels: dict[str, str]) -> str:
+    """The markdown of `stereotype.md`: one row per metric, one column per model, then the targets."""
+    variants, ref = payload["variants"], payload["reference"]
+    names = list(variants)
+    n = {variants[v]["n_seeds"] for v in names}
+    head = "| metric | teacher | " + " | ".join(
+        labels.get(v, v) + ("" if v == ref else f" (vs {labels.get(ref, ref)})") for v in names
+    )
+    lines = [head + " |", "|---" * (len(names) + 2) + "|"]
+    for key, label, _, _ in METRICS:
+        cells = []
+        for v in names:
+            e = variants[v]["metrics"][key]
+            cell = f"{_f(e['mean'])}{_ci(e['ci'])}"
+            if "diff" in e:
+                cell += f"; {_f(e['diff'])}{_ci(e['diff_ci'])}, {_f(100 * e['relative'], 2)}%: {e['verdict']}"
+            cells.append(cell)
+        teacher = payload["teacher"].get(key, math.nan)
+        lines.append(f"| {label} | {_f(teacher)} | " + " | ".join(cells) + " |")
+    targets = [
+        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({_f(t['value'])})" for t in payload["targets"]
+    ]
+    return (
+        f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} seeds. Each cell: "
+        "mean over seeds [95% t interval over seeds]; for a method, then its paired difference from "
+        f"{labels.get(ref, ref)} [95% t interval over seeds], the relative change of the mean, and the verdict "
+        "(lower / higher only when the interval excludes 0). Unseen occupations do not appear in the transfer "
+        "prompts.\n\n" + "\n".join(lines) + "\n\nTargets:\n" + "\n".join(targets) + "\n"
+    )
+
+
+def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
+    """`stereotype_seeds`: unseen-occupation association and spread per seed, each method's seeds joined to the
+    reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
+    from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
+
+    variants, ref = payload["variants"], payload["reference"]
+    names = [ref, *[v for v in variants if v != ref]]
+    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 2)
+        for ax, (key, xlabel) in zip(axes, keys):
+            ref_seeds = variants[ref]["metrics"][key]["seeds"]
+            for i, v in enumerate(names):
+                e = variants[v]["metrics"][key]
+                color = PALETTE[i % len(PALETTE)]
+                ax.scatter(e["seeds"], [i] * len(e["seeds"]), color=color, alpha=0.5, s=10)
+                if v != ref:
+                    for a, b in zip(ref_seeds, e["seeds"]):
+                        ax.plot([a, b], [0, i], color="0.75", linewidth=0.6, zorder=0)
+                point(ax, e["mean"], i - 0.18, e["ci"], color, ms=4)
+            t = payload["teacher"].get(key, math.nan)
+            if math.isfinite(t):
+                ax.axvline(t, color=TEACHER_COLOR, linestyle="--", linewidth=0.9, label="teacher")
+            ax.axvline(0, color="black", linewidth=0.6)
+            ax.set_yticks(np.arange(len(names)), [labels.get(v, v) for v in names] if ax is axes[0] else [])
+            ax.set_ylim(len(names) - 0.5, -0.7)
+            ax.set_xlabel(xlabel)
+            ax.grid(axis="x", alpha=0.3)
+        axes[1].legend(loc="lower right", frameon=False)
+        n = variants[ref]["n_seeds"]
+        left_title(
+            fig,
+            f"Winogender, unseen occupations, {n} seeds\ndots: seeds (lines pair them); bars: mean, 95% t CI",
+        )
+
+    return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
+
+
+def write(out: Path, payload: dict, labels: dict[str, str]) -> list[Path]:
+    """Write stereotype.json, stereotype.md and the figure into `out`; return their paths."""
+    out = Path(out)
+    (out / "stereotype.json").write_text(json.dumps(finite_or_none(payload), indent=2))
+    (out / "stereotype.md").write_text(table(payload, labels))
+    return [out / "stereotype.json", out / "stereotype.md", draw(payload, labels, out)]
+
+
+def finite_or_none(obj):
+    """`obj` with every non-finite float as None and paths as strings, for JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
