@@ -16,7 +16,7 @@ import re
 from distill.errors import WordListError
 from distill.wordlists import GenderLexicon, OneToMany
 
-__all__ = ["NON_NOUN_WORDS", "Swapper", "noun_follows"]
+__all__ = ["NON_NOUN_WORDS", "RULE_BRANCHES", "Swapper", "noun_follows", "rule_branch"]
 
 # A run of word characters. Digits and underscores are included so that `he2` or `his_id` stay one token and are
 # left alone; an apostrophe or hyphen ends the run, so `king's` -> `queen's` and `father-in-law` swaps its part.
@@ -101,25 +101,35 @@ def noun_follows(following: str, preceding: str = "") -> bool:
     Known misses: an object followed by an adjective or a bare noun ("made her happy", "sent her flowers") and a
     standalone "his" followed by a verb outside the list ("a friend of his arrived").
     """
+    return rule_branch(following, preceding)[0]
+
+
+RULE_BRANCHES = ("coordinated", "punctuation", "hyphen", "noun_after", "non_noun", "ly_adverb", "default")
+"""The steps of `noun_follows`, in order; `rule_branch` says which one decided."""
+
+
+def rule_branch(following: str, preceding: str = "") -> tuple[bool, str]:
+    """(`noun_follows`'s answer, the step of the rule that gave it: one of `RULE_BRANCHES`). `default` is the
+    fallback (any other word: a noun phrase follows), where the rule's known misses are."""
     if _COORDINATED_BEFORE.search(preceding[-24:]) or _COORDINATED_AFTER.match(following):
-        return True
+        return True, "coordinated"
     m = _WORD_AND_NEXT.match(following)
     if m is None:
-        return False
+        return False, "punctuation"
     word, hyphen, gap, after = m.group(1).lower(), m.group(2), m.group(3), m.group(4).lower()
     if hyphen:
-        return True
+        return True, "hyphen"
     if word in _NOUN_AFTER:
         prev = _PREV_WORD.search(preceding)
         prev_word = prev.group(1).lower() if prev else ""
         if prev_word in _PREPOSITIONS or prev_word in _NOUN_AFTER[word]:
-            return True
+            return True, "noun_after"
     if word in NON_NOUN_WORDS:
-        return False
+        return False, "non_noun"
     closes = not after or gap.strip() != "" or after in _PREPOSITIONS or after in NON_NOUN_WORDS
     if word.endswith("ly") and len(word) > 4 and closes:
-        return False
-    return True
+        return False, "ly_adverb"
+    return True, "default"
 
 
 def _case_like(source: str, target: str) -> str:
@@ -220,19 +230,24 @@ class Swapper:
             return old, "'"
         return old, old
 
-    def swap(self, text: str) -> str:
-        """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged."""
-        out = _TOKEN.sub(self._replace, text)
+    def swap(self, text: str, decisions: dict[int, str] | None = None) -> str:
+        """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged.
+
+        `decisions`: counterparts decided elsewhere (`distill.her_decide`), {character offset of a word: its
+        counterpart, lowercase}; they replace `swap_word`'s choice for the words that start at those offsets."""
+        out = _TOKEN.sub(self._replace if not decisions else lambda m: self._replace(m, decisions), text)
         if "\0" in out:  # a possessive changed: drop the old one that follows the marker
             out = re.sub("\0(?:'s\\b|')", "", out)
         return out
 
-    def _replace(self, m: re.Match[str]) -> str:
+    def _replace(self, m: re.Match[str], decisions: dict[int, str] | None = None) -> str:
         """Replacement for one token of `swap`; returns the token itself when it is not gendered."""
         word = m.group()
         end = m.end()
         swapped = self._surface.get(word)
-        if swapped is None:
+        if decisions and m.start() in decisions:
+            swapped = _case_like(word, decisions[m.start()])
+        elif swapped is None:
             if word.lower() not in self._vocabulary:
                 return word
             following = m.string[end : end + _LOOKAHEAD]
