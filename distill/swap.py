@@ -132,7 +132,7 @@ def rule_branch(following: str, preceding: str = "") -> tuple[bool, str]:
     return True, "default"
 
 
-def _case_like(source: str, target: str) -> str:
+def case_like(source: str, target: str) -> str:
     """`target` written in the case pattern of `source`: lower, Title or UPPER; any other mix gives lowercase."""
     if source.islower():
         return target
@@ -179,7 +179,7 @@ class Swapper:
         self._surface: dict[str, str] = {}
         for word, counterpart in one_to_one.items():
             for form in (word, word.title(), word.upper()):
-                self._surface[form] = _case_like(form, counterpart)
+                self._surface[form] = case_like(form, counterpart)
         self._vocabulary = frozenset(one_to_one) | frozenset(rules)
         # Plurals ending in s (ladies, kings, actresses): a possessive after them is a bare apostrophe
         words = self._vocabulary
@@ -196,6 +196,10 @@ class Swapper:
         """Every lowercase word `swap_word` can change (pairs, one-to-many words, and names if switched on)."""
         return self._vocabulary
 
+    def rule_for(self, word: str) -> OneToMany | None:
+        """The one-to-many rule of `word` (any case), or None when it has none."""
+        return self._rules.get(word.lower())
+
     def swap_word(self, word: str, following: str = "", preceding: str = "") -> str | None:
         """The counterpart of `word` in its case pattern, or None if the word is not swappable.
 
@@ -211,9 +215,9 @@ class Swapper:
             return None
         rule = self._rules.get(lower)
         if rule is not None:
-            return _case_like(word, rule.counterpart(noun_follows(following, preceding)))
+            return case_like(word, rule.counterpart(noun_follows(following, preceding)))
         counterpart = self._one_to_one.get(lower)
-        return None if counterpart is None else _case_like(word, counterpart)
+        return None if counterpart is None else case_like(word, counterpart)
 
     def possessive(self, word: str, counterpart: str, following: str) -> tuple[str, str]:
         """(the possessive after `word` in `following`, what it becomes after `counterpart`): a plural's bare
@@ -246,7 +250,7 @@ class Swapper:
         end = m.end()
         swapped = self._surface.get(word)
         if decisions and m.start() in decisions:
-            swapped = _case_like(word, decisions[m.start()])
+            swapped = case_like(word, decisions[m.start()])
         elif swapped is None:
             if word.lower() not in self._vocabulary:
                 return word
