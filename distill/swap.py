@@ -6,7 +6,9 @@ and `str.replace` would break words (`shell`, `these`), so neither is done.
 
 Words with two counterparts (`her` -> `his` or `him`, `his` -> `her` or `hers`) are resolved by a deterministic
 rule that looks only at the next word (see `noun_follows`): a small closed-class word list, no tagger, so the
-pipeline stays fast and reproducible. `word_lists/README.md` reports how often the rule is right.
+pipeline stays fast and reproducible. Where the rule falls back to its default, `augment.her_decider: teacher`
+lets the teacher choose instead (`distill.her_decide`; `swap(text, decisions)` applies such choices).
+`word_lists/README.md` reports how often each is right.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Prints coverage over the pair list and over the gendered word occurrences of the training blocks (how many get a
 perturbed target at the position that decides their gender), the her/his rule's accuracy on
-word_lists/her_rule_eval.tsv, the number of incoherent twins (a twin whose text is not `swap(decode(x))`: some
+word_lists/her_rule_eval.tsv (and with `augment.her_decider: teacher` the teacher-decided accuracy, the held-out
+sentences apart, and how the teacher's decisions on the transfer set differ from the rule's), the number of
+incoherent twins (a twin whose text is not `swap(decode(x))`: some
 words swapped and others not) and a few real twins with their perturbed positions marked.
 """
 

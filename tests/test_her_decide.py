@@ -167,7 +167,9 @@ def test_prepare_caches_the_decisions_and_changes_the_keys(tmp_path, tokenizer, 
     cfg = load_config("recipes/debug.yaml", base + ["augment.her_decider=teacher"])
 
     cf_rule = Counterfactuals(rule_cfg, tokenizer)
-    assert her_decide.prepare(cf_rule, rule_cfg, teacher, blocks) is None and cf_rule.builder.decisions is None
+    assert (
+        her_decide.prepare(cf_rule, rule_cfg, teacher, blocks) is None and cf_rule.builder.decisions is None
+    )
     cf = Counterfactuals(cfg, tokenizer)
     with pytest.raises(FairDistillError, match="decisions were not made"):
         her_decide.key_part(cfg, cf.builder)
@@ -210,7 +212,10 @@ def test_inspect_twins_reports_the_teachers_decisions(tmp_path, teacher_dir, cap
     out = capsys.readouterr().out
     assert rc == 0, out
     assert re.search(r"her/his rule: \d+/\d+ \(\d+\.\d%\)", out)
-    m = re.search(r"her/his decided by the teacher \(fallback\): (\d+)/211 .* (\d+)/46 on the held-out", out)
+    m = re.search(
+        r"her/his decided by the teacher \(fallback\): \d+/211 \(.*\) on the first sentences, \d+/46 \(.*\) on the held",
+        out,
+    )
     assert m, out
     assert re.search(r"her/his on the transfer set: \d+ of \d+ decided by the teacher, \d+ differ", out)
     assert "incoherent twins (text != swap(decode(x))): 0 of" in out
@@ -253,8 +258,8 @@ SUBSET_RIGHT = (
     "The jury believed her story.",
     "His explanation made sense to everyone.",
 )
-SUBSET_CORRECT = 39
-"""Decisions the embedded teacher (float32) gets right on the subset, of 42: measured, see word_lists/README.md."""
+SUBSET_CORRECT = 38
+"""Decisions the embedded teacher (float32) gets right on the subset, of 41: measured, see word_lists/README.md."""
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +269,9 @@ def smollm2():
     from distill.models import materialize_embedded
 
     path = materialize_embedded("smollm2-135m", ROOT / ".cache" / "fairdistill")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32
+    ).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def test_embedded_teacher_decides_the_rules_misses(smollm2, swapper, tmp_path):
@@ -272,9 +279,12 @@ def test_embedded_teacher_decides_the_rules_misses(smollm2, swapper, tmp_path):
     items = her_decide.eval_items()
     rule = her_decide.accuracy(swapper, None)["all"][2]
     missed = {m.split("': ")[0][1:] for m in rule}
-    keep = [line for line in (ROOT / "word_lists/her_rule_eval.tsv").read_text().splitlines()
-            if line.split("\t")[0] in missed or line.split("\t")[0] in SUBSET_RIGHT]
-    assert len(keep) == len(missed) + len(SUBSET_RIGHT) == 40 and len(items) > 250
+    keep = [
+        line
+        for line in (ROOT / "word_lists/her_rule_eval.tsv").read_text().splitlines()
+        if line.split("\t")[0] in missed or line.split("\t")[0] in SUBSET_RIGHT
+    ]
+    assert len(keep) == len(missed) + len(SUBSET_RIGHT) == 40 and len(items) == 250
     subset = tmp_path / "subset.tsv"
     subset.write_text("\n".join(keep) + "\n", encoding="utf-8")
     n_threads = torch.get_num_threads()
@@ -284,5 +294,5 @@ def test_embedded_teacher_decides_the_rules_misses(smollm2, swapper, tmp_path):
     finally:
         torch.set_num_threads(n_threads)
     correct, total, misses = acc["all"]
-    assert total == 42
+    assert total == 41
     assert correct == SUBSET_CORRECT, misses
