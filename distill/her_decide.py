@@ -162,7 +162,7 @@ class LMScorer:
     attention_mask).logits`), each text preceded by the tokenizer's BOS token (EOS where there is none), in
     batches of `batch_size`, inside `autocast` (a context factory; e.g. bf16 autocast on a CPU)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, autocast=None, device=None):
+    def __init__(self, model, tokenizer, batch_size: int = 16, autocast=None, device=None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.autocast = autocast
         self.device = device if device is not None else next(model.parameters()).device
@@ -197,6 +197,8 @@ class LMScorer:
             tok = logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
             for r, i in enumerate(idx):
                 out[i] = float(tok[r].sum())
+            if (b // self.batch_size + 1) % 50 == 0:
+                log.info("her/his decisions: %d / %d candidate windows scored", b + len(idx), len(rows))
         return out
 
 
