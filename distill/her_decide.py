@@ -19,7 +19,8 @@ noun"), where all of its known misses are; `all` scores every her/his. `word_lis
 For training, the decisions are made once per transfer set with the teacher (`prepare`), cached as JSON under
 `data.cache_dir/her_decisions/`, and handed to the token-level twin builder
 (`CounterfactualBuilder.decisions`): per block (keyed by a digest of its token ids) a map {token index of the
-word: counterpart}. The twin table and the teacher cache include the mode in their keys.
+word: counterpart}. The twin table's and the teacher cache's keys take in the decisions' own key (`key_part`), so
+twins of `rule` and `teacher` runs are never mixed up.
 """
 
 from __future__ import annotations
