@@ -58,8 +58,11 @@ def main(argv=None) -> int:
     print(
         f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
     )
+    # the word rule decides her/his: this measures building twins (the teacher's decisions are made once per
+    # transfer set; `distill inspect-twins` reports their cost)
     cfg = load_config(
-        ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
+        ROOT / "recipes" / "smollm2-135m_to_6L.yaml",
+        ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"],
     )
     teacher, student, tok = load_models(cfg, a.quick, device)
     docs = corpus(a.docs)

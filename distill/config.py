@@ -183,6 +183,10 @@ class AugmentConfig:
     """One-to-many words and their rule (her -> his / him)."""
     names: str | None = None
     """Optional first-name pairs (e.g. word_lists/names.tsv); swapped only when set."""
+    her_decider: Literal["rule", "teacher"] = "rule"
+    """Who picks the counterpart of `her` (his / him) and `his` (her / hers): `rule` (the swapper's next-word
+    rule, `distill.swap.noun_follows`) or `teacher` (the teacher scores both candidate twins where the rule falls
+    back to its default and keeps the likelier; once per transfer set, cached: `distill.her_decide`)."""
 
 
 @dataclass
@@ -611,6 +615,11 @@ def validate(cfg: Config) -> list[str]:
         _file_exists(p, "augment.pairs", cfg.augment.pairs, "word list")
         _file_exists(p, "augment.one_to_many", cfg.augment.one_to_many, "word list")
         _file_exists(p, "augment.names", cfg.augment.names, "word list")
+    if cfg.augment.her_decider == "teacher" and cfg.augment.one_to_many is None:
+        p.append(
+            "augment.her_decider: teacher decides the one-to-many words, but augment.one_to_many is null; set "
+            "augment.her_decider: rule, or give augment.one_to_many a word list"
+        )
     return p
 
 

@@ -35,13 +35,16 @@ rows mirror each other exactly.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from array import array
 from dataclasses import dataclass, field
 
 import torch
 
 from distill.errors import WordListError
 from distill.perturb import Exchange
+from distill.swap import case_like
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,11 @@ def deciding_piece(old: list[int], new: list[int], partners: dict[int, set[int]]
     return "none", c
 
 
+def block_key(ids: list[int]) -> str:
+    """The digest a block's decided counterparts are filed under (its token ids)."""
+    return hashlib.blake2b(array("q", ids).tobytes(), digest_size=12).hexdigest()
+
+
 class CounterfactualBuilder:
     """Builds twins of token rows with a word-level `Swapper` (see distill.swap)."""
 
@@ -161,6 +169,10 @@ class CounterfactualBuilder:
             self._wend.append(bool(body) and _is_w(body[-1]))
         self._starts_after = word_can_start_after(tokenizer, self.strings)
         self._encode_cache: dict[str, list[int]] = {}
+        self.decisions: dict[str, dict[int, str]] | None = None
+        """Counterparts decided elsewhere (`distill.her_decide.prepare`): {block key: {token index: word}}."""
+        self.decisions_key: str | None = None
+        """The digest of what `decisions` were made from (it enters the twin table's and teacher cache's keys)."""
         self.exchange, self.stats = gendered_exchange(tokenizer, word_pairs, word_groups, self.strings)
         self.pi = self.exchange.pi
         self.partners: dict[int, set[int]] = {}
@@ -260,6 +272,7 @@ class CounterfactualBuilder:
         pos = 0
         changed = False
         n_words = n_covered = 0
+        decided = self.decisions.get(block_key(ids), {}) if self.decisions else {}
         for start, end, clean in self.words(ids):
             if not clean:
                 continue
@@ -268,6 +281,8 @@ class CounterfactualBuilder:
             # the words before, for the her/his decision ("according to her will"), as the text swapper sees them
             preceding = "".join(self.strings[t] for t in ids[max(0, start - 16) : start])
             repl = self.swapper.swap_word(word, following, preceding)
+            if start in decided and repl is not None:
+                repl = case_like(word, decided[start])
             if repl is None:
                 continue
             # counted where a position predicts the word (not the block's first token, which nothing predicts)

@@ -6,7 +6,9 @@ and `str.replace` would break words (`shell`, `these`), so neither is done.
 
 Words with two counterparts (`her` -> `his` or `him`, `his` -> `her` or `hers`) are resolved by a deterministic
 rule that looks only at the next word (see `noun_follows`): a small closed-class word list, no tagger, so the
-pipeline stays fast and reproducible. `word_lists/README.md` reports how often the rule is right.
+pipeline stays fast and reproducible. Where the rule falls back to its default, `augment.her_decider: teacher`
+lets the teacher choose instead (`distill.her_decide`; `swap(text, decisions)` applies such choices).
+`word_lists/README.md` reports how often each is right.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from distill.errors import WordListError
 from distill.wordlists import GenderLexicon, OneToMany
 
-__all__ = ["NON_NOUN_WORDS", "Swapper", "noun_follows"]
+__all__ = ["NON_NOUN_WORDS", "RULE_BRANCHES", "Swapper", "noun_follows", "rule_branch"]
 
 # A run of word characters. Digits and underscores are included so that `he2` or `his_id` stay one token and are
 # left alone; an apostrophe or hyphen ends the run, so `king's` -> `queen's` and `father-in-law` swaps its part.
@@ -101,28 +103,38 @@ def noun_follows(following: str, preceding: str = "") -> bool:
     Known misses: an object followed by an adjective or a bare noun ("made her happy", "sent her flowers") and a
     standalone "his" followed by a verb outside the list ("a friend of his arrived").
     """
+    return rule_branch(following, preceding)[0]
+
+
+RULE_BRANCHES = ("coordinated", "punctuation", "hyphen", "noun_after", "non_noun", "ly_adverb", "default")
+"""The steps of `noun_follows`, in order; `rule_branch` says which one decided."""
+
+
+def rule_branch(following: str, preceding: str = "") -> tuple[bool, str]:
+    """(`noun_follows`'s answer, the step of the rule that gave it: one of `RULE_BRANCHES`). `default` is the
+    fallback (any other word: a noun phrase follows), where the rule's known misses are."""
     if _COORDINATED_BEFORE.search(preceding[-24:]) or _COORDINATED_AFTER.match(following):
-        return True
+        return True, "coordinated"
     m = _WORD_AND_NEXT.match(following)
     if m is None:
-        return False
+        return False, "punctuation"
     word, hyphen, gap, after = m.group(1).lower(), m.group(2), m.group(3), m.group(4).lower()
     if hyphen:
-        return True
+        return True, "hyphen"
     if word in _NOUN_AFTER:
         prev = _PREV_WORD.search(preceding)
         prev_word = prev.group(1).lower() if prev else ""
         if prev_word in _PREPOSITIONS or prev_word in _NOUN_AFTER[word]:
-            return True
+            return True, "noun_after"
     if word in NON_NOUN_WORDS:
-        return False
+        return False, "non_noun"
     closes = not after or gap.strip() != "" or after in _PREPOSITIONS or after in NON_NOUN_WORDS
     if word.endswith("ly") and len(word) > 4 and closes:
-        return False
-    return True
+        return False, "ly_adverb"
+    return True, "default"
 
 
-def _case_like(source: str, target: str) -> str:
+def case_like(source: str, target: str) -> str:
     """`target` written in the case pattern of `source`: lower, Title or UPPER; any other mix gives lowercase."""
     if source.islower():
         return target
@@ -169,7 +181,7 @@ class Swapper:
         self._surface: dict[str, str] = {}
         for word, counterpart in one_to_one.items():
             for form in (word, word.title(), word.upper()):
-                self._surface[form] = _case_like(form, counterpart)
+                self._surface[form] = case_like(form, counterpart)
         self._vocabulary = frozenset(one_to_one) | frozenset(rules)
         # Plurals ending in s (ladies, kings, actresses): a possessive after them is a bare apostrophe
         words = self._vocabulary
@@ -186,6 +198,10 @@ class Swapper:
         """Every lowercase word `swap_word` can change (pairs, one-to-many words, and names if switched on)."""
         return self._vocabulary
 
+    def rule_for(self, word: str) -> OneToMany | None:
+        """The one-to-many rule of `word` (any case), or None when it has none."""
+        return self._rules.get(word.lower())
+
     def swap_word(self, word: str, following: str = "", preceding: str = "") -> str | None:
         """The counterpart of `word` in its case pattern, or None if the word is not swappable.
 
@@ -201,9 +217,9 @@ class Swapper:
             return None
         rule = self._rules.get(lower)
         if rule is not None:
-            return _case_like(word, rule.counterpart(noun_follows(following, preceding)))
+            return case_like(word, rule.counterpart(noun_follows(following, preceding)))
         counterpart = self._one_to_one.get(lower)
-        return None if counterpart is None else _case_like(word, counterpart)
+        return None if counterpart is None else case_like(word, counterpart)
 
     def possessive(self, word: str, counterpart: str, following: str) -> tuple[str, str]:
         """(the possessive after `word` in `following`, what it becomes after `counterpart`): a plural's bare
@@ -220,19 +236,24 @@ class Swapper:
             return old, "'"
         return old, old
 
-    def swap(self, text: str) -> str:
-        """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged."""
-        out = _TOKEN.sub(self._replace, text)
+    def swap(self, text: str, decisions: dict[int, str] | None = None) -> str:
+        """`text` with every gendered word replaced by its counterpart, in one pass; everything else unchanged.
+
+        `decisions`: counterparts decided elsewhere (`distill.her_decide`), {character offset of a word: its
+        counterpart, lowercase}; they replace `swap_word`'s choice for the words that start at those offsets."""
+        out = _TOKEN.sub(self._replace if not decisions else lambda m: self._replace(m, decisions), text)
         if "\0" in out:  # a possessive changed: drop the old one that follows the marker
             out = re.sub("\0(?:'s\\b|')", "", out)
         return out
 
-    def _replace(self, m: re.Match[str]) -> str:
+    def _replace(self, m: re.Match[str], decisions: dict[int, str] | None = None) -> str:
         """Replacement for one token of `swap`; returns the token itself when it is not gendered."""
         word = m.group()
         end = m.end()
         swapped = self._surface.get(word)
-        if swapped is None:
+        if decisions and m.start() in decisions:
+            swapped = case_like(word, decisions[m.start()])
+        elif swapped is None:
             if word.lower() not in self._vocabulary:
                 return word
             following = m.string[end : end + _LOOKAHEAD]

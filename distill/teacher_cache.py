@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from distill import her_decide
 from distill.errors import FairDistillError
 from distill.precision import active_autocast_dtype
 
@@ -59,9 +60,12 @@ def teacher_fingerprint(teacher) -> str:
     return _digest([teacher.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
 
 
-def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor, mixed_precision: str = "no") -> str:
+def cache_key(
+    cfg, teacher, tokenizer, train_blocks: torch.Tensor, mixed_precision: str = "no", builder=None
+) -> str:
     """The cache's digest. `mixed_precision`: the run's resolved autocast setting ("no" keeps the keys that float32
-    caches have always had)."""
+    caches have always had). `builder`: the twin builder, holding the teacher's her/his decisions
+    (`augment.her_decider: teacher`)."""
     from distill.data import _digest, _tokenizer_fingerprint
 
     words = []
@@ -82,6 +86,7 @@ def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor, mixed_precisi
             cfg.teacher.cache_top_k if cfg.teacher.cache_format == "topk" else None,
             words,
         ]
+        + her_decide.key_part(cfg, builder)
     )
 
 
@@ -323,8 +328,10 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
     from distill.train import Counterfactuals
 
     cf = Counterfactuals(cfg, tokenizer)
+    with accelerator.main_process_first():
+        her_decide.prepare(cf, cfg, teacher, train_blocks, accelerator.autocast)  # augment.her_decider
     root = Path(cfg.teacher.cache).expanduser()
-    key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision)
+    key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision, cf.builder)
     path = root / f"{key}.safetensors"
     g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
     with accelerator.main_process_first():

