@@ -5,10 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of torch by default (it lies on this disk); override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?= torch==2.13.0
-DEFAULT_RECIPE := recipes/smollm2-135m_to_6L.yaml
+DEFAULT_RECIPE := recipes/smollm2-135m_to_24L.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
 # The embedded default also trains its baseline twin (plain KD) and reports the two side by side; COMPARE= skips it.
-COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_6L_baseline.yaml,)
+COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_24L_baseline.yaml,)
 # `accelerate launch -m distill.cli`, ending a failure with the project's message and exit status (no launcher traceback).
 # On the single-process CPU config, one process uses every physical core: said outright, so accelerate need not.
 CPU_THREADS = $(shell $(BIN)/python -c "import psutil; print(psutil.cpu_count(logical=False) or 1)" 2>/dev/null || echo 1)
