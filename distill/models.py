@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from distill.config import EMBEDDED_PREFIX, Config, StudentConfig, TeacherConfig
 from distill.errors import ModelError
+from distill.files import atomic_write, digest, model_fingerprint, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
         out = out.with_name(f"{key}-{hashlib.sha256(recipe).hexdigest()[:12]}")
         if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
             return out
-        return _write_atomically(out, _save_tiny_random)
+        return atomic_write(out, _save_tiny_random, folder=True)
     if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
         return out
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -125,24 +125,12 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise ModelError(f"embedded conversion of {key}: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
 
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
 
-def _write_atomically(out: Path, write) -> Path:
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, write, folder=True)
 
 
 def _tiny_random_text() -> list[str]:
@@ -378,11 +366,6 @@ def check_tokenizers(teacher_tok, student_dir: str | Path) -> None:
         )
 
 
-def layer_map(teacher_config, layers: list[int]) -> dict[int, int]:
-    """Student layer index -> teacher layer index, for logs and tests."""
-    return dict(enumerate(layers))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Importance-ranked layer selection (student.prune)
 
@@ -450,17 +433,6 @@ def prune_selection(scores: list[float], drop: int) -> tuple[list[int], list[int
     return [i for i in range(n) if i not in dropped], dropped
 
 
-def _weights_key(model: nn.Module) -> str:
-    """A cheap fingerprint of the weights: name, shape and two float64 sums of every tensor."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().double()
-        h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.10e}{float(t.abs().sum()):.10e}".encode())
-    return h.hexdigest()
-
-
 def check_prune(cfg: StudentConfig, teacher: nn.Module) -> None:
     """Refuse a `student.prune.drop` the teacher's depth cannot give, before any data is built."""
     n = _num_layers(teacher.config)
@@ -474,26 +446,19 @@ def prune_layers(cfg: StudentConfig, teacher: nn.Module, blocks: torch.Tensor, c
     """Rank the teacher's layers by `cfg.prune.by` on the first `cfg.prune.blocks` of `blocks` and choose the
     student's layers. Returns {"layers", "dropped", "scores", "by", "blocks", "cached", "key"}; the scores are
     cached in `<cache_dir>/prune/<key>.json` (key: the teacher's weights, the blocks, the method)."""
-    import hashlib
-    import json
-
     check_prune(cfg, teacher)
     used = blocks[: cfg.prune.blocks].contiguous()
-    h = hashlib.sha256(f"{cfg.prune.by}|{_weights_key(teacher)}|{tuple(used.shape)}".encode())
-    h.update(used.cpu().numpy().tobytes())
-    key = h.hexdigest()[:24]
+    key = digest([cfg.prune.by, model_fingerprint(teacher), list(used.shape), tensor_digest(used.cpu())])
     path = Path(cache_dir) / "prune" / f"{key}.json"
     cached = path.is_file()
     if cached:
         scores = json.loads(path.read_text())["scores"]
     else:
         scores = block_influence(teacher, used, cfg.prune.batch_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"by": cfg.prune.by, "blocks": list(used.shape), "scores": scores}, indent=1)
+        # atomic: a concurrent run reads the whole file or none
+        atomic_write(
+            path, json.dumps({"by": cfg.prune.by, "blocks": list(used.shape), "scores": scores}, indent=1)
         )
-        os.replace(tmp, path)  # atomic: a concurrent run reads the whole file or none
     kept, dropped = prune_selection(scores, cfg.prune.drop)
     return {
         "by": cfg.prune.by,
@@ -504,3 +469,17 @@ def prune_layers(cfg: StudentConfig, teacher: nn.Module, blocks: torch.Tensor, c
         "cached": cached,
         "key": key,
     }
+
+
+def drop_tied_weights(models, weights, output_dir) -> None:
+    """`accelerator.save_state` pre-hook: leave out the weights a model ties to another (the output projection tied to
+    the input embeddings), as `save_pretrained` does; loading re-ties them. Left in, safetensors cannot hold the
+    alias and Accelerate drops it itself with a warning."""
+    for model, state in zip(models, weights):
+        tied = getattr(getattr(model, "module", model), "_tied_weights_keys", None) or {}
+        if not isinstance(state, dict):
+            continue
+        for name, source in tied.items() if isinstance(tied, dict) else []:
+            a, b = state.get(name), state.get(source)
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr():
+                del state[name]

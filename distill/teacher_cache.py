@@ -18,10 +18,11 @@ two things (`teacher.cache_format`):
   spread evenly: exact on the kept tokens, a distribution that sums to 1). Any model; an approximation whose KL
   to the full targets `benchmarks/bench_teacher_cache.py` reports (large at T = 2, where the tail holds much mass).
 
-Either way the step hands the result to the same target code as a live teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
-`perturb` setting, every seed and every student that shares the teacher, the transfer blocks, the word lists and
-the temperature (and the run's autocast precision: bf16 targets are other targets); its file name is a digest
-of those, and a cache that does not match them is never read.
+Either way the step hands the result to the same target assembly as a live teacher (`distill.teacher`). The twins
+come from the run's twin table (`distill.twins`), built from the word lists for every block whatever the recipe, so
+the cache serves every `augment` and `perturb` setting, every seed and every student that shares the teacher, the
+transfer blocks, the word lists and the temperature (and the run's autocast precision: bf16 targets are other
+targets); its file name is a digest of those, and a cache that does not match them is never read.
 
 One safetensors file per digest, read through safetensors' memory map one row at a time: a run holds only the
 rows of its current micro-batch. Written to a temporary name and renamed, so an interrupted build leaves nothing
@@ -30,7 +31,6 @@ that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from distill.errors import FairDistillError
+from distill.files import atomic_write, digest, model_fingerprint, tensor_digest, tokenizer_fingerprint
 from distill.precision import active_autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -46,36 +47,21 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def teacher_fingerprint(teacher) -> str:
-    """Digest of the teacher's config and a sample of its weights (same name, other weights: another cache)."""
-    from distill.data import _digest
-
-    params = list(teacher.parameters())
-    picks = [params[0], params[len(params) // 2], params[-1]]
-    sample = [
-        [list(p.shape), float(p.detach().float().flatten()[:: max(1, p.numel() // 4096)].double().sum())]
-        for p in picks
-    ]
-    return _digest([teacher.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
-
-
 def cache_key(cfg, teacher, tokenizer, train_blocks: torch.Tensor, mixed_precision: str = "no") -> str:
     """The cache's digest. `mixed_precision`: the run's resolved autocast setting ("no" keeps the keys that float32
     caches have always had)."""
-    from distill.data import _digest, _tokenizer_fingerprint
-
     words = []
     a = cfg.augment
     for path in (a.pairs, a.one_to_many, a.names):
         words.append(Path(path).read_text(encoding="utf-8") if path else None)
     precision = [] if mixed_precision == "no" else [f"autocast:{mixed_precision}"]
-    return _digest(
+    return digest(
         precision
         + [
             CACHE_VERSION,
-            teacher_fingerprint(teacher),
-            _tokenizer_fingerprint(tokenizer),
-            hashlib.sha256(train_blocks.contiguous().numpy().tobytes()).hexdigest(),
+            model_fingerprint(teacher),
+            tokenizer_fingerprint(tokenizer),
+            tensor_digest(train_blocks),
             list(train_blocks.shape),
             cfg.kd.temperature,
             cfg.teacher.cache_format,
@@ -225,7 +211,7 @@ def build_cache(
     path: Path,
     teacher,
     train_blocks: torch.Tensor,
-    cf,
+    twins,
     g_idx: torch.Tensor,
     temperature: float,
     top_k: int,
@@ -234,7 +220,8 @@ def build_cache(
     autocast,
     fmt: str = "hidden",
 ) -> dict:
-    """Run the teacher over every block (and every changed block's twin) and write the cache file at `path`."""
+    """Run the teacher over every block (and every changed block's twin, read from `twins`, a
+    `distill.twins.TwinTable` of the blocks; None: no twins) and write the cache file at `path`."""
     from safetensors.torch import save_file
 
     N, T = train_blocks.shape
@@ -277,8 +264,8 @@ def build_cache(
     for start in range(0, N, batch_size):
         x = train_blocks[start : start + batch_size]
         run("x", x, torch.ones_like(x))
-        if cf is not None:
-            tw = cf.twins(x)
+        if twins is not None:
+            tw = twins.rows(list(range(start, start + x.shape[0])))
             changed = tw["changed"]
             if changed.any():
                 run("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
@@ -306,29 +293,28 @@ def build_cache(
         "bytes_per_token": per_token,
         "dtype": str(store_dtype).split(".")[-1] if fmt == "hidden" else "float32",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"fairdistill": json.dumps(meta)}
-    )
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"fairdistill": json.dumps(meta)}))
     return meta
 
 
-def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) -> TeacherCache:
+def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator, cf=None) -> TeacherCache:
     """The cache for this run: reused when its digest matches, built (by the main process) otherwise.
 
-    The twins are always cached (from the recipe's word lists), so a plain-KD run and a counterfactual run over
-    the same blocks share one file."""
-    from distill.train import Counterfactuals
-
-    cf = Counterfactuals(cfg, tokenizer)
+    The twins are always cached (from the recipe's word lists, through `cf`'s twin table; a plain-KD run, whose
+    `cf` is None, builds that table here), so a plain-KD run and a counterfactual run over the same blocks share
+    one file."""
     root = Path(cfg.teacher.cache).expanduser()
     key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision)
     path = root / f"{key}.safetensors"
-    g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
     with accelerator.main_process_first():
         if accelerator.is_main_process and not path.is_file():
+            if cf is None or cf.table is None:
+                from distill.twins import Counterfactuals
+
+                cf = Counterfactuals(cfg, tokenizer)
+                cf.precompute(cfg, train_blocks)
+            g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
             root.mkdir(parents=True, exist_ok=True)
             if not os.access(root, os.W_OK):
                 raise FairDistillError(
@@ -349,7 +335,7 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
                 path,
                 teacher,
                 train_blocks,
-                cf,
+                cf.table,
                 g_idx,
                 cfg.kd.temperature,
                 cfg.teacher.cache_top_k,

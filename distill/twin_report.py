@@ -40,7 +40,7 @@ def inspect_twins(cfg: Config, n_show: int = 3) -> str:
     from distill.data import build_blocks
     from distill.models import load_teacher, load_tokenizer, resolve_teacher_path
     from distill.swap import her_rule_accuracy
-    from distill.train import Counterfactuals
+    from distill.twins import Counterfactuals
 
     teacher = None
     if cfg.data.source == "teacher_samples":
