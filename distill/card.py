@@ -13,7 +13,6 @@ labels such as `|gap|`. No local path is written: the teacher is named by its Hu
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import yaml
 
 from distill.config import EMBEDDED_PREFIX, Config, method_label
+from distill.files import atomic_write
+from distill.rundir import RunDir
 
 CARD = "README.md"
 TAG = "fairdistill"
@@ -77,9 +78,7 @@ def read_front_matter(path: Path) -> tuple[dict, str]:
 
 def _write(path: Path, meta: dict, body: str) -> None:
     head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(f"---\n{head}---\n{body.lstrip()}", encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a card
+    atomic_write(path, f"---\n{head}---\n{body.lstrip()}")  # a reader never sees half a card
 
 
 def _fmt(v: Any) -> str:
@@ -108,7 +107,7 @@ def _training_numbers(run_dir: Path) -> tuple[dict, dict]:
     """(first record, last values) of `metrics.jsonl`: step 0 holds the teacher's validation loss and probe."""
     from distill.tracking import read_metrics
 
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     recs = read_metrics(path) if path.is_file() else []
     last: dict = {}
     for r in recs:
@@ -173,7 +172,8 @@ def usage_snippet(cfg: Config) -> str:
     """Three lines that load the student and continue a prompt; the folder is the run's `final/`, relative to where
     the run was started (an absolute output folder is not written into the card)."""
     root = Path(cfg.run.output_dir)
-    where = f"{root.as_posix()}/{cfg.run.name}/final" if not root.is_absolute() else f"{cfg.run.name}/final"
+    final = RunDir(Path(cfg.run.name)).final.as_posix()
+    where = f"{root.as_posix()}/{final}" if not root.is_absolute() else final
     return (
         "```python\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"

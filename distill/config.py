@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from distill.defaults import CHUNK_SIZE
 from distill.errors import ConfigError
 from distill.resources import resource_path
 
@@ -26,7 +27,6 @@ EMBEDDED_MODELS = ("smollm2-135m", "tiny-random")
 STUDENT_INITS = ("teacher_layers", "config", "pretrained")
 DATA_SOURCES = ("hf", "files", "teacher_samples")
 AUGMENT_MODES = ("off", "replace", "append")
-PERTURB_KINDS = ("none", "mean", "max", "expmean", "pair_equalize")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DTYPES = ("float32", "bfloat16", "float16")
 WANDB_MODES = ("offline", "online", "auto", "disabled")
@@ -162,7 +162,7 @@ class KDConfig:
     """Weight of the KD term; the CE term gets 1 - alpha."""
     temperature: float = 2.0
     """Softmax temperature for teacher and student; the KD term is scaled by T**2 (Hinton et al. 2015)."""
-    chunk_size: int = 256
+    chunk_size: int = CHUNK_SIZE
     """Positions per chunk in the KD loss, so the full B x T x V probabilities are never held more than once."""
     fused: bool = True
     """Fuse the student's output projection into the chunked loss (`distill.fused_loss`): its [B, T, V] logits are

@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import torch
 
+from distill.defaults import CHUNK_SIZE
 from distill.losses import LossSums
-
-DEFAULT_CHUNK_SIZE = 256
-"""Rows per chunk. 256 x 50,257 float32 is 51 MB per buffer: small next to one [N, V] tensor at N >= 2048, and
-large enough that each chunk's matmul still runs near full speed. Raise it on a GPU with memory to spare."""
 
 
 def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -328,7 +325,7 @@ def fused_kd_ce_sums(
     teacher_logq: torch.Tensor | None,
     labels: torch.Tensor,
     temperature: float,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int = CHUNK_SIZE,
     bias: torch.Tensor | None = None,
     *,
     teacher_logits: torch.Tensor | None = None,

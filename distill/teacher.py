@@ -47,31 +47,23 @@ class NoTeacher:
         return Targets()
 
 
-class _Assembly:
-    """Turns the teacher's log-probabilities of a batch's rows into the student's targets."""
-
-    def __init__(self, cf: Counterfactuals | None, device, raw_ok: bool):
-        self.cf, self.device, self.raw_ok = cf, device, raw_ok
-
-    def assemble(self, batch: StepBatch, logp: torch.Tensor) -> Targets:
-        cf = self.cf
-        if cf is None:
-            return Targets(logq=step_targets(logp, None, None, None, None, "none", 0.0, "off"))
-        ex = cf.exchange(logp.device)
-        return Targets(
-            logq=step_targets(
-                logp, batch.twins, batch.selected, batch.twin_rows, ex, cf.kind, cf.lam, cf.mode
-            )
-        )
+def batch_targets(batch: StepBatch, logp: torch.Tensor, cf: Counterfactuals | None) -> torch.Tensor:
+    """The student's log-targets from the teacher's log-probabilities at the KD temperature of the batch's teacher
+    rows, logp [B + k, T, V] (x rows, then the twins of `batch.twin_rows`): `distill.perturb.step_targets` with the
+    recipe's kind, lam and augment mode; plain KD (no `cf`): x's rows as they are."""
+    if cf is None:
+        return step_targets(logp, None, None, None, None, "none", 0.0, "off")
+    ex = cf.exchange(logp.device)
+    return step_targets(logp, batch.twins, batch.selected, batch.twin_rows, ex, cf.kind, cf.lam, cf.mode)
 
 
-class LiveTeacher(_Assembly):
+class LiveTeacher:
     """The frozen teacher run on the batch's teacher rows (`StepBatch.teacher_inputs`) under the run's autocast.
     `raw_ok`: the loss takes raw teacher logits (the fused loss, plain KD)."""
 
     def __init__(self, model, accelerator, temperature: float, cf: Counterfactuals | None, raw_ok: bool):
-        super().__init__(cf, accelerator.device, raw_ok)
         self.model, self.accelerator, self.temperature = model, accelerator, temperature
+        self.cf, self.device, self.raw_ok = cf, accelerator.device, raw_ok
 
     def targets(self, batch: StepBatch) -> Targets:
         ids, mask = batch.teacher_inputs()
@@ -80,16 +72,16 @@ class LiveTeacher(_Assembly):
         if self.cf is None and self.raw_ok:  # plain KD: the fused loss forms q chunk by chunk from the logits
             return Targets(logits=logits)
         logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
-        return self.assemble(batch, logp)
+        return Targets(logq=batch_targets(batch, logp, self.cf))
 
 
-class CachedTeacher(_Assembly):
+class CachedTeacher:
     """The teacher's targets read from its cache (`distill.teacher_cache.TeacherCache`) by block index. A `hidden`
     cache needs the teacher's output projection `head`, in the dtype the cache holds."""
 
     def __init__(self, cache, head, device, cf: Counterfactuals | None, raw_ok: bool):
-        super().__init__(cf, device, raw_ok)
         self.cache, self.head = cache, head
+        self.cf, self.device, self.raw_ok = cf, device, raw_ok
 
     def targets(self, batch: StepBatch) -> Targets:
         if (
@@ -98,7 +90,7 @@ class CachedTeacher(_Assembly):
             return Targets(hidden=self.cache.hidden(batch.blocks, []).to(self.device), head=self.head)
         with torch.no_grad():
             logp = self.cache.log_probs(batch.blocks, batch.twin_blocks(), self.head).to(self.device)
-        return self.assemble(batch, logp)
+        return Targets(logq=batch_targets(batch, logp, self.cf))
 
 
 def open_cache(cfg, teacher, tokenizer, train_blocks, accelerator, cf: Counterfactuals | None):

@@ -16,8 +16,9 @@ import torch
 from conftest import debug_overrides
 
 from distill.config import load_config
+from distill.rundir import list_checkpoints
 from distill.tracking import read_metrics
-from distill.train import list_checkpoints, train
+from distill.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 40  # enough that a fast machine is still training when the kills arrive

@@ -10,8 +10,9 @@ from conftest import debug_overrides
 
 from distill.config import load_config
 from distill.errors import ConfigError
+from distill.rundir import list_checkpoints
 from distill.tracking import read_metrics
-from distill.train import list_checkpoints, train
+from distill.train import train
 
 
 def _cfg(tmp_path, teacher_dir, *extra):

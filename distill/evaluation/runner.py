@@ -30,6 +30,7 @@ import torch
 from distill.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig, load_config, method_label
 from distill.errors import DataError, FairDistillError, ModelError
 from distill.evaluation import suites as S
+from distill.files import atomic_write
 from distill.resources import resource_path
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ class _Context:
     """Scores fluency; None when there is none (then fluency is skipped and says why)."""
     reference_note: str
     run_blocks: torch.Tensor | None
-    """The run's validation blocks (N, T) for perplexity tasks with `run_validation`, if they could be rebuilt."""
+    """The run's validation blocks (N, T) for perplexity tasks with `run_validation`, if the run saved them."""
     run_blocks_note: str
     precision: str = "no"
     """What generation runs in: the run's `train.mixed_precision` resolved here ("no" for a model that is not a
@@ -655,10 +656,8 @@ def to_strict_json(obj: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_strict_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a file
+    text = json.dumps(to_strict_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    atomic_write(path, text)  # a reader never sees half a file
 
 
 def _versions() -> dict:

@@ -158,8 +158,8 @@ class PerplexityTask:
     metric: str = "perplexity"
     """The metric kind (see METRICS)."""
     run_validation: bool = False
-    """When the checkpoint is a run directory, use that run's own validation blocks (from the data cache) and
-    their block size; otherwise, or when they cannot be rebuilt without sampling, fall back to `path` / the hub."""
+    """When the checkpoint is a run directory, use that run's own validation blocks (its val_blocks.safetensors)
+    and their block size; otherwise, or when the run has no such file, fall back to `path` / the hub."""
     path: str | None = None
     """Local held-out text: .txt (documents separated by blank lines), .jsonl or .parquet (`text_field`); null
     loads `dataset` from the hub."""
