@@ -426,7 +426,8 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+def build_section(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """The dataclass `cls` from a recipe mapping `data` at `where` (e.g. "kd"); what is wrong goes to `problems`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -444,7 +445,7 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
             continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, full, problems)
+            kwargs[key] = build_section(tp, value, full, problems)
         else:
             kwargs[key] = _coerce(value, tp, full, problems)
     try:
@@ -486,7 +487,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _in_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
+def check_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
+    """Add to `problems` when a number lies outside [lo, hi] (or (lo, hi] with `lo_open`); None passes."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
@@ -507,33 +509,33 @@ def _file_exists(problems: list[str], where: str, path: str | None, what: str):
 def validate(cfg: Config) -> list[str]:
     """Range and cross-field checks; returns the problems (empty when the config is usable)."""
     p: list[str] = []
-    _in_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
-    _in_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
-    _in_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
-    _in_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
-    _in_range(p, "augment.p", cfg.augment.p, 0, 1)
-    _in_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
-    _in_range(p, "data.block_size", cfg.data.block_size, 2)
-    _in_range(p, "data.val_fraction", cfg.data.val_fraction, 0, 1, lo_open=True)
-    _in_range(p, "data.max_val_blocks", cfg.data.max_val_blocks, 1)
-    _in_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
-    _in_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
-    _in_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
-    _in_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
-    _in_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
-    _in_range(p, "data.num_workers", cfg.data.num_workers, 0)
-    _in_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
-    _in_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
-    _in_range(p, "train.max_steps", cfg.train.max_steps, 1)
-    _in_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
-    _in_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
-    _in_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
-    _in_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
-    _in_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
-    _in_range(p, "train.clip", cfg.train.clip, 0)
+    check_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
+    check_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
+    check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
+    check_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
+    check_range(p, "augment.p", cfg.augment.p, 0, 1)
+    check_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
+    check_range(p, "data.block_size", cfg.data.block_size, 2)
+    check_range(p, "data.val_fraction", cfg.data.val_fraction, 0, 1, lo_open=True)
+    check_range(p, "data.max_val_blocks", cfg.data.max_val_blocks, 1)
+    check_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
+    check_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
+    check_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
+    check_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
+    check_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
+    check_range(p, "data.num_workers", cfg.data.num_workers, 0)
+    check_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
+    check_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
+    check_range(p, "train.max_steps", cfg.train.max_steps, 1)
+    check_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
+    check_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
+    check_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
+    check_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
+    check_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
+    check_range(p, "train.clip", cfg.train.clip, 0)
     for k in ("log_every", "eval_every", "probe_every", "save_every"):
-        _in_range(p, f"train.{k}", getattr(cfg.train, k), 0)
-    _in_range(p, "train.keep_last", cfg.train.keep_last, 1)
+        check_range(p, f"train.{k}", getattr(cfg.train, k), 0)
+    check_range(p, "train.keep_last", cfg.train.keep_last, 1)
     if isinstance(cfg.train.betas, list) and (
         len(cfg.train.betas) != 2
         or not all(isinstance(b, float | int) and 0 <= b < 1 for b in cfg.train.betas)
@@ -565,9 +567,9 @@ def validate(cfg: Config) -> list[str]:
     s = cfg.student
     pr = s.prune
     if isinstance(pr.drop, int) and not isinstance(pr.drop, bool):
-        _in_range(p, "student.prune.drop", pr.drop, 0)
-    _in_range(p, "student.prune.blocks", pr.blocks, 1)
-    _in_range(p, "student.prune.batch_size", pr.batch_size, 1)
+        check_range(p, "student.prune.drop", pr.drop, 0)
+    check_range(p, "student.prune.blocks", pr.blocks, 1)
+    check_range(p, "student.prune.batch_size", pr.batch_size, 1)
     if isinstance(pr.by, str) and pr.by not in PRUNE_BY:
         p.append(f"student.prune.by must be one of {', '.join(PRUNE_BY)}, got {pr.by!r}")
     pruning = isinstance(pr.drop, int) and pr.drop > 0
@@ -595,7 +597,7 @@ def validate(cfg: Config) -> list[str]:
     if s.init == "pretrained" and not s.path:
         p.append("student.path is required for student.init: pretrained (a local directory or hub id)")
     if s.init == "config" and s.num_layers is not None:
-        _in_range(p, "student.num_layers", s.num_layers, 1)
+        check_range(p, "student.num_layers", s.num_layers, 1)
 
     d = cfg.data
     if d.source == "hf" and not d.name:
@@ -618,7 +620,7 @@ def config_from_dict(
     data: dict, source: str | None = None, extra_problems: list[str] | None = None
 ) -> Config:
     problems: list[str] = list(extra_problems or [])
-    cfg = _build(Config, data, "", problems)
+    cfg = build_section(Config, data, "", problems)
     problems += validate(cfg)  # range and cross-field checks skip values whose type was already wrong
     if problems:
         raise ConfigError(problems, source)

@@ -44,11 +44,11 @@ EMBEDDED = {
 }
 
 
-def _is_local(name: str) -> bool:
+def is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
-def _check_local_dir(path: Path, what: str) -> None:
+def check_local_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise ModelError(
             f"{what} {str(path)!r} is not a directory; give a folder written by save_pretrained or a hub id"
@@ -193,9 +193,9 @@ def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
     name = cfg.name_or_path
     if name.startswith(EMBEDDED_PREFIX):
         return str(materialize_embedded(name[len(EMBEDDED_PREFIX) :], cache_dir))
-    if _is_local(name):
+    if is_local_path(name):
         path = Path(name).expanduser()
-        _check_local_dir(path, "teacher.name_or_path")
+        check_local_dir(path, "teacher.name_or_path")
         return str(path)
     return name
 
@@ -204,7 +204,7 @@ def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
 # Loading
 
 
-def _from_pretrained(
+def load_pretrained(
     name: str, what: str, dtype: torch.dtype, revision: str | None = None, trust_remote_code: bool = False
 ):
     from transformers import AutoModelForCausalLM
@@ -247,7 +247,7 @@ def load_teacher(cfg: Config):
     """Return (teacher, tokenizer, resolved path). The teacher is frozen and in eval mode."""
     path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
     tok = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
-    model = _from_pretrained(
+    model = load_pretrained(
         path,
         "teacher.name_or_path",
         _DTYPES[cfg.teacher.dtype],
@@ -334,9 +334,9 @@ def build_student(
         student = AutoModelForCausalLM.from_config(config)
     else:
         path = cfg.path or ""
-        if _is_local(path):
-            _check_local_dir(Path(path).expanduser(), "student.path")
-        student = _from_pretrained(path, "student.path", torch.float32)
+        if is_local_path(path):
+            check_local_dir(Path(path).expanduser(), "student.path")
+        student = load_pretrained(path, "student.path", torch.float32)
     check_vocab(teacher, student)
     return student.float().train()
 

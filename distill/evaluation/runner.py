@@ -74,7 +74,9 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
 
     `cache_dir` is where an embedded model is converted once (default: the recipes' `data.cache_dir`).
     """
-    from distill.models import _check_local_dir, _is_local, materialize_embedded
+    from distill.models import check_local_dir as _check_local_dir
+    from distill.models import is_local_path as _is_local
+    from distill.models import materialize_embedded
 
     text = str(ckpt)
     if text.startswith(EMBEDDED_PREFIX):
@@ -142,7 +144,8 @@ def _absolute(spec: str) -> str:
 
 def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | None = None) -> LoadedModel:
     """Load a resolved checkpoint in float32, frozen and in eval mode, on `device`."""
-    from distill.models import _from_pretrained, check_model_vocab, load_tokenizer
+    from distill.models import check_model_vocab, load_tokenizer
+    from distill.models import load_pretrained as _from_pretrained
 
     tokenizer = load_tokenizer(ck.path)
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)

@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
-from distill.config import _build, _in_range, parse_override
+from distill.config import build_section as _build
+from distill.config import check_range as _in_range
+from distill.config import parse_override
 from distill.errors import ConfigError
 from distill.evaluation.bold import BOLD_DOMAINS, BOLD_GENDER_GROUPS
 from distill.evaluation.downstream.bias_in_bios import BIOS_HUB_ID
