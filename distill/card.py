@@ -185,58 +185,66 @@ def usage_snippet(cfg: Config) -> str:
     )
 
 
-def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: str | None = None) -> Path:
-    """Write `folder/README.md` for the student trained by `cfg` in `run_dir`; returns its path."""
+def _probe_size(cfg: Config) -> tuple[int, int]:
+    """(professions, templates) the training-time probe reads."""
     from distill.evaluation.probe import load_templates
     from distill.wordlists import load_professions
 
-    first, last = _training_numbers(run_dir)
-    hub, lic, teacher_name = teacher_hub(cfg.teacher.name_or_path)
-    label = method_label(cfg)
-    cfg_model = getattr(model, "config", None)
-    n_layers = getattr(cfg_model, "num_hidden_layers", None)
-    n_params = sum(p.numel() for p in model.parameters()) if model is not None else None
     n_prof = len(load_professions(cfg.probe.professions)[: cfg.probe.max_professions])
-    n_tmpl = len(load_templates(cfg.probe.templates))
+    return n_prof, len(load_templates(cfg.probe.templates))
 
-    teacher_ppl, student_ppl = _ppl(first.get("val/teacher_loss")), _ppl(last.get("val/loss"))
-    start_ppl = _ppl(first.get("val/loss"))
-    train_rows = [
+
+def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:
+    """The card's training-time table: teacher, student at step 0 and at the end."""
+    n_prof, n_tmpl = _probe_size(cfg)
+    probe = f"(nats; {n_prof} professions x {n_tmpl} templates)"
+    return [
         [
             "validation perplexity (held-out blocks of the transfer set)",
-            _fmt(teacher_ppl),
-            _fmt(start_ppl),
-            _fmt(student_ppl),
+            _fmt(_ppl(first.get("val/teacher_loss"))),
+            _fmt(_ppl(first.get("val/loss"))),
+            _fmt(_ppl(last.get("val/loss"))),
         ],
         [
-            f"pronoun probe mean |gap| (nats; {n_prof} professions x {n_tmpl} templates)",
+            f"pronoun probe mean |gap| {probe}",
             _fmt(first.get("probe/teacher_pronoun_gap")),
             _fmt(first.get("probe/pronoun_gap")),
             _fmt(last.get("probe/pronoun_gap")),
         ],
         [
-            f"pronoun probe mean he - she (nats; {n_prof} professions x {n_tmpl} templates)",
+            f"pronoun probe mean he - she {probe}",
             _fmt(first.get("probe/teacher_he_minus_she")),
             _fmt(first.get("probe/he_minus_she")),
             _fmt(last.get("probe/he_minus_she")),
         ],
     ]
+
+
+def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_name: str) -> list[list[str]]:
+    """The card's "How it was made" table."""
+    from distill import __version__
+
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    n_params = sum(p.numel() for p in model.parameters()) if model is not None else None
     steps, tokens = last.get("step"), last.get("train/tokens")
-    made = [
+    overrides = public_overrides(cfg.overrides)
+    student = (
+        f"teacher layers {cfg.student.layers} copied (embeddings, final norm and head too)"
+        if cfg.student.init == "teacher_layers"
+        else f"`student.init: {cfg.student.init}`"
+    )
+    amp = precision or cfg.train.mixed_precision
+    return [
         [
             "recipe",
             f"`{Path(cfg.source).name if cfg.source else 'defaults'}`"
-            + (f" with `{' '.join(overrides)}`" if (overrides := public_overrides(cfg.overrides)) else ""),
+            + (f" with `{' '.join(overrides)}`" if overrides else ""),
         ],
-        ["method", f"{label}: {_method_text(cfg)}"],
+        ["method", f"{method_label(cfg)}: {_method_text(cfg)}"],
         ["teacher", teacher_name],
         [
             "student",
-            (
-                f"teacher layers {cfg.student.layers} copied (embeddings, final norm and head too)"
-                if cfg.student.init == "teacher_layers"
-                else f"`student.init: {cfg.student.init}`"
-            )
+            student
             + (f"; {n_layers} layers" if n_layers else "")
             + (f", {n_params / 1e6:.1f}M parameters" if n_params else ""),
         ],
@@ -257,17 +265,13 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"{cfg.train.micro_batch_size} blocks x {cfg.train.grad_accum} accumulation per step; lr "
             f"{cfg.train.lr}, AdamW betas {tuple(cfg.train.betas)}, seed {cfg.run.seed}",
         ],
-        [
-            "precision",
-            f"{precision or cfg.train.mixed_precision} autocast, float32 weights"
-            if (precision or cfg.train.mixed_precision) not in ("no", None)
-            else "float32",
-        ],
+        ["precision", f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32"],
+        ["software", f"fairdistill {__version__}"],
     ]
-    from distill import __version__
 
-    made.append(["software", f"fairdistill {__version__}"])
 
+def _front_matter(cfg: Config, last: dict, hub: str | None, lic: str | None) -> dict[str, Any]:
+    """The Hub metadata: license, base model, tags and the training-time metrics as a model index."""
     meta: dict[str, Any] = {}
     if lic:
         meta["license"] = lic
@@ -282,38 +286,32 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
     if cfg.augment.mode != "off":
         tags.append("counterfactual-data-augmentation")
     meta["tags"] = tags
-    metrics = [
-        m
-        for m in (
-            _metric_entry("perplexity", "validation perplexity (held-out transfer-set blocks)", student_ppl),
-            _metric_entry(
-                "pronoun_gap",
-                f"pronoun probe mean |gap| (nats), {n_prof} professions",
-                last.get("probe/pronoun_gap"),
-            ),
-        )
-        if m
-    ]
-    meta["model-index"] = [
-        {
-            "name": cfg.run.name,
-            "results": (
-                [
-                    {
-                        "task": {"type": "text-generation", "name": "Text Generation"},
-                        "dataset": {
-                            "type": "fairdistill/training-validation",
-                            "name": "training-time validation and probe",
-                        },
-                        "metrics": metrics,
-                    }
-                ]
-                if metrics
-                else []
-            ),
-        }
-    ]
+    n_prof, _ = _probe_size(cfg)
+    entries = (
+        _metric_entry(
+            "perplexity", "validation perplexity (held-out transfer-set blocks)", _ppl(last.get("val/loss"))
+        ),
+        _metric_entry(
+            "pronoun_gap",
+            f"pronoun probe mean |gap| (nats), {n_prof} professions",
+            last.get("probe/pronoun_gap"),
+        ),
+    )
+    metrics = [m for m in entries if m]
+    task = {"type": "text-generation", "name": "Text Generation"}
+    dataset = {"type": "fairdistill/training-validation", "name": "training-time validation and probe"}
+    results = [{"task": task, "dataset": dataset, "metrics": metrics}] if metrics else []
+    meta["model-index"] = [{"name": cfg.run.name, "results": results}]
+    return meta
 
+
+def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: str | None = None) -> Path:
+    """Write `folder/README.md` for the student trained by `cfg` in `run_dir`; returns its path."""
+    first, last = _training_numbers(run_dir)
+    hub, lic, teacher_name = teacher_hub(cfg.teacher.name_or_path)
+    label = method_label(cfg)
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    teacher_ppl, student_ppl = _ppl(first.get("val/teacher_loss")), _ppl(last.get("val/loss"))
     rel = (
         f"{student_ppl / teacher_ppl:.1f} times the teacher's"
         if student_ppl and teacher_ppl
@@ -326,6 +324,9 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"It was trained to copy its teacher **without the teacher's gender preference** where the context does "
             f"not decide it ({label})."
         )
+    made = _table(["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name))
+    header = ["metric", "teacher", "student at step 0", f"student at step {last.get('step')}"]
+    trained = _table(header, _training_rows(cfg, first, last))
     body = f"""
 # {cfg.run.name}
 
@@ -335,7 +336,7 @@ compare methods, not to generate text for people.
 
 ## How it was made
 
-{_table(["setting", "value"], made)}
+{made}
 
 ## Evaluation
 
@@ -343,7 +344,7 @@ At the end of training, on the run's held-out validation blocks and the training
 reads log P(he-words) - log P(she-words) for the next token after prompts such as "The nurse said that"; 0 means
 no preference):
 
-{_table(["metric", "teacher", "student at step 0", f"student at step {steps}"], train_rows)}
+{trained}
 
 Suites run with `distill eval` add their sections below, each with its 95% intervals and its sample sizes.
 
@@ -367,7 +368,7 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
 Every metric is defined in fairdistill's `eval/README.md`.
 """
     path = Path(folder) / CARD
-    _write(path, meta, body)
+    _write(path, _front_matter(cfg, last, hub, lic), body)
     return path
 
 

@@ -509,6 +509,14 @@ def _file_exists(problems: list[str], where: str, path: str | None, what: str):
 def validate(cfg: Config) -> list[str]:
     """Range and cross-field checks; returns the problems (empty when the config is usable)."""
     p: list[str] = []
+    _check_numbers(cfg, p)
+    _check_run(cfg, p)
+    _check_student(cfg, p)
+    _check_inputs(cfg, p)
+    return p
+
+
+def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
     check_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
     check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
@@ -536,6 +544,9 @@ def validate(cfg: Config) -> list[str]:
     for k in ("log_every", "eval_every", "probe_every", "save_every"):
         check_range(p, f"train.{k}", getattr(cfg.train, k), 0)
     check_range(p, "train.keep_last", cfg.train.keep_last, 1)
+
+
+def _check_run(cfg: Config, p: list[str]) -> None:
     if isinstance(cfg.train.betas, list) and (
         len(cfg.train.betas) != 2
         or not all(isinstance(b, float | int) and 0 <= b < 1 for b in cfg.train.betas)
@@ -564,6 +575,8 @@ def validate(cfg: Config) -> list[str]:
             f"teacher.name_or_path {name!r}: unknown embedded model; available: {', '.join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)}"
         )
 
+
+def _check_student(cfg: Config, p: list[str]) -> None:
     s = cfg.student
     pr = s.prune
     if isinstance(pr.drop, int) and not isinstance(pr.drop, bool):
@@ -599,6 +612,9 @@ def validate(cfg: Config) -> list[str]:
     if s.init == "config" and s.num_layers is not None:
         check_range(p, "student.num_layers", s.num_layers, 1)
 
+
+def _check_inputs(cfg: Config, p: list[str]) -> None:
+    """The transfer data and the word lists the recipe names."""
     d = cfg.data
     if d.source == "hf" and not d.name:
         p.append("data.name is required for data.source: hf (e.g. Skylion007/openwebtext)")
@@ -613,7 +629,6 @@ def validate(cfg: Config) -> list[str]:
         _file_exists(p, "augment.pairs", cfg.augment.pairs, "word list")
         _file_exists(p, "augment.one_to_many", cfg.augment.one_to_many, "word list")
         _file_exists(p, "augment.names", cfg.augment.names, "word list")
-    return p
 
 
 def config_from_dict(

@@ -206,6 +206,63 @@ class TeacherCache:
         return torch.cat(parts)
 
 
+def _check_head(teacher, h: torch.Tensor, head, logits: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse a teacher whose logits are not its output projection of its last hidden state (at `dtype`'s
+    tolerance): a hidden-state cache could not rebuild its targets."""
+    z = head_logits(h, head).float()
+    ref = logits.float()
+    err = float((z - ref).abs().max())
+    tol = head_tolerance(dtype, float(ref.abs().max()))
+    if err > tol:
+        raise FairDistillError(
+            f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
+            f"(max difference {err:.3g}, {str(dtype).split('.')[-1]} tolerance {tol:.3g}: "
+            "soft-capping or scaling?); set teacher.cache_format=topk"
+        )
+
+
+class _Store:
+    """The cached fields of the rows the teacher has run on so far, x rows ("x_*") and twins ("t_*")."""
+
+    def __init__(
+        self, teacher, fmt: str, temperature: float, top_k: int, g_idx: torch.Tensor, device, autocast
+    ):
+        self.teacher, self.fmt, self.temperature, self.top_k, self.g_idx = (
+            teacher,
+            fmt,
+            temperature,
+            top_k,
+            g_idx,
+        )
+        self.device, self.autocast, self.vocab = device, autocast, 0
+        fields = HIDDEN_FIELDS if fmt == "hidden" else FIELDS
+        self.store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in fields}
+        head = teacher_head(teacher) if fmt == "hidden" else None
+        with autocast():  # the dtype the teacher's lm_head multiplies in: autocast's, else its weight's
+            self.dtype = active_autocast_dtype(device) or (
+                head[0].dtype if head is not None else torch.float32
+            )
+        self.head = None if head is None else tuple(t.to(self.dtype) if t is not None else None for t in head)
+
+    def add(self, prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        with self.autocast():
+            out = self.teacher(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=self.fmt == "hidden",
+            )
+        self.vocab = out.logits.shape[-1]
+        if self.fmt == "hidden":
+            h = out.hidden_states[-1].to(self.dtype)
+            if not self.store["x_hidden"]:  # the first batch: are the logits the head of this state?
+                _check_head(self.teacher, h, self.head, out.logits, self.dtype)
+            self.store[f"{prefix}_hidden"].append(h.cpu())
+            return
+        logp = torch.log_softmax(out.logits.float() / self.temperature, dim=-1).cpu()
+        for name, value in compress(logp, self.top_k, self.g_idx).items():
+            self.store[f"{prefix}_{name}"].append(value)
+
+
 @torch.no_grad()
 def build_cache(
     path: Path,
@@ -225,55 +282,22 @@ def build_cache(
     from safetensors.torch import save_file
 
     N, T = train_blocks.shape
-    fields = HIDDEN_FIELDS if fmt == "hidden" else FIELDS
-    store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in fields}
+    st = _Store(teacher, fmt, temperature, top_k, g_idx, device, autocast)
     twin_of = torch.full((N,), -1, dtype=torch.long)
     n_twins = 0
-    vocab = [0]
-    head = teacher_head(teacher) if fmt == "hidden" else None
-    with autocast():  # the dtype the teacher's lm_head multiplies in: autocast's, else its weight's
-        store_dtype = active_autocast_dtype(device) or (head[0].dtype if head is not None else torch.float32)
-    if head is not None:
-        head = tuple(t.to(store_dtype) if t is not None else None for t in head)
-
-    def run(prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        with autocast():
-            out = teacher(
-                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=fmt == "hidden"
-            )
-        vocab[0] = out.logits.shape[-1]
-        if fmt == "hidden":
-            h = out.hidden_states[-1].to(store_dtype)
-            if not store["x_hidden"]:  # the first batch: are the logits the head of this state?
-                z = head_logits(h, head).float()
-                ref = out.logits.float()
-                err = float((z - ref).abs().max())
-                tol = head_tolerance(store_dtype, float(ref.abs().max()))
-                if err > tol:
-                    raise FairDistillError(
-                        f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
-                        f"(max difference {err:.3g}, {str(store_dtype).split('.')[-1]} tolerance {tol:.3g}: "
-                        "soft-capping or scaling?); set teacher.cache_format=topk"
-                    )
-            store[f"{prefix}_hidden"].append(h.cpu())
-            return
-        logp = torch.log_softmax(out.logits.float() / temperature, dim=-1).cpu()
-        for name, value in compress(logp, top_k, g_idx).items():
-            store[f"{prefix}_{name}"].append(value)
-
     for start in range(0, N, batch_size):
         x = train_blocks[start : start + batch_size]
-        run("x", x, torch.ones_like(x))
+        st.add("x", x, torch.ones_like(x))
         if twins is not None:
             tw = twins.rows(list(range(start, start + x.shape[0])))
             changed = tw["changed"]
             if changed.any():
-                run("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
+                st.add("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
                 rows = changed.nonzero(as_tuple=True)[0] + start
                 twin_of[rows] = torch.arange(n_twins, n_twins + rows.numel())
                 n_twins += rows.numel()
         log.info("teacher cache: %d / %d blocks", min(N, start + batch_size), N)
-    tensors = {k: torch.cat(v) for k, v in store.items() if v}
+    tensors = {k: torch.cat(v) for k, v in st.store.items() if v}
     tensors.update(g_idx=g_idx.long(), twin_of=twin_of)
     if fmt == "hidden":
         k = 0
@@ -287,11 +311,11 @@ def build_cache(
         "top_k": k,
         "blocks": N,
         "twins": n_twins,
-        "vocab": vocab[0],
+        "vocab": st.vocab,
         "block_size": T,
         "temperature": temperature,
         "bytes_per_token": per_token,
-        "dtype": str(store_dtype).split(".")[-1] if fmt == "hidden" else "float32",
+        "dtype": str(st.dtype).split(".")[-1] if fmt == "hidden" else "float32",
     }
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"fairdistill": json.dumps(meta)}))

@@ -4,8 +4,8 @@
     python scripts/compare_runs.py compare OUT.json [--only NAME ...]
 
 Each case runs `python -m distill train <recipe> <overrides>` in a fresh output folder and keeps what must not
-move when the code around the maths is restructured: every metrics.jsonl value except timings, probe.json, and the
-SHA-256 of final/model.safetensors. `compare` reruns the cases and requires every number to be bit-identical.
+move when the code around the maths is restructured: every metrics.jsonl value except timings, probe.json, the
+SHA-256 of final/model.safetensors and the model card (final/README.md). `compare` reruns the cases and requires every number to be bit-identical.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def run_case(name: str, workdir: Path) -> dict:
         metrics.append({k: v for k, v in row.items() if not any(t in k for t in TIMING)})
     weights = hashlib.sha256((run_dir / "final" / "model.safetensors").read_bytes()).hexdigest()
     probe = json.loads((run_dir / "probe.json").read_text())
-    return {"metrics": metrics, "probe": probe, "final_sha256": weights}
+    card = (run_dir / "final" / "README.md").read_text().replace(str(workdir), "<tmp>")
+    return {"metrics": metrics, "probe": probe, "final_sha256": weights, "card": card}
 
 
 def main() -> int:
@@ -86,7 +87,7 @@ def main() -> int:
     bad = [n for n in names if got[n] != want.get(n)]
     for n in bad:
         w, g = want.get(n, {}), got[n]
-        for key in ("final_sha256", "probe", "metrics"):
+        for key in ("final_sha256", "probe", "metrics", "card"):
             if w.get(key) != g.get(key):
                 print(f"{n}: {key} differs\n  want {json.dumps(w.get(key))[:600]}\n  got  {json.dumps(g.get(key))[:600]}")
     print(f"{len(names) - len(bad)} / {len(names)} cases bit-identical")
