@@ -83,12 +83,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def model_fingerprint(model) -> str:
-    """Digest of a model's config, its parameter dtype and a sample of its weights: the same name with other
-    weights (a retrained or re-converted model) gets another fingerprint."""
-    params = list(model.parameters())
-    picks = [params[0], params[len(params) // 2], params[-1]]
-    sample = [
-        [list(p.shape), float(p.detach().float().flatten()[:: max(1, p.numel() // 4096)].double().sum())]
-        for p in picks
-    ]
-    return digest([model.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
+    """Digest of a model's config and of every weight (name, shape, dtype and two float64 sums): the same name
+    with other weights (retrained, re-converted, one layer changed) gets another fingerprint."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().double()
+        h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.10e}{float(t.abs().sum()):.10e}".encode())
+    h.update(str(next(iter(model.parameters())).dtype).encode())
+    return h.hexdigest()[:16]
