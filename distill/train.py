@@ -37,14 +37,13 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     """Run `cfg` to the end (or, with `stop_after`, leave after the first checkpoint at or past that step, as a
     preempted job would; tests use it). Returns the run directory. `keep_tracking`: leave the W&B run open for the
     evaluation that follows in this process (`tracking.log_evaluation` logs into it and finishes it)."""
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # closes the trackers and the process group however the run ends
         r = prepare(cfg, stack)
-        if r.finished:
-            return r.run.path
+        left = r.finished  # resumed after its last step, with final/ written: nothing to do
         with StopSignals() as signals, _progress(r) as bar:
             r.student.train()
             window, batches = Window(), iter(r.batches)
-            while r.step < r.total_steps:
+            while not left and r.step < r.total_steps:
                 t_step = time.perf_counter()
                 result = optimizer_step(r, batches)
                 if result["stopped"]:
@@ -60,18 +59,18 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
                     bar.set_postfix(loss=f"{result['loss']:.3f}")
                 report(r, window, result.get("grad_norm"), bar)
                 saved = checkpoint(r) if _every(r, r.cfg.train.save_every) else None
-                if saved is not None and stop_after is not None and stop_after <= r.step < r.total_steps:
-                    return r.run.path  # as a preempted job would leave
+                left = saved is not None and stop_after is not None and stop_after <= r.step < r.total_steps
                 signum = signals.agreed(r.accelerator)
-                if signum is not None and r.step < r.total_steps:
+                if signum is not None and r.step < r.total_steps and not left:
                     saved = saved or checkpoint(r)
                     raise TrainingStopped(
                         f"stopped by {signal.Signals(signum).name} at step {r.step}/{r.total_steps}; checkpoint "
                         f"{saved} saved. Resume with the same command: {cfg.command()}",
                         128 + int(signum),
                     )
-        export(r)
-        r.tracking.keep_wandb = keep_tracking
+        if not left:  # `stop_after` leaves as a preempted job would: no export
+            export(r)
+            r.tracking.keep_wandb = keep_tracking
     return r.run.path
 
 
@@ -79,7 +78,8 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
 def _progress(r: Run):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=r.total_steps, initial=r.step, desc="distill", disable=not r.main, dynamic_ncols=True)
+    show = r.main and not r.finished
+    bar = tqdm(total=r.total_steps, initial=r.step, desc="distill", disable=not show, dynamic_ncols=True)
     try:
         yield bar
     finally:
