@@ -254,11 +254,6 @@ class RunDir:
         )
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run folder, oldest first (`RunDir.checkpoints`)."""
-    return RunDir(run_dir).checkpoints()
-
-
 def _safetensors_problem(path: Path) -> str | None:
     """Why `path` is not a whole safetensors file (header unreadable, or tensors reaching past its end), or None."""
     size = path.stat().st_size

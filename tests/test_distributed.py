@@ -79,11 +79,11 @@ def dropout_free_teacher(tmp_path, tokenizer):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
+    from conftest import list_checkpoints
     from safetensors.torch import load_file
 
     from distill.config import load_config
     from distill.errors import FairDistillError
-    from distill.rundir import list_checkpoints
     from distill.tracking import read_metrics
     from distill.train import train
 

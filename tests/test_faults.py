@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import debug_overrides, make_gpt2
+from conftest import debug_overrides, list_checkpoints, make_gpt2
 
 from distill.config import load_config
 from distill.errors import ConfigError, FairDistillError
-from distill.rundir import list_checkpoints
 from distill.tracking import read_metrics, redact
 from distill.train import train
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import debug_overrides
+from conftest import debug_overrides, list_checkpoints
 
 from distill.config import load_config
-from distill.rundir import list_checkpoints
 from distill.tracking import read_metrics
 from distill.train import train
 
