@@ -13,6 +13,7 @@ import time
 import torch
 
 from distill.config import Config
+from distill.files import atomic_write
 from distill.losses import kd_ce_sums, next_token_labels
 from distill.rundir import RunDir
 
@@ -145,7 +146,7 @@ class Monitor:
             "male_tokens": s.get("male_tokens"),
             "female_tokens": s.get("female_tokens"),
         }
-        run.probe.write_text(json.dumps(summary, indent=2))
+        atomic_write(run.probe, json.dumps(summary, indent=2))
         if any(tr.name == "wandb" for tr in self.accelerator.trackers):
             import wandb
 

@@ -20,6 +20,7 @@ import torch
 from distill.config import Config, config_to_yaml, save_config
 from distill.data import MicroBatches, build_blocks
 from distill.errors import FairDistillError
+from distill.files import atomic_save_tensors, atomic_write
 from distill.lifecycle import Tracking, make_accelerator, start_trackers
 from distill.monitor import Monitor
 from distill.rundir import RunDir, peak_disk_bytes
@@ -173,9 +174,7 @@ def _load(r: Run, t_setup: float) -> None:
             blocks = build_blocks(cfg, r.tokenizer, teacher=r.teacher, device=device)
     r.train_blocks, r.val_blocks = blocks
     if r.main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
-        from safetensors.torch import save_file
-
-        save_file({"val": r.val_blocks.contiguous()}, str(r.run.val_blocks))
+        atomic_save_tensors({"val": r.val_blocks}, r.run.val_blocks)
     if pruning:
         _prune(r)
     if r.cf is not None:
@@ -203,7 +202,7 @@ def _prune(r: Run) -> None:
             pruned["layers"],
             " ".join(f"{i}:{v:.4f}" for i, v in enumerate(pruned["scores"])),
         )
-        r.run.prune.write_text(json.dumps(pruned, indent=1))
+        atomic_write(r.run.prune, json.dumps(pruned, indent=1))
         r.run.check_writable(_peak_disk(cfg, r.n_params))
 
 
