@@ -43,6 +43,8 @@ class Targets:
 
 
 class NoTeacher:
+    """kd.alpha 0 and no counterfactuals: the loss is cross-entropy alone."""
+
     def targets(self, batch: StepBatch) -> Targets:
         return Targets()
 
@@ -84,9 +86,8 @@ class CachedTeacher:
         self.cf, self.device, self.raw_ok = cf, device, raw_ok
 
     def targets(self, batch: StepBatch) -> Targets:
-        if (
-            self.cf is None and self.raw_ok and self.head is not None
-        ):  # hidden states into the fused loss as they are
+        if self.cf is None and self.raw_ok and self.head is not None:
+            # plain KD, fused loss: the hidden states go in as they are, the loss forms their logits per chunk
             return Targets(hidden=self.cache.hidden(batch.blocks, []).to(self.device), head=self.head)
         with torch.no_grad():
             logp = self.cache.log_probs(batch.blocks, batch.twin_blocks(), self.head).to(self.device)
