@@ -95,10 +95,7 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     """
     out = Path(cache_dir) / "embedded" / key
     if key == "tiny-random":  # named by what builds it, so a changed word list or spec builds a new one
-        import hashlib
-
-        recipe = json.dumps([EMBEDDED[key], _tiny_random_text()]).encode()
-        out = out.with_name(f"{key}-{hashlib.sha256(recipe).hexdigest()[:12]}")
+        out = out.with_name(f"{key}-{digest([EMBEDDED[key], _tiny_random_text()])[:12]}")
         if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
             return out
         return atomic_write(out, _save_tiny_random, folder=True)
