@@ -70,6 +70,7 @@ test-wheel: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check distill tests benchmarks
 	$(BIN)/ruff format --check distill tests benchmarks
+	$(BIN)/lint-imports
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

@@ -1,8 +1,8 @@
 """What the counterfactual method costs in a training step beyond its unavoidable extra compute.
 
-The method adds, per micro-batch: swapping gendered words and aligning the twin (`build_step_inputs`), one teacher
+The method adds, per micro-batch: swapping gendered words and aligning the twin (`make_step_batch`), one teacher
 forward on the twins of the rows that changed (unavoidable), and gathering + perturbing the teacher's targets
-(`targets_for_step`). With `augment.mode: append` the student also trains on the twin rows (unavoidable too). This
+(`distill.perturb.step_targets`). With `augment.mode: append` the student also trains on the twin rows (unavoidable too). This
 benchmark times, interleaved in one process, on the embedded SmolLM2-135M teacher and a 6-layer student (the
 default recipe's models; `--quick` swaps in a 2-layer random model with the same tokenizer):
 
@@ -35,7 +35,8 @@ from distill.config import load_config  # noqa: E402
 from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
 from distill.losses import combine, next_token_labels  # noqa: E402
 from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
-from distill.train import Counterfactuals, build_step_inputs, targets_for_step  # noqa: E402
+from distill.teacher import batch_targets  # noqa: E402
+from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
 
 TARGET = 0.05
 # A row with no gendered word at all: the method must leave it alone and not run the teacher on it twice.
@@ -114,22 +115,30 @@ def loss_backward(student, ids, mask, labels, targets, cfg, device) -> None:
     combine(sums, a, max(1, sums.tokens)).backward()
 
 
+def targets_for_step(item, t_logits, cfg, cf):
+    """The live teacher's targets of a batch from its logits on the batch's teacher rows (as `LiveTeacher`)."""
+    return batch_targets(item, torch.log_softmax(t_logits.float() / cfg.kd.temperature, dim=-1), cf)
+
+
+def plain_targets(s_ids, t_logits, cfg):
+    """Plain-KD targets of the student's rows s_ids, the first rows of t_logits."""
+    return torch.log_softmax(t_logits.float() / cfg.kd.temperature, dim=-1)[: s_ids.shape[0]]
+
+
 def method_step(x, teacher, student, cf, cfg, device, log: dict | None = None) -> None:
     """One micro-batch of the full method, as train.py runs it."""
-    item = build_step_inputs(x, cf)
-    tin, tmask = item["x"], item["x_mask"]
-    twin_rows = item["twin_rows"]
-    if twin_rows.any():
-        tin = torch.cat([tin, item["twin_ids"][twin_rows]])
-        tmask = torch.cat([tmask, item["twin_mask"][twin_rows]])
+    item = make_step_batch(x, cf)
+    tin, tmask = item.teacher_inputs()
     if log is not None:
-        log.update(teacher_rows=tin.shape[0], changed=item["changed"].clone(), twin_rows=twin_rows.clone())
+        log.update(
+            teacher_rows=tin.shape[0], changed=item.twins["changed"].clone(), twin_rows=item.twin_rows.clone()
+        )
     with torch.no_grad():
         t_logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
     targets = targets_for_step(item, t_logits, cfg, cf)
     del t_logits
     student.zero_grad(set_to_none=True)
-    loss_backward(student, item["student_ids"], item["student_mask"], item["labels"], targets, cfg, device)
+    loss_backward(student, item.student_ids, item.student_mask, item.labels, targets, cfg, device)
 
 
 def plain_step(t_ids, t_mask, s_ids, s_mask, teacher, student, cfg, device) -> None:
@@ -137,7 +146,7 @@ def plain_step(t_ids, t_mask, s_ids, s_mask, teacher, student, cfg, device) -> N
     s_ids (the first rows of t_ids), student forward + backward. No swapping, alignment or perturbation."""
     with torch.no_grad():
         t_logits = teacher(input_ids=t_ids.to(device), attention_mask=t_mask.to(device)).logits
-    targets = targets_for_step({"x": s_ids}, t_logits, cfg, None)
+    targets = plain_targets(s_ids, t_logits, cfg)
     del t_logits
     student.zero_grad(set_to_none=True)
     loss_backward(student, s_ids, s_mask, next_token_labels(s_ids, s_mask), targets, cfg, device)
@@ -168,17 +177,15 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
 
     # The same rows every repetition: the twins are built once for the baselines (not timed). The teacher sees
     # [x; twins of changed rows] in every variant; the student sees x (perturb) or [x; twins] (append).
-    item = build_step_inputs(x, cf)
-    twin_rows = item["twin_rows"]
-    t_ids = torch.cat([item["x"], item["twin_ids"][twin_rows]])
-    t_mask = torch.cat([item["x_mask"], item["twin_mask"][twin_rows]])
-    s_ids, s_mask = item["student_ids"], item["student_mask"]
+    item = make_step_batch(x, cf)
+    t_ids, t_mask = item.teacher_inputs()
+    s_ids, s_mask = item.student_ids, item.student_mask
     fns = {
         "method": lambda: method_step(x, teacher, student, cf, cfg, device),
         "plain_same_rows": lambda: plain_step(t_ids, t_mask, s_ids, s_mask, teacher, student, cfg, device),
     }
     if name == "perturb":  # the target's formula: plain KD on x, plus the extra teacher forward timed alone
-        x_mask = item["x_mask"]
+        x_mask = item.x_mask
         fns["plain_x"] = lambda: plain_step(x, x_mask, x, x_mask, teacher, student, cfg, device)
         fns["extra_teacher"] = lambda: teacher_forward(
             t_ids[x.shape[0] :], t_mask[x.shape[0] :], teacher, device
@@ -186,9 +193,9 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
     # The method's own work, timed alone: swapping + alignment, and perturbed vs plain targets.
     with torch.no_grad(), autocast(device, a.precision):
         t_logits = teacher(input_ids=t_ids.to(device), attention_mask=t_mask.to(device)).logits
-    fns["swap_align"] = lambda: build_step_inputs(x, cf)
+    fns["swap_align"] = lambda: make_step_batch(x, cf)
     fns["targets_method"] = lambda: targets_for_step(item, t_logits, cfg, cf)
-    fns["targets_plain"] = lambda: targets_for_step({"x": s_ids}, t_logits, cfg, None)
+    fns["targets_plain"] = lambda: plain_targets(s_ids, t_logits, cfg)
 
     def in_precision(fn):  # every variant in the run's precision, as the trainer's accelerator.autocast()
         def run():

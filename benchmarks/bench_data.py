@@ -4,7 +4,7 @@ With the embedded SmolLM2 tokenizer and the project's text (recipes/data, repeat
 
 - tokenizing + packing (`distill.data.tokenize_documents` + `pack`): tokens/s with 0 and `--workers` workers;
 - building the counterfactual twins of every block (`Counterfactuals.precompute`): tokens/s, 0 and `--workers`;
-- a step's input building (`build_step_inputs`: rows, twins, CDA draws) for the default recipe's micro-batch of
+- a step's input building (`make_step_batch`: rows, twins, CDA draws) for the default recipe's micro-batch of
   4 x 128, from the precomputed table vs built on the fly, next to one full method step (teacher on x and the
   changed rows' twins, targets, student forward + backward) on the same rows: the wait share = inputs / step.
   Target: <= 5%. Training runs log the same share as `train/data_wait_frac`.
@@ -29,7 +29,7 @@ from bench_counterfactual import load_models, make_batch, method_step  # noqa: E
 
 from distill.config import load_config  # noqa: E402
 from distill.data import pack, tokenize_documents  # noqa: E402
-from distill.train import Counterfactuals, build_step_inputs  # noqa: E402
+from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
 
 TARGET = 0.05
 
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
     x = make_batch(tok, cf, 4, 128)
     cf_live = Counterfactuals(cfg, tok)
     fns = {
-        "inputs_table": lambda: build_step_inputs(blocks[rows], cf, rows),
-        "inputs_built": lambda: build_step_inputs(x, cf_live),
+        "inputs_table": lambda: make_step_batch(blocks[rows], cf, rows),
+        "inputs_built": lambda: make_step_batch(x, cf_live),
         "method_step": lambda: method_step(x, teacher, student, cf_live, cfg, device),
     }
     timed = time_interleaved(fns, a.reps, device, warmup=0 if a.reps < 3 else 1)

@@ -37,7 +37,8 @@ from _common import (  # noqa: E402
     time_interleaved,
 )
 
-from distill.fused_loss import DEFAULT_CHUNK_SIZE, fused_kd_ce_sums  # noqa: E402
+from distill.defaults import CHUNK_SIZE  # noqa: E402
+from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
 from distill.losses import kd_ce_sums  # noqa: E402
 
 # The student's hidden size that goes with each vocabulary: DistilGPT-2 (GPT-2 tokenizer) and the embedded
@@ -94,13 +95,13 @@ def loss_kd_ce_sums(h, w, logq, labels, T, chunk_size=1024):
     return s.kd, s.ce
 
 
-def loss_fused(h, w, logq, labels, T, chunk_size=DEFAULT_CHUNK_SIZE):
+def loss_fused(h, w, logq, labels, T, chunk_size=CHUNK_SIZE):
     """Ours as train.py calls it: gradients formed in the forward for alpha * kd + (1 - alpha) * ce."""
     s = fused_kd_ce_sums(h, w, logq, labels, T, chunk_size, grad_weights=(ALPHA, 1 - ALPHA))
     return s.kd, s.ce
 
 
-def loss_fused_recompute(h, w, logq, labels, T, chunk_size=DEFAULT_CHUNK_SIZE):
+def loss_fused_recompute(h, w, logq, labels, T, chunk_size=CHUNK_SIZE):
     """Ours without the grad_weights promise: backward recomputes each chunk's logits."""
     s = fused_kd_ce_sums(h, w, logq, labels, T, chunk_size)
     return s.kd, s.ce
@@ -140,7 +141,7 @@ def parse(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=None, help="default: 256 on CPU, 1024 on GPU")
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument(

@@ -62,13 +62,10 @@ from bench_counterfactual import load_models, make_batch  # noqa: E402
 from distill.config import load_config  # noqa: E402
 from distill.losses import combine  # noqa: E402
 from distill.precision import autocast  # noqa: E402
+from distill.student import student_loss_sums  # noqa: E402
+from distill.teacher import Targets, batch_targets  # noqa: E402
 from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
-from distill.train import (  # noqa: E402
-    Counterfactuals,
-    build_step_inputs,
-    student_loss_sums,
-    targets_from_log_probs,
-)
+from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
 
 TARGET_SPEEDUP, TARGET_MFU, TARGET_CACHED = 1.8, 0.40, 1.15
 STEPS = ("ce", "cached_kd", "method", "live_kd", "trl_kd", "hf_kd")
@@ -153,12 +150,14 @@ class Setup:
         self.cf = Counterfactuals(self.cfg, tok)
         self.blocks = make_batch(tok, self.cf, a.batch, a.seq)
         self.batch = list(range(a.batch))
-        self.item = build_step_inputs(self.blocks, self.cf)
-        self.plain = build_step_inputs(self.blocks, None)
-        self.twin_blocks = [b for b, t in zip(self.batch, self.item["twin_rows"].tolist()) if t]
+        self.item = make_step_batch(self.blocks, self.cf, self.batch)
+        self.plain = make_step_batch(self.blocks, None)
+        self.twin_blocks = self.item.twin_blocks()
         self.k = len(self.twin_blocks)
         self.caches: dict[str, tuple[TeacherCache, tuple]] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="fairdistill-bench-step-"))
+        self.cfg.data.cache_dir = str(self.tmp)
+        self.table = self.cf.precompute(self.cfg, self.blocks)  # the twins the cache build reads
 
     def cache(self, precision: str):
         if precision not in self.caches:
@@ -169,7 +168,7 @@ class Setup:
                 path,
                 self.teacher,
                 self.blocks,
-                self.cf,
+                self.table,
                 g_idx,
                 self.cfg.kd.temperature,
                 1,
@@ -185,11 +184,9 @@ class Setup:
             self.caches[precision] = (c, head)
         return self.caches[precision]
 
-    def _student(self, item, targets, raw, acc, t_head=None, kd=True):
+    def _student(self, item, targets: Targets, acc, kd=True):
         head = self.student.get_output_embeddings()
-        sums = student_loss_sums(
-            self.student, head, item, targets, raw, self.cfg, self.device, acc, teacher_head=t_head
-        )
+        sums = student_loss_sums(self.student, head, item, targets, self.cfg, self.device, acc)
         combine(sums, self.cfg.kd.alpha if kd else 0.0, max(1, sums.tokens)).backward()
 
     def _opt(self):
@@ -197,19 +194,19 @@ class Setup:
         self.opt.zero_grad(set_to_none=True)
 
     def _teacher_logits(self, acc):
-        x = self.plain["x"].to(self.device)
+        x = self.plain.x.to(self.device)
         with torch.no_grad(), acc.autocast():
-            return self.teacher(input_ids=x, attention_mask=self.plain["x_mask"].to(self.device)).logits
+            return self.teacher(input_ids=x, attention_mask=self.plain.x_mask.to(self.device)).logits
 
     def _peer(self, acc, kd_loss):
         """A hand-written plain-KD step on full student logits: teacher forward, student forward, loss, backward."""
         t_logits = self._teacher_logits(acc)
-        ids = self.plain["student_ids"].to(self.device)
-        labels = self.plain["labels"].to(self.device)
+        ids = self.plain.student_ids.to(self.device)
+        labels = self.plain.labels.to(self.device)
         a, T = self.cfg.kd.alpha, self.cfg.kd.temperature
         with acc.autocast():
             s_logits = self.student(
-                input_ids=ids, attention_mask=self.plain["student_mask"].to(self.device)
+                input_ids=ids, attention_mask=self.plain.student_mask.to(self.device)
             ).logits
         s_logits, t_logits = s_logits.float(), t_logits.float()
         n = int((labels != -100).sum())
@@ -222,25 +219,25 @@ class Setup:
         it, pl = self.item, self.plain
 
         def ce():
-            self._student(pl, None, None, acc, kd=False)
+            self._student(pl, Targets(), acc, kd=False)
             self._opt()
 
         def cached_kd():
             c, head = self.cache(precision)
-            self._student(pl, None, c.hidden(self.batch, []).to(self.device), acc, t_head=head)
+            self._student(pl, Targets(hidden=c.hidden(self.batch, []).to(self.device), head=head), acc)
             self._opt()
 
         def method():
             c, head = self.cache(precision)
             with torch.no_grad():
                 logp = c.log_probs(self.batch, self.twin_blocks, head).to(self.device)
-            targets = targets_from_log_probs(it, logp, self.cf)
+            targets = Targets(logq=batch_targets(it, logp, self.cf))
             del logp
-            self._student(it, targets, None, acc)
+            self._student(it, targets, acc)
             self._opt()
 
         def live_kd():
-            self._student(pl, None, self._teacher_logits(acc), acc)
+            self._student(pl, Targets(logits=self._teacher_logits(acc)), acc)
             self._opt()
 
         def trl_kd():

@@ -31,29 +31,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
-from bench_counterfactual import load_models, make_batch  # noqa: E402
+from bench_counterfactual import load_models, make_batch, targets_for_step  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
 from distill.losses import combine, next_token_labels  # noqa: E402
 from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
+from distill.student import student_loss_sums  # noqa: E402
+from distill.teacher import Targets, batch_targets  # noqa: E402
 from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
-from distill.train import (  # noqa: E402
-    Counterfactuals,
-    build_step_inputs,
-    student_loss_sums,
-    targets_for_step,
-    targets_from_log_probs,
-)
+from distill.twins import Counterfactuals, StepBatch, make_step_batch  # noqa: E402
 
 TARGET = 1.15
 
 
-def teacher_rows(item):
-    tin, tmask = item["x"], item["x_mask"]
-    if item["twin_rows"].any():
-        tin = torch.cat([tin, item["twin_ids"][item["twin_rows"]]])
-        tmask = torch.cat([tmask, item["twin_mask"][item["twin_rows"]]])
-    return tin, tmask
+def student_rows(ids, mask) -> StepBatch:
+    """A batch the student trains on as it is (no twins)."""
+    return StepBatch(ids, mask, ids, mask, next_token_labels(ids, mask))
 
 
 def kl_rows(full: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
@@ -77,8 +70,7 @@ def student_step(student, ids, mask, targets, cfg, device) -> None:
     `kd.fused`, the default); targets None: CE alone."""
     student.zero_grad(set_to_none=True)
     head = student.get_output_embeddings() if cfg.kd.fused else None
-    item = {"student_ids": ids, "student_mask": mask, "labels": next_token_labels(ids, mask)}
-    sums = student_loss_sums(student, head, item, targets, None, cfg, device, _Acc)
+    sums = student_loss_sums(student, head, student_rows(ids, mask), Targets(logq=targets), cfg, device, _Acc)
     alpha = cfg.kd.alpha if targets is not None else 0.0
     combine(sums, alpha, max(1, sums.tokens)).backward()
 
@@ -118,16 +110,19 @@ def main(argv=None) -> int:
     blocks = make_batch(tok, cf, a.blocks, a.seq)
     g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
     batch = list(range(a.batch))
-    item = build_step_inputs(blocks[batch], cf)
-    item_plain = build_step_inputs(blocks[batch], None)
-    twin_blocks = [b for b, t in zip(batch, item["twin_rows"].tolist()) if t]
-    tin, tmask = teacher_rows(item)
+    item = make_step_batch(blocks[batch], cf)
+    item_plain = make_step_batch(blocks[batch], None)
+    item.blocks = batch
+    twin_blocks = item.twin_blocks()
+    tin, tmask = item.teacher_inputs()
     with torch.no_grad(), _Acc.autocast():
         logits = teacher(input_ids=tin.to(device), attention_mask=tmask.to(device)).logits
     full_method = targets_for_step(item, logits, cfg, cf)
     full_plain = targets_for_step(item_plain, logits[: a.batch], cfg, None)
 
     tmp = Path(tempfile.mkdtemp(prefix="fairdistill-bench-cache-"))
+    cfg.data.cache_dir = str(tmp)
+    table = cf.precompute(cfg, blocks)  # the twins the cache build reads
     caches: dict[str, TeacherCache] = {}
     head = teacher_head(teacher)
     for fmt, k in [("hidden", 0)] + [("topk", k) for k in a.top_k]:
@@ -137,7 +132,7 @@ def main(argv=None) -> int:
             tmp / f"{name}.safetensors",
             teacher,
             blocks,
-            cf,
+            table,
             g_idx,
             cfg.kd.temperature,
             k or 1,
@@ -150,8 +145,8 @@ def main(argv=None) -> int:
         caches[name] = c = TeacherCache(tmp / f"{name}.safetensors")
         head = tuple(t.to(device, c.dtype) if t is not None else None for t in teacher_head(teacher))
         with torch.no_grad():
-            cached_plain = targets_from_log_probs(item_plain, c.log_probs(batch, [], head).to(device), None)
-            cached_method = targets_from_log_probs(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
+            cached_plain = batch_targets(item_plain, c.log_probs(batch, [], head).to(device), None)
+            cached_method = batch_targets(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
         klp, klm = kl_rows(full_plain, cached_plain), kl_rows(full_method, cached_method)
         size = (tmp / f"{name}.safetensors").stat().st_size
         tokens = (meta["blocks"] + meta["twins"]) * a.seq
@@ -164,30 +159,22 @@ def main(argv=None) -> int:
 
     c = caches["hidden"]
     head = tuple(t.to(device, c.dtype) if t is not None else None for t in teacher_head(teacher))
-    s_ids, s_mask = item["student_ids"], item["student_mask"]
-    x, x_mask = item_plain["student_ids"], item_plain["student_mask"]
+    s_ids, s_mask = item.student_ids, item.student_mask
+    x, x_mask = item_plain.student_ids, item_plain.student_mask
 
     def cached_plain_step():
         """What the trainer does with a hidden-state cache and plain KD: the hidden states go into the fused loss,
         which forms the teacher's logits a chunk at a time."""
         student.zero_grad(set_to_none=True)
-        it = {"student_ids": x, "student_mask": x_mask, "labels": next_token_labels(x, x_mask)}
+        targets = Targets(hidden=c.hidden(batch, []), head=head)
         sums = student_loss_sums(
-            student,
-            student.get_output_embeddings(),
-            it,
-            None,
-            c.hidden(batch, []),
-            cfg,
-            device,
-            _Acc,
-            teacher_head=head,
+            student, student.get_output_embeddings(), student_rows(x, x_mask), targets, cfg, device, _Acc
         )
         combine(sums, cfg.kd.alpha, max(1, sums.tokens)).backward()
 
     def cached_method_step():
         with torch.no_grad():
-            t = targets_from_log_probs(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
+            t = batch_targets(item, c.log_probs(batch, twin_blocks, head).to(device), cf)
         student_step(student, s_ids, s_mask, t, cfg, device)
 
     def live_plain_step():
@@ -199,7 +186,7 @@ def main(argv=None) -> int:
 
     def topk_plain_step():
         with torch.no_grad():
-            t = targets_from_log_probs(item_plain, topk.log_probs(batch, []), None)
+            t = batch_targets(item_plain, topk.log_probs(batch, []), None)
         student_step(student, x, x_mask, t, cfg, device)
 
     fns = {

@@ -13,7 +13,6 @@ labels such as `|gap|`. No local path is written: the teacher is named by its Hu
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from distill.config import EMBEDDED_PREFIX, Config, method_label
+from distill.files import atomic_write
+from distill.rundir import RunDir
 
 if TYPE_CHECKING:
     from distill.evaluation.results import SuiteResult
@@ -80,9 +81,7 @@ def read_front_matter(path: Path) -> tuple[dict, str]:
 
 def _write(path: Path, meta: dict, body: str) -> None:
     head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(f"---\n{head}---\n{body.lstrip()}", encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a card
+    atomic_write(path, f"---\n{head}---\n{body.lstrip()}")  # a reader never sees half a card
 
 
 def _fmt(v: Any) -> str:
@@ -111,7 +110,7 @@ def _training_numbers(run_dir: Path) -> tuple[dict, dict]:
     """(first record, last values) of `metrics.jsonl`: step 0 holds the teacher's validation loss and probe."""
     from distill.tracking import read_metrics
 
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     recs = read_metrics(path) if path.is_file() else []
     last: dict = {}
     for r in recs:
@@ -176,7 +175,8 @@ def usage_snippet(cfg: Config) -> str:
     """Three lines that load the student and continue a prompt; the folder is the run's `final/`, relative to where
     the run was started (an absolute output folder is not written into the card)."""
     root = Path(cfg.run.output_dir)
-    where = f"{root.as_posix()}/{cfg.run.name}/final" if not root.is_absolute() else f"{cfg.run.name}/final"
+    final = RunDir(Path(cfg.run.name)).final.as_posix()
+    where = f"{root.as_posix()}/{final}" if not root.is_absolute() else final
     return (
         "```python\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -188,58 +188,66 @@ def usage_snippet(cfg: Config) -> str:
     )
 
 
-def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: str | None = None) -> Path:
-    """Write `folder/README.md` for the student trained by `cfg` in `run_dir`; returns its path."""
+def _probe_size(cfg: Config) -> tuple[int, int]:
+    """(professions, templates) the training-time probe reads."""
     from distill.evaluation.probe import load_templates
     from distill.wordlists import load_professions
 
-    first, last = _training_numbers(run_dir)
-    hub, lic, teacher_name = teacher_hub(cfg.teacher.name_or_path)
-    label = method_label(cfg)
-    cfg_model = getattr(model, "config", None)
-    n_layers = getattr(cfg_model, "num_hidden_layers", None)
-    n_params = sum(p.numel() for p in model.parameters()) if model is not None else None
     n_prof = len(load_professions(cfg.probe.professions)[: cfg.probe.max_professions])
-    n_tmpl = len(load_templates(cfg.probe.templates))
+    return n_prof, len(load_templates(cfg.probe.templates))
 
-    teacher_ppl, student_ppl = _ppl(first.get("val/teacher_loss")), _ppl(last.get("val/loss"))
-    start_ppl = _ppl(first.get("val/loss"))
-    train_rows = [
+
+def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:
+    """The card's training-time table: teacher, student at step 0 and at the end."""
+    n_prof, n_tmpl = _probe_size(cfg)
+    probe = f"(nats; {n_prof} professions x {n_tmpl} templates)"
+    return [
         [
             "validation perplexity (held-out blocks of the transfer set)",
-            _fmt(teacher_ppl),
-            _fmt(start_ppl),
-            _fmt(student_ppl),
+            _fmt(_ppl(first.get("val/teacher_loss"))),
+            _fmt(_ppl(first.get("val/loss"))),
+            _fmt(_ppl(last.get("val/loss"))),
         ],
         [
-            f"pronoun probe mean |gap| (nats; {n_prof} professions x {n_tmpl} templates)",
+            f"pronoun probe mean |gap| {probe}",
             _fmt(first.get("probe/teacher_pronoun_gap")),
             _fmt(first.get("probe/pronoun_gap")),
             _fmt(last.get("probe/pronoun_gap")),
         ],
         [
-            f"pronoun probe mean he - she (nats; {n_prof} professions x {n_tmpl} templates)",
+            f"pronoun probe mean he - she {probe}",
             _fmt(first.get("probe/teacher_he_minus_she")),
             _fmt(first.get("probe/he_minus_she")),
             _fmt(last.get("probe/he_minus_she")),
         ],
     ]
+
+
+def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_name: str) -> list[list[str]]:
+    """The card's "How it was made" table."""
+    from distill import __version__
+
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    n_params = sum(p.numel() for p in model.parameters()) if model is not None else None
     steps, tokens = last.get("step"), last.get("train/tokens")
-    made = [
+    overrides = public_overrides(cfg.overrides)
+    student = (
+        f"teacher layers {cfg.student.layers} copied (embeddings, final norm and head too)"
+        if cfg.student.init == "teacher_layers"
+        else f"`student.init: {cfg.student.init}`"
+    )
+    amp = precision or cfg.train.mixed_precision
+    return [
         [
             "recipe",
             f"`{Path(cfg.source).name if cfg.source else 'defaults'}`"
-            + (f" with `{' '.join(overrides)}`" if (overrides := public_overrides(cfg.overrides)) else ""),
+            + (f" with `{' '.join(overrides)}`" if overrides else ""),
         ],
-        ["method", f"{label}: {_method_text(cfg)}"],
+        ["method", f"{method_label(cfg)}: {_method_text(cfg)}"],
         ["teacher", teacher_name],
         [
             "student",
-            (
-                f"teacher layers {cfg.student.layers} copied (embeddings, final norm and head too)"
-                if cfg.student.init == "teacher_layers"
-                else f"`student.init: {cfg.student.init}`"
-            )
+            student
             + (f"; {n_layers} layers" if n_layers else "")
             + (f", {n_params / 1e6:.1f}M parameters" if n_params else ""),
         ],
@@ -260,17 +268,13 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"{cfg.train.micro_batch_size} blocks x {cfg.train.grad_accum} accumulation per step; lr "
             f"{cfg.train.lr}, AdamW betas {tuple(cfg.train.betas)}, seed {cfg.run.seed}",
         ],
-        [
-            "precision",
-            f"{precision or cfg.train.mixed_precision} autocast, float32 weights"
-            if (precision or cfg.train.mixed_precision) not in ("no", None)
-            else "float32",
-        ],
+        ["precision", f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32"],
+        ["software", f"fairdistill {__version__}"],
     ]
-    from distill import __version__
 
-    made.append(["software", f"fairdistill {__version__}"])
 
+def _front_matter(cfg: Config, last: dict, hub: str | None, lic: str | None) -> dict[str, Any]:
+    """The Hub metadata: license, base model, tags and the training-time metrics as a model index."""
     meta: dict[str, Any] = {}
     if lic:
         meta["license"] = lic
@@ -285,38 +289,32 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
     if cfg.augment.mode != "off":
         tags.append("counterfactual-data-augmentation")
     meta["tags"] = tags
-    metrics = [
-        m
-        for m in (
-            _metric_entry("perplexity", "validation perplexity (held-out transfer-set blocks)", student_ppl),
-            _metric_entry(
-                "pronoun_gap",
-                f"pronoun probe mean |gap| (nats), {n_prof} professions",
-                last.get("probe/pronoun_gap"),
-            ),
-        )
-        if m
-    ]
-    meta["model-index"] = [
-        {
-            "name": cfg.run.name,
-            "results": (
-                [
-                    {
-                        "task": {"type": "text-generation", "name": "Text Generation"},
-                        "dataset": {
-                            "type": "fairdistill/training-validation",
-                            "name": "training-time validation and probe",
-                        },
-                        "metrics": metrics,
-                    }
-                ]
-                if metrics
-                else []
-            ),
-        }
-    ]
+    n_prof, _ = _probe_size(cfg)
+    entries = (
+        _metric_entry(
+            "perplexity", "validation perplexity (held-out transfer-set blocks)", _ppl(last.get("val/loss"))
+        ),
+        _metric_entry(
+            "pronoun_gap",
+            f"pronoun probe mean |gap| (nats), {n_prof} professions",
+            last.get("probe/pronoun_gap"),
+        ),
+    )
+    metrics = [m for m in entries if m]
+    task = {"type": "text-generation", "name": "Text Generation"}
+    dataset = {"type": "fairdistill/training-validation", "name": "training-time validation and probe"}
+    results = [{"task": task, "dataset": dataset, "metrics": metrics}] if metrics else []
+    meta["model-index"] = [{"name": cfg.run.name, "results": results}]
+    return meta
 
+
+def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: str | None = None) -> Path:
+    """Write `folder/README.md` for the student trained by `cfg` in `run_dir`; returns its path."""
+    first, last = _training_numbers(run_dir)
+    hub, lic, teacher_name = teacher_hub(cfg.teacher.name_or_path)
+    label = method_label(cfg)
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    teacher_ppl, student_ppl = _ppl(first.get("val/teacher_loss")), _ppl(last.get("val/loss"))
     rel = (
         f"{student_ppl / teacher_ppl:.1f} times the teacher's"
         if student_ppl and teacher_ppl
@@ -329,6 +327,9 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"It was trained to copy its teacher **without the teacher's gender preference** where the context does "
             f"not decide it ({label})."
         )
+    made = _table(["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name))
+    header = ["metric", "teacher", "student at step 0", f"student at step {last.get('step')}"]
+    trained = _table(header, _training_rows(cfg, first, last))
     body = f"""
 # {cfg.run.name}
 
@@ -338,7 +339,7 @@ compare methods, not to generate text for people.
 
 ## How it was made
 
-{_table(["setting", "value"], made)}
+{made}
 
 ## Evaluation
 
@@ -346,7 +347,7 @@ At the end of training, on the run's held-out validation blocks and the training
 reads log P(he-words) - log P(she-words) for the next token after prompts such as "The nurse said that"; 0 means
 no preference):
 
-{_table(["metric", "teacher", "student at step 0", f"student at step {steps}"], train_rows)}
+{trained}
 
 Suites run with `distill eval` add their sections below, each with its 95% intervals and its sample sizes.
 
@@ -370,7 +371,7 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
 Every metric is defined in fairdistill's `eval/README.md`.
 """
     path = Path(folder) / CARD
-    _write(path, meta, body)
+    _write(path, _front_matter(cfg, last, hub, lic), body)
     return path
 
 

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USER_ERROR
     except Exception as e:
-        from distill.train import TrainingStopped
+        from distill.lifecycle import TrainingStopped
 
         if isinstance(e, TrainingStopped):
             sys.stderr.write(f"{e}\n")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from distill.defaults import CHUNK_SIZE
 from distill.errors import ConfigError
 from distill.resources import resource_path
 
@@ -26,7 +27,6 @@ EMBEDDED_MODELS = ("smollm2-135m", "tiny-random")
 STUDENT_INITS = ("teacher_layers", "config", "pretrained")
 DATA_SOURCES = ("hf", "files", "teacher_samples")
 AUGMENT_MODES = ("off", "replace", "append")
-PERTURB_KINDS = ("none", "mean", "max", "expmean", "pair_equalize")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DTYPES = ("float32", "bfloat16", "float16")
 WANDB_MODES = ("offline", "online", "auto", "disabled")
@@ -162,7 +162,7 @@ class KDConfig:
     """Weight of the KD term; the CE term gets 1 - alpha."""
     temperature: float = 2.0
     """Softmax temperature for teacher and student; the KD term is scaled by T**2 (Hinton et al. 2015)."""
-    chunk_size: int = 256
+    chunk_size: int = CHUNK_SIZE
     """Positions per chunk in the KD loss, so the full B x T x V probabilities are never held more than once."""
     fused: bool = True
     """Fuse the student's output projection into the chunked loss (`distill.fused_loss`): its [B, T, V] logits are
@@ -430,7 +430,8 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+def build_section(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """The dataclass `cls` from a recipe mapping `data` at `where` (e.g. "kd"); what is wrong goes to `problems`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -448,7 +449,7 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
             continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, full, problems)
+            kwargs[key] = build_section(tp, value, full, problems)
         else:
             kwargs[key] = _coerce(value, tp, full, problems)
     try:
@@ -490,7 +491,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _in_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
+def check_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
+    """Add to `problems` when a number lies outside [lo, hi] (or (lo, hi] with `lo_open`); None passes."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
@@ -511,33 +513,44 @@ def _file_exists(problems: list[str], where: str, path: str | None, what: str):
 def validate(cfg: Config) -> list[str]:
     """Range and cross-field checks; returns the problems (empty when the config is usable)."""
     p: list[str] = []
-    _in_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
-    _in_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
-    _in_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
-    _in_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
-    _in_range(p, "augment.p", cfg.augment.p, 0, 1)
-    _in_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
-    _in_range(p, "data.block_size", cfg.data.block_size, 2)
-    _in_range(p, "data.val_fraction", cfg.data.val_fraction, 0, 1, lo_open=True)
-    _in_range(p, "data.max_val_blocks", cfg.data.max_val_blocks, 1)
-    _in_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
-    _in_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
-    _in_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
-    _in_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
-    _in_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
-    _in_range(p, "data.num_workers", cfg.data.num_workers, 0)
-    _in_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
-    _in_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
-    _in_range(p, "train.max_steps", cfg.train.max_steps, 1)
-    _in_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
-    _in_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
-    _in_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
-    _in_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
-    _in_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
-    _in_range(p, "train.clip", cfg.train.clip, 0)
+    _check_numbers(cfg, p)
+    _check_run(cfg, p)
+    _check_student(cfg, p)
+    _check_inputs(cfg, p)
+    return p
+
+
+def _check_numbers(cfg: Config, p: list[str]) -> None:
+    check_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
+    check_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
+    check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
+    check_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
+    check_range(p, "augment.p", cfg.augment.p, 0, 1)
+    check_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)
+    check_range(p, "data.block_size", cfg.data.block_size, 2)
+    check_range(p, "data.val_fraction", cfg.data.val_fraction, 0, 1, lo_open=True)
+    check_range(p, "data.max_val_blocks", cfg.data.max_val_blocks, 1)
+    check_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
+    check_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
+    check_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
+    check_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
+    check_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
+    check_range(p, "data.num_workers", cfg.data.num_workers, 0)
+    check_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
+    check_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
+    check_range(p, "train.max_steps", cfg.train.max_steps, 1)
+    check_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
+    check_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
+    check_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
+    check_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
+    check_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
+    check_range(p, "train.clip", cfg.train.clip, 0)
     for k in ("log_every", "eval_every", "probe_every", "save_every"):
-        _in_range(p, f"train.{k}", getattr(cfg.train, k), 0)
-    _in_range(p, "train.keep_last", cfg.train.keep_last, 1)
+        check_range(p, f"train.{k}", getattr(cfg.train, k), 0)
+    check_range(p, "train.keep_last", cfg.train.keep_last, 1)
+
+
+def _check_run(cfg: Config, p: list[str]) -> None:
     if isinstance(cfg.train.betas, list) and (
         len(cfg.train.betas) != 2
         or not all(isinstance(b, float | int) and 0 <= b < 1 for b in cfg.train.betas)
@@ -566,12 +579,14 @@ def validate(cfg: Config) -> list[str]:
             f"teacher.name_or_path {name!r}: unknown embedded model; available: {', '.join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)}"
         )
 
+
+def _check_student(cfg: Config, p: list[str]) -> None:
     s = cfg.student
     pr = s.prune
     if isinstance(pr.drop, int) and not isinstance(pr.drop, bool):
-        _in_range(p, "student.prune.drop", pr.drop, 0)
-    _in_range(p, "student.prune.blocks", pr.blocks, 1)
-    _in_range(p, "student.prune.batch_size", pr.batch_size, 1)
+        check_range(p, "student.prune.drop", pr.drop, 0)
+    check_range(p, "student.prune.blocks", pr.blocks, 1)
+    check_range(p, "student.prune.batch_size", pr.batch_size, 1)
     if isinstance(pr.by, str) and pr.by not in PRUNE_BY:
         p.append(f"student.prune.by must be one of {', '.join(PRUNE_BY)}, got {pr.by!r}")
     pruning = isinstance(pr.drop, int) and pr.drop > 0
@@ -599,8 +614,11 @@ def validate(cfg: Config) -> list[str]:
     if s.init == "pretrained" and not s.path:
         p.append("student.path is required for student.init: pretrained (a local directory or hub id)")
     if s.init == "config" and s.num_layers is not None:
-        _in_range(p, "student.num_layers", s.num_layers, 1)
+        check_range(p, "student.num_layers", s.num_layers, 1)
 
+
+def _check_inputs(cfg: Config, p: list[str]) -> None:
+    """The transfer data and the word lists the recipe names."""
     d = cfg.data
     if d.source == "hf" and not d.name:
         p.append("data.name is required for data.source: hf (e.g. Skylion007/openwebtext)")
@@ -620,14 +638,13 @@ def validate(cfg: Config) -> list[str]:
             "augment.her_decider: teacher decides the one-to-many words, but augment.one_to_many is null; set "
             "augment.her_decider: rule, or give augment.one_to_many a word list"
         )
-    return p
 
 
 def config_from_dict(
     data: dict, source: str | None = None, extra_problems: list[str] | None = None
 ) -> Config:
     problems: list[str] = list(extra_problems or [])
-    cfg = _build(Config, data, "", problems)
+    cfg = build_section(Config, data, "", problems)
     problems += validate(cfg)  # range and cross-field checks skip values whose type was already wrong
     if problems:
         raise ConfigError(problems, source)

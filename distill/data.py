@@ -8,10 +8,8 @@ tokenization) is cached under `data.cache_dir`, keyed by a hash of what produced
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import torch
 
 from distill.config import Config, DataConfig
-from distill.errors import DataError
+from distill.errors import DataError, FairDistillError
+from distill.files import atomic_save_tensors, atomic_write, digest, model_fingerprint, tokenizer_fingerprint
 from distill.resources import resource_glob, resource_path
 
 log = logging.getLogger(__name__)
@@ -30,21 +29,6 @@ TEXT_SUFFIXES = (".txt", ".md")
 def data_seed(cfg: Config) -> int:
     """Seed of the transfer set and the validation split: `data.seed`, or `run.seed` when that is null."""
     return cfg.run.seed if cfg.data.seed is None else cfg.data.seed
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _atomic_save(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -228,7 +212,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
     prompts = read_prompts(d.prompts)
     # bf16 samples are other samples: they get their own entry (float32 keys are unchanged)
     amp = active_autocast_dtype(device)
-    key = _digest(
+    key = digest(
         ({"autocast": str(amp)} if amp is not None else {})
         | {
             "teacher": cfg.teacher.name_or_path,
@@ -239,7 +223,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
             "top_p": d.sample_top_p,
             "temp": d.sample_temperature,
             "seed": data_seed(cfg),
-            "params": sum(p.numel() for p in teacher.parameters()),
+            "weights": model_fingerprint(teacher),
         }
     )
     cache = Path(d.cache_dir) / "samples" / f"{key}.jsonl"
@@ -266,10 +250,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
         device=device,
     )
     docs = [p + c for p, conts in zip(prompts, outs) for c in conts]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
-    os.replace(tmp, cache)
+    atomic_write(cache, "".join(json.dumps({"text": t}) + "\n" for t in docs))
     return docs
 
 
@@ -328,11 +309,6 @@ def split_blocks(
     return blocks[perm[n_val:]].clone(), blocks[perm[:n_val]].clone()
 
 
-def _tokenizer_fingerprint(tokenizer) -> str:
-    vocab = tokenizer.get_vocab()
-    return _digest([len(vocab), sorted(vocab.items())[:: max(1, len(vocab) // 512)], tokenizer.eos_token_id])
-
-
 def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Return (train_blocks, val_blocks), each [N, block_size] int64; cached by content."""
     from safetensors.torch import load_file
@@ -342,20 +318,20 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
         if teacher is None:
             raise AssertionError("teacher_samples needs the teacher")
         docs: list[str] | Iterator[str] = sample_teacher_documents(cfg, teacher, tokenizer, device)
-        source_key = _digest(docs)
+        source_key = digest(docs)
     elif d.source == "files":
         files = _expand_files(d.files)
-        source_key = _digest(
+        source_key = digest(
             [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files] + [d.text_field]
         )
         docs = iter_file_documents(files, d.text_field)
     else:
-        source_key = _digest([d.name, d.config_name, d.split, d.text_field, d.max_documents])
+        source_key = digest([d.name, d.config_name, d.split, d.text_field, d.max_documents])
         docs = iter_hf_documents(d)
-    key = _digest(
+    key = digest(
         [
             source_key,
-            _tokenizer_fingerprint(tokenizer),
+            tokenizer_fingerprint(tokenizer),
             d.block_size,
             d.val_fraction,
             d.max_val_blocks,
@@ -392,7 +368,7 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
             f"the {d.source} transfer text is empty (0 documents); check data.files / data.name / data.split"
         )
     train, val = split_blocks(blocks, d.val_fraction, d.max_val_blocks, data_seed(cfg))
-    _atomic_save({"train": train, "val": val}, cache, {"documents": str(n_docs)})
+    atomic_save_tensors({"train": train, "val": val}, cache, {"documents": str(n_docs)})
     log.info(
         "data: %d documents -> %d train / %d validation blocks of %d tokens in %.1f s (%.0f tokens/s, %d workers; "
         "cached %s)",
@@ -408,14 +384,39 @@ def build_blocks(cfg: Config, tokenizer, teacher=None, device="cpu") -> tuple[to
     return train, val
 
 
-class BlockDataset(torch.utils.data.Dataset):
-    """Rows of a [N, T] block tensor; each item is a dict with `input_ids` [T]."""
+class MicroBatches:
+    """Deterministic, resumable micro-batches of block indices for one process.
 
-    def __init__(self, blocks: torch.Tensor):
-        self.blocks = blocks
+    Epoch e shuffles with seed + e; each global micro-batch of `micro_batch_size * world` blocks is split so
+    process r takes its own slice: no overlap, and the same global batches whatever the process count.
+    The position (epoch, index) is all a checkpoint needs to continue without seeing a batch twice.
+    """
 
-    def __len__(self) -> int:
-        return self.blocks.shape[0]
+    def __init__(self, n: int, micro_batch_size: int, rank: int, world: int, seed: int):
+        self.n, self.mbs, self.rank, self.world, self.seed = n, micro_batch_size, rank, world, seed
+        self.per_epoch = n // (micro_batch_size * world)
+        if self.per_epoch == 0:
+            raise FairDistillError(
+                f"{n} training blocks cannot fill one micro-batch of {micro_batch_size} x {world} processes; "
+                "lower train.micro_batch_size or add data"
+            )
+        self.epoch, self.index = 0, 0
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.blocks[i]}
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self):
+        perm = self._perm(self.epoch)
+        while True:
+            if self.index >= self.per_epoch:
+                self.epoch, self.index = self.epoch + 1, 0
+                perm = self._perm(self.epoch)
+            g = self.index * self.mbs * self.world + self.rank * self.mbs
+            self.index += 1
+            yield perm[g : g + self.mbs].tolist()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.index = int(s["epoch"]), int(s["index"])

@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import torch
 
+from distill.defaults import CHUNK_SIZE
 from distill.losses import LossSums
-
-DEFAULT_CHUNK_SIZE = 256
-"""Rows per chunk. 256 x 50,257 float32 is 51 MB per buffer: small next to one [N, V] tensor at N >= 2048, and
-large enough that each chunk's matmul still runs near full speed. Raise it on a GPU with memory to spare."""
 
 
 def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -322,13 +319,37 @@ def _proportional(g_kd: float, g_ce: float, w_kd: float, w_ce: float) -> float |
     return s
 
 
+def _teacher_input(teacher_logq, teacher_logits, teacher_head, n: int, V: int):
+    """(the teacher tensor as [n, V] or [n, H_t] rows, detached; the teacher head's weight and bias or None),
+    checked against n positions and a V-token vocabulary."""
+    teacher = teacher_logits if teacher_logits is not None else teacher_logq
+    t_w = t_b = None
+    if teacher_head is not None:
+        if teacher_logits is None:
+            raise ValueError("teacher_head needs the teacher's hidden states as teacher_logits")
+        t_w, t_b = (None if t is None else t.detach() for t in teacher_head)
+        if t_w.shape[0] != V or teacher.shape[-1] != t_w.shape[1] or teacher.numel() != n * t_w.shape[1]:
+            raise ValueError(
+                f"teacher hidden states {list(teacher.shape)} and head {list(t_w.shape)} do not match "
+                f"{n} positions x {V} vocabulary"
+            )
+        teacher = teacher.detach().reshape(-1, t_w.shape[1])
+    elif teacher is not None:
+        if teacher.shape[-1] != V or teacher.numel() != n * V:
+            raise ValueError(
+                f"teacher targets {list(teacher.shape)} do not match {n} positions x {V} vocabulary"
+            )
+        teacher = teacher.detach().reshape(-1, V)
+    return teacher, t_w, t_b
+
+
 def fused_kd_ce_sums(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     teacher_logq: torch.Tensor | None,
     labels: torch.Tensor,
     temperature: float,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int = CHUNK_SIZE,
     bias: torch.Tensor | None = None,
     *,
     teacher_logits: torch.Tensor | None = None,
@@ -365,28 +386,7 @@ def fused_kd_ce_sums(
     y = labels.reshape(-1)
     if y.shape[0] != h.shape[0]:
         raise ValueError(f"labels {list(labels.shape)} do not match hidden {list(hidden.shape)}")
-    teacher = teacher_logits if teacher_logits is not None else teacher_logq
-    t_w = t_b = None
-    if teacher_head is not None:
-        if teacher_logits is None:
-            raise ValueError("teacher_head needs the teacher's hidden states as teacher_logits")
-        t_w, t_b = (None if t is None else t.detach() for t in teacher_head)
-        if (
-            t_w.shape[0] != V
-            or teacher.shape[-1] != t_w.shape[1]
-            or teacher.numel() != h.shape[0] * t_w.shape[1]
-        ):
-            raise ValueError(
-                f"teacher hidden states {list(teacher.shape)} and head {list(t_w.shape)} do not match "
-                f"{h.shape[0]} positions x {V} vocabulary"
-            )
-        teacher = teacher.detach().reshape(-1, t_w.shape[1])
-    elif teacher is not None:
-        if teacher.shape[-1] != V or teacher.numel() != h.shape[0] * V:
-            raise ValueError(
-                f"teacher targets {list(teacher.shape)} do not match {h.shape[0]} positions x {V} vocabulary"
-            )
-        teacher = teacher.detach().reshape(-1, V)
+    teacher, t_w, t_b = _teacher_input(teacher_logq, teacher_logits, teacher_head, h.shape[0], V)
     plan = _Plan(y, chunk_size)
     if plan.idx.numel() == 0:
         zero = (h[:0].sum() + weight[:0].sum()).to(_acc_dtype(h))  # keeps the graph connected for backward

@@ -25,10 +25,8 @@ twins of `rule` and `teacher` runs are never mixed up.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -67,8 +65,8 @@ def key_part(cfg, builder=None) -> list:
     (today's keys); for `teacher`, the key of the decisions `prepare` handed to `builder` (a digest of what they
     were made from: blocks, word lists, tokenizer, teacher, precision, scoring rule)."""
     d = getattr(cfg.augment, "her_decider", "rule")
-    if d == "rule":
-        return []
+    if d == "rule" or (cfg.augment.mode == "off" and cfg.perturb.kind == "none"):
+        return []  # the rule's keys; a run without counterfactuals builds its cached twins by the rule
     key = getattr(builder, "decisions_key", None)
     if key is None:
         raise FairDistillError(
@@ -329,9 +327,8 @@ def prepare(cf, cfg, teacher, blocks: torch.Tensor, autocast=None) -> dict | Non
     precision `autocast` runs in, the scoring rule). Returns the decisions' stats; None for `rule`."""
     if getattr(cfg.augment, "her_decider", "rule") != "teacher":
         return None
-    from distill.data import _digest, _tokenizer_fingerprint
+    from distill.files import atomic_write, digest, model_fingerprint, tensor_digest, tokenizer_fingerprint
     from distill.precision import active_autocast_dtype
-    from distill.teacher_cache import teacher_fingerprint
 
     builder = cf.builder
     device = next(teacher.parameters()).device
@@ -344,18 +341,18 @@ def prepare(cf, cfg, teacher, blocks: torch.Tensor, autocast=None) -> dict | Non
     words = [
         resource_path(f).read_text(encoding="utf-8") if f else None for f in (a.pairs, a.one_to_many, a.names)
     ]
-    key = _digest(
+    key = digest(
         [
             "her-decisions",
             VERSION,
             MODE,
             WINDOW_LEFT,
             WINDOW_RIGHT,
-            hashlib.sha256(blocks.contiguous().numpy().tobytes()).hexdigest(),
+            tensor_digest(blocks),
             list(blocks.shape),
             words,
-            _tokenizer_fingerprint(builder.tokenizer),
-            teacher_fingerprint(teacher),
+            tokenizer_fingerprint(builder.tokenizer),
+            model_fingerprint(teacher),
             str(amp),
         ]
     )
@@ -367,10 +364,7 @@ def prepare(cf, cfg, teacher, blocks: torch.Tensor, autocast=None) -> dict | Non
         scorer = LMScorer(teacher, builder.tokenizer, autocast=autocast, device=device)
         table, stats = decide_blocks(builder, blocks, scorer, MODE)
         data = {"stats": stats, "decisions": table}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
         log.info(
             "her/his decisions by the teacher (%s): %d of %d occurrences scored, %d differ from the rule, "
             "%.1f s; cached %s",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distill.defaults import CHUNK_SIZE
+
 
 @dataclass
 class LossSums:
@@ -40,12 +42,12 @@ def kd_ce_sums(
     teacher_logq: torch.Tensor | None,
     labels: torch.Tensor,
     temperature: float,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
 ) -> LossSums:
     """KD and CE sums over the positions where `labels != -100`.
 
     student_logits: [B, T, V] (or [N, V]); teacher_logq: same shape, the target's log-probabilities at temperature
-    T (None skips the KD term); labels: [B, T] (or [N]) next-token ids, -100 where no loss is taken.
+    T (None skips the KD term; never differentiated: the teacher is frozen); labels: [B, T] (or [N]) next-token ids, -100 where no loss is taken.
     Positions are processed in chunks of `chunk_size`, so at most one chunk's [chunk, V] float32 probabilities
     exist at a time besides the inputs.
     """
@@ -53,7 +55,7 @@ def kd_ce_sums(
     mask = labels.reshape(-1) != -100
     idx = mask.nonzero(as_tuple=True)[0]
     s = student_logits.reshape(-1, V)
-    t = teacher_logq.reshape(-1, V) if teacher_logq is not None else None
+    t = teacher_logq.detach().reshape(-1, V) if teacher_logq is not None else None
     y = labels.reshape(-1)
     kd = student_logits.new_zeros((), dtype=torch.float32)
     ce = student_logits.new_zeros((), dtype=torch.float32)
@@ -83,13 +85,3 @@ def next_token_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
         valid_next[:, :-1] = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
         labels = labels.masked_fill(~valid_next, -100)
     return labels
-
-
-def kd_reference(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """The textbook implementation (full-vocab, `F.kl_div`), mean over valid tokens; used to check `kd_ce_sums`."""
-    mask = labels != -100
-    s = F.log_softmax(student_logits[mask].float() / temperature, -1)
-    t = F.log_softmax(teacher_logits[mask].float() / temperature, -1)
-    return F.kl_div(s, t, log_target=True, reduction="sum") * temperature**2 / mask.sum()

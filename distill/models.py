@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from distill.config import EMBEDDED_PREFIX, Config, StudentConfig, TeacherConfig
 from distill.errors import ModelError
+from distill.files import atomic_write, digest, model_fingerprint, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,11 @@ EMBEDDED = {
 }
 
 
-def _is_local(name: str) -> bool:
+def is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
-def _check_local_dir(path: Path, what: str) -> None:
+def check_local_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise ModelError(
             f"{what} {str(path)!r} is not a directory; give a folder written by save_pretrained or a hub id"
@@ -95,13 +95,10 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     """
     out = Path(cache_dir) / "embedded" / key
     if key == "tiny-random":  # named by what builds it, so a changed word list or spec builds a new one
-        import hashlib
-
-        recipe = json.dumps([EMBEDDED[key], _tiny_random_text()]).encode()
-        out = out.with_name(f"{key}-{hashlib.sha256(recipe).hexdigest()[:12]}")
+        out = out.with_name(f"{key}-{digest([EMBEDDED[key], _tiny_random_text()])[:12]}")
         if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
             return out
-        return _write_atomically(out, _save_tiny_random)
+        return atomic_write(out, _save_tiny_random, folder=True)
     if (out / "config.json").is_file() and list(out.glob("*.safetensors")):
         return out
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -125,24 +122,12 @@ def materialize_embedded(key: str, cache_dir: str | Path) -> Path:
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise ModelError(f"embedded conversion of {key}: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
 
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
 
-def _write_atomically(out: Path, write) -> Path:
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, write, folder=True)
 
 
 def _tiny_random_text() -> list[str]:
@@ -205,9 +190,9 @@ def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
     name = cfg.name_or_path
     if name.startswith(EMBEDDED_PREFIX):
         return str(materialize_embedded(name[len(EMBEDDED_PREFIX) :], cache_dir))
-    if _is_local(name):
+    if is_local_path(name):
         path = Path(name).expanduser()
-        _check_local_dir(path, "teacher.name_or_path")
+        check_local_dir(path, "teacher.name_or_path")
         return str(path)
     return name
 
@@ -216,7 +201,7 @@ def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
 # Loading
 
 
-def _from_pretrained(
+def load_pretrained(
     name: str, what: str, dtype: torch.dtype, revision: str | None = None, trust_remote_code: bool = False
 ):
     from transformers import AutoModelForCausalLM
@@ -259,7 +244,7 @@ def load_teacher(cfg: Config):
     """Return (teacher, tokenizer, resolved path). The teacher is frozen and in eval mode."""
     path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
     tok = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
-    model = _from_pretrained(
+    model = load_pretrained(
         path,
         "teacher.name_or_path",
         _DTYPES[cfg.teacher.dtype],
@@ -346,9 +331,9 @@ def build_student(
         student = AutoModelForCausalLM.from_config(config)
     else:
         path = cfg.path or ""
-        if _is_local(path):
-            _check_local_dir(Path(path).expanduser(), "student.path")
-        student = _from_pretrained(path, "student.path", torch.float32)
+        if is_local_path(path):
+            check_local_dir(Path(path).expanduser(), "student.path")
+        student = load_pretrained(path, "student.path", torch.float32)
     check_vocab(teacher, student)
     return student.float().train()
 
@@ -376,11 +361,6 @@ def check_tokenizers(teacher_tok, student_dir: str | Path) -> None:
             f"the tokenizer in {p} differs from the teacher's ({len(student_tok)} vs {len(teacher_tok)} tokens): "
             "KD needs one vocabulary; train the student with the teacher's tokenizer"
         )
-
-
-def layer_map(teacher_config, layers: list[int]) -> dict[int, int]:
-    """Student layer index -> teacher layer index, for logs and tests."""
-    return dict(enumerate(layers))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -450,17 +430,6 @@ def prune_selection(scores: list[float], drop: int) -> tuple[list[int], list[int
     return [i for i in range(n) if i not in dropped], dropped
 
 
-def _weights_key(model: nn.Module) -> str:
-    """A cheap fingerprint of the weights: name, shape and two float64 sums of every tensor."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().double()
-        h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.10e}{float(t.abs().sum()):.10e}".encode())
-    return h.hexdigest()
-
-
 def check_prune(cfg: StudentConfig, teacher: nn.Module) -> None:
     """Refuse a `student.prune.drop` the teacher's depth cannot give, before any data is built."""
     n = _num_layers(teacher.config)
@@ -474,26 +443,19 @@ def prune_layers(cfg: StudentConfig, teacher: nn.Module, blocks: torch.Tensor, c
     """Rank the teacher's layers by `cfg.prune.by` on the first `cfg.prune.blocks` of `blocks` and choose the
     student's layers. Returns {"layers", "dropped", "scores", "by", "blocks", "cached", "key"}; the scores are
     cached in `<cache_dir>/prune/<key>.json` (key: the teacher's weights, the blocks, the method)."""
-    import hashlib
-    import json
-
     check_prune(cfg, teacher)
     used = blocks[: cfg.prune.blocks].contiguous()
-    h = hashlib.sha256(f"{cfg.prune.by}|{_weights_key(teacher)}|{tuple(used.shape)}".encode())
-    h.update(used.cpu().numpy().tobytes())
-    key = h.hexdigest()[:24]
+    key = digest([cfg.prune.by, model_fingerprint(teacher), list(used.shape), tensor_digest(used.cpu())])
     path = Path(cache_dir) / "prune" / f"{key}.json"
     cached = path.is_file()
     if cached:
         scores = json.loads(path.read_text())["scores"]
     else:
         scores = block_influence(teacher, used, cfg.prune.batch_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"by": cfg.prune.by, "blocks": list(used.shape), "scores": scores}, indent=1)
+        # atomic: a concurrent run reads the whole file or none
+        atomic_write(
+            path, json.dumps({"by": cfg.prune.by, "blocks": list(used.shape), "scores": scores}, indent=1)
         )
-        os.replace(tmp, path)  # atomic: a concurrent run reads the whole file or none
     kept, dropped = prune_selection(scores, cfg.prune.drop)
     return {
         "by": cfg.prune.by,
@@ -504,3 +466,17 @@ def prune_layers(cfg: StudentConfig, teacher: nn.Module, blocks: torch.Tensor, c
         "cached": cached,
         "key": key,
     }
+
+
+def drop_tied_weights(models, weights, output_dir) -> None:
+    """`accelerator.save_state` pre-hook: leave out the weights a model ties to another (the output projection tied to
+    the input embeddings), as `save_pretrained` does; loading re-ties them. Left in, safetensors cannot hold the
+    alias and Accelerate drops it itself with a warning."""
+    for model, state in zip(models, weights):
+        tied = getattr(getattr(model, "module", model), "_tied_weights_keys", None) or {}
+        if not isinstance(state, dict):
+            continue
+        for name, source in tied.items() if isinstance(tied, dict) else []:
+            a, b = state.get(name), state.get(source)
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr():
+                del state[name]

@@ -1,4 +1,5 @@
-"""Teacher-probability modification across a sentence x and its role-reversed twin x~ (DESIGN.md).
+"""Teacher-probability modification across a sentence x and its role-reversed twin x~, and the assembly of one
+micro-batch's targets from the teacher's passes (`step_targets`).
 
 At an aligned position i of x (j = align[i] >= 0):
 
@@ -40,9 +41,9 @@ from dataclasses import dataclass
 
 import torch
 
-from distill.config import PERTURB_KINDS
-
 NEEDS_TWIN = frozenset({"mean", "max", "expmean"})
+"""The kinds whose formula reads the teacher's distribution on the twin x~."""
+KINDS = ("none", "mean", "max", "expmean", "pair_equalize")
 
 
 @dataclass
@@ -235,8 +236,8 @@ def combine_logp(
     """Apply `kind` to log p [B, T, V] using log r (same shape) where `valid` [B, T]; returns log q [B, T, V].
     `g_mask` defaults to the exchange's G; `wordstart`/`keep` [B, T] matter only for `pair_equalize` (the twin
     kinds took them into r already)."""
-    if kind not in PERTURB_KINDS:
-        raise ValueError(f"perturb.kind must be one of {PERTURB_KINDS}, got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"perturb.kind must be one of {KINDS}, got {kind!r}")
     if kind == "none":
         return logp
     ex = as_exchange(pi)
@@ -295,7 +296,7 @@ def perturbed_log_targets(
     """log q from the teacher's log-probabilities at temperature T: logp [B, T, V], twin_logp [B, T2, V] (the
     twin of each row), align [B, T]; with `twin_rows` [B], twin_logp is [R, T2, V] and row b's twin is
     twin_logp[twin_rows[b]]. `wordstart`/`keep` [B, T]: the position-aware switches of these rows (module
-    docstring). Same formulas as `teacher_targets`."""
+    docstring)."""
     if kind in NEEDS_TWIN:
         if twin_logp is None or align is None:
             raise ValueError(
@@ -306,29 +307,66 @@ def perturbed_log_targets(
     return combine_logp(logp, None, None, kind, lam, pi, g_mask, wordstart, keep, pair)
 
 
+def twin_rows_for(kind: str, changed: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the rows whose twin the teacher runs on. The twin kinds read every changed row's twin (an
+    unchanged row is its own); otherwise only the rows whose twin the student trains on need one."""
+    return changed if kind in NEEDS_TWIN else selected
+
+
 @torch.no_grad()
-def teacher_targets(
-    teacher_logits: torch.Tensor,
-    twin_logits: torch.Tensor | None,
-    align: torch.Tensor | None,
-    pi: torch.Tensor | Exchange,
-    g_mask: torch.Tensor | None,
+def step_targets(
+    logp: torch.Tensor,
+    twins: dict[str, torch.Tensor] | None,
+    selected: torch.Tensor | None,
+    twin_rows: torch.Tensor | None,
+    ex: Exchange | None,
     kind: str,
     lam: float,
-    temperature: float,
-    wordstart: torch.Tensor | None = None,
-    keep: torch.Tensor | None = None,
-    pair: torch.Tensor | None = None,
+    mode: str,
 ) -> torch.Tensor:
-    """log q for the rows whose logits are `teacher_logits` [B, T, V].
+    """log q for the student's rows of one micro-batch, from the teacher's log-probabilities at the KD temperature
+    logp [B + k, T, V]: the B rows x, then the k twins of the rows in `twin_rows` [B] (in row order).
 
-    twin_logits [B, T2, V] are the teacher's logits on each row's twin and `align` [B, T] maps each position of the
-    row to the twin's corresponding position (-1: none). For a twin row, pass the roles exchanged (the twin's
-    logits as `teacher_logits`, the original's as `twin_logits`, the inverse alignment and the twin's switches).
-    A row with nothing to swap is its own twin: pass its logits as both, with the identity alignment.
+    `twins`: the rows' twin fields (`distill.counterfactual.twin_batch`: alignments and switches); None for plain
+    KD, where the targets are logp itself. The twin rows' targets reuse the same two distributions with the roles
+    exchanged (no extra teacher pass). `mode` (`augment.mode`): where the student sees the `selected` rows' twins,
+    appended after x ("append") or in place of their row ("replace"); "off" returns x's targets only.
     """
-    logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    twin_logp = None if twin_logits is None else torch.log_softmax(twin_logits.float() / temperature, dim=-1)
-    return perturbed_log_targets(
-        logp, twin_logp, align, pi, g_mask, kind, lam, wordstart=wordstart, keep=keep, pair=pair
-    )
+    B = twin_rows.shape[0] if twin_rows is not None else logp.shape[0]
+    logp_x = logp[:B]
+    if twins is None:
+        return logp_x
+    dev = logp.device
+    sw = {k: twins[k].to(dev) for k in ("wordstart", "keep", "pair")}
+    rows = twin_rows.nonzero(as_tuple=True)[0].to(dev)
+    tw = {k: twins["twin_" + k].to(dev)[rows] for k in ("wordstart", "keep", "pair")}
+    logp_cf = logp[B:]
+    logq_x, logq_cf = logp_x, None
+    if kind == "pair_equalize":
+        logq_x = perturbed_log_targets(logp_x, None, None, ex, None, kind, lam, **sw)
+        if rows.numel():
+            logq_cf = perturbed_log_targets(logp_cf, None, None, ex, None, kind, lam, **tw)
+    else:
+        if kind in NEEDS_TWIN:
+            # Every row has a twin: a changed row's is the teacher's pass on x~, an unchanged row's is x itself
+            # (x~ = x; its alignment is the identity), so the formula applies there too at no extra forward.
+            src = torch.arange(B, device=dev)
+            src[rows] = B + torch.arange(rows.numel(), device=dev)
+            logq_x = perturbed_log_targets(
+                logp_x, logp, twins["align"].to(dev), ex, None, kind, lam, twin_rows=src, **sw
+            )
+        if rows.numel():
+            inv = twins["align_inv"].to(dev)[rows]
+            logq_cf = perturbed_log_targets(logp_cf, logp_x, inv, ex, None, kind, lam, twin_rows=rows, **tw)
+    sel = selected.to(dev)
+    if mode == "off" or not sel.any():
+        return logq_x
+    # position of each selected row among the twin rows
+    pos = torch.full((B,), -1, dtype=torch.long, device=dev)
+    pos[rows] = torch.arange(rows.numel(), device=dev)
+    twin_targets = logq_cf[pos[sel]]
+    if mode == "append":
+        return torch.cat([logq_x, twin_targets])
+    out = logq_x.clone()
+    out[sel] = twin_targets
+    return out

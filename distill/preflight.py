@@ -35,7 +35,7 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
     only; nothing is written. An embedded model reports the shape recorded for it (for SmolLM2 before its first
     conversion, the numbers its GGUF file holds); a hub model not in the local cache reports (None, None, None):
     it is checked when it loads."""
-    from distill.models import EMBEDDED, _check_local_dir, _is_local
+    from distill.models import EMBEDDED, check_local_dir, is_local_path
 
     name = cfg.teacher.name_or_path
     if name.startswith(EMBEDDED_PREFIX):
@@ -45,9 +45,9 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
             spec = EMBEDDED[key]
             return spec.get("layers"), spec.get("vocab"), None
         path = converted
-    elif _is_local(name):
+    elif is_local_path(name):
         path = Path(name).expanduser()
-        _check_local_dir(path, "teacher.name_or_path")
+        check_local_dir(path, "teacher.name_or_path")
     else:
         try:
             from transformers import AutoConfig
@@ -83,11 +83,11 @@ def _check_models(cfg: Config) -> None:
             "(model.resize_token_embeddings(len(tokenizer))) and save it again"
         )
     if s.init == "pretrained" and s.path:
-        from distill.models import _check_local_dir, _is_local
+        from distill.models import check_local_dir, is_local_path
 
-        if _is_local(s.path):
+        if is_local_path(s.path):
             p = Path(s.path).expanduser()
-            _check_local_dir(p, "student.path")
+            check_local_dir(p, "student.path")
             _, student_vocab = _depth_and_vocab(_local_config(p))
             if vocab is not None and student_vocab is not None and student_vocab != vocab:
                 problems.append(

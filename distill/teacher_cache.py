@@ -18,10 +18,11 @@ two things (`teacher.cache_format`):
   spread evenly: exact on the kept tokens, a distribution that sums to 1). Any model; an approximation whose KL
   to the full targets `benchmarks/bench_teacher_cache.py` reports (large at T = 2, where the tail holds much mass).
 
-Either way the step hands the result to the same target code as a live teacher. The twins are rebuilt by the step itself from the word lists, so the cache serves every `augment` and
-`perturb` setting, every seed and every student that shares the teacher, the transfer blocks, the word lists and
-the temperature (and the run's autocast precision: bf16 targets are other targets); its file name is a digest
-of those, and a cache that does not match them is never read.
+Either way the step hands the result to the same target assembly as a live teacher (`distill.teacher`). The twins
+come from the run's twin table (`distill.twins`), built from the word lists for every block whatever the recipe, so
+the cache serves every `augment` and `perturb` setting, every seed and every student that shares the teacher, the
+transfer blocks, the word lists and the temperature (and the run's autocast precision: bf16 targets are other
+targets); its file name is a digest of those, and a cache that does not match them is never read.
 
 One safetensors file per digest, read through safetensors' memory map one row at a time: a run holds only the
 rows of its current micro-batch. Written to a temporary name and renamed, so an interrupted build leaves nothing
@@ -30,7 +31,6 @@ that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,24 +40,12 @@ import torch
 
 from distill import her_decide
 from distill.errors import FairDistillError
+from distill.files import atomic_write, digest, model_fingerprint, tensor_digest, tokenizer_fingerprint
 from distill.precision import active_autocast_dtype
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-
-
-def teacher_fingerprint(teacher) -> str:
-    """Digest of the teacher's config and a sample of its weights (same name, other weights: another cache)."""
-    from distill.data import _digest
-
-    params = list(teacher.parameters())
-    picks = [params[0], params[len(params) // 2], params[-1]]
-    sample = [
-        [list(p.shape), float(p.detach().float().flatten()[:: max(1, p.numel() // 4096)].double().sum())]
-        for p in picks
-    ]
-    return _digest([teacher.config.to_json_string(use_diff=False), sample, str(next(iter(params)).dtype)])
 
 
 def cache_key(
@@ -66,20 +54,18 @@ def cache_key(
     """The cache's digest. `mixed_precision`: the run's resolved autocast setting ("no" keeps the keys that float32
     caches have always had). `builder`: the twin builder, holding the teacher's her/his decisions
     (`augment.her_decider: teacher`)."""
-    from distill.data import _digest, _tokenizer_fingerprint
-
     words = []
     a = cfg.augment
     for path in (a.pairs, a.one_to_many, a.names):
         words.append(Path(path).read_text(encoding="utf-8") if path else None)
     precision = [] if mixed_precision == "no" else [f"autocast:{mixed_precision}"]
-    return _digest(
+    return digest(
         precision
         + [
             CACHE_VERSION,
-            teacher_fingerprint(teacher),
-            _tokenizer_fingerprint(tokenizer),
-            hashlib.sha256(train_blocks.contiguous().numpy().tobytes()).hexdigest(),
+            model_fingerprint(teacher),
+            tokenizer_fingerprint(tokenizer),
+            tensor_digest(train_blocks),
             list(train_blocks.shape),
             cfg.kd.temperature,
             cfg.teacher.cache_format,
@@ -225,12 +211,69 @@ class TeacherCache:
         return torch.cat(parts)
 
 
+def _check_head(teacher, h: torch.Tensor, head, logits: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse a teacher whose logits are not its output projection of its last hidden state (at `dtype`'s
+    tolerance): a hidden-state cache could not rebuild its targets."""
+    z = head_logits(h, head).float()
+    ref = logits.float()
+    err = float((z - ref).abs().max())
+    tol = head_tolerance(dtype, float(ref.abs().max()))
+    if err > tol:
+        raise FairDistillError(
+            f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
+            f"(max difference {err:.3g}, {str(dtype).split('.')[-1]} tolerance {tol:.3g}: "
+            "soft-capping or scaling?); set teacher.cache_format=topk"
+        )
+
+
+class _Store:
+    """The cached fields of the rows the teacher has run on so far, x rows ("x_*") and twins ("t_*")."""
+
+    def __init__(
+        self, teacher, fmt: str, temperature: float, top_k: int, g_idx: torch.Tensor, device, autocast
+    ):
+        self.teacher, self.fmt, self.temperature, self.top_k, self.g_idx = (
+            teacher,
+            fmt,
+            temperature,
+            top_k,
+            g_idx,
+        )
+        self.device, self.autocast, self.vocab = device, autocast, 0
+        fields = HIDDEN_FIELDS if fmt == "hidden" else FIELDS
+        self.store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in fields}
+        head = teacher_head(teacher) if fmt == "hidden" else None
+        with autocast():  # the dtype the teacher's lm_head multiplies in: autocast's, else its weight's
+            self.dtype = active_autocast_dtype(device) or (
+                head[0].dtype if head is not None else torch.float32
+            )
+        self.head = None if head is None else tuple(t.to(self.dtype) if t is not None else None for t in head)
+
+    def add(self, prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        with self.autocast():
+            out = self.teacher(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=self.fmt == "hidden",
+            )
+        self.vocab = out.logits.shape[-1]
+        if self.fmt == "hidden":
+            h = out.hidden_states[-1].to(self.dtype)
+            if not self.store["x_hidden"]:  # the first batch: are the logits the head of this state?
+                _check_head(self.teacher, h, self.head, out.logits, self.dtype)
+            self.store[f"{prefix}_hidden"].append(h.cpu())
+            return
+        logp = torch.log_softmax(out.logits.float() / self.temperature, dim=-1).cpu()
+        for name, value in compress(logp, self.top_k, self.g_idx).items():
+            self.store[f"{prefix}_{name}"].append(value)
+
+
 @torch.no_grad()
 def build_cache(
     path: Path,
     teacher,
     train_blocks: torch.Tensor,
-    cf,
+    twins,
     g_idx: torch.Tensor,
     temperature: float,
     top_k: int,
@@ -239,59 +282,27 @@ def build_cache(
     autocast,
     fmt: str = "hidden",
 ) -> dict:
-    """Run the teacher over every block (and every changed block's twin) and write the cache file at `path`."""
+    """Run the teacher over every block (and every changed block's twin, read from `twins`, a
+    `distill.twins.TwinTable` of the blocks; None: no twins) and write the cache file at `path`."""
     from safetensors.torch import save_file
 
     N, T = train_blocks.shape
-    fields = HIDDEN_FIELDS if fmt == "hidden" else FIELDS
-    store: dict[str, list[torch.Tensor]] = {f"{p}_{n}": [] for p in ("x", "t") for n in fields}
+    st = _Store(teacher, fmt, temperature, top_k, g_idx, device, autocast)
     twin_of = torch.full((N,), -1, dtype=torch.long)
     n_twins = 0
-    vocab = [0]
-    head = teacher_head(teacher) if fmt == "hidden" else None
-    with autocast():  # the dtype the teacher's lm_head multiplies in: autocast's, else its weight's
-        store_dtype = active_autocast_dtype(device) or (head[0].dtype if head is not None else torch.float32)
-    if head is not None:
-        head = tuple(t.to(store_dtype) if t is not None else None for t in head)
-
-    def run(prefix: str, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        with autocast():
-            out = teacher(
-                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=fmt == "hidden"
-            )
-        vocab[0] = out.logits.shape[-1]
-        if fmt == "hidden":
-            h = out.hidden_states[-1].to(store_dtype)
-            if not store["x_hidden"]:  # the first batch: are the logits the head of this state?
-                z = head_logits(h, head).float()
-                ref = out.logits.float()
-                err = float((z - ref).abs().max())
-                tol = head_tolerance(store_dtype, float(ref.abs().max()))
-                if err > tol:
-                    raise FairDistillError(
-                        f"{type(teacher).__name__}'s logits are not its output projection of its last hidden state "
-                        f"(max difference {err:.3g}, {str(store_dtype).split('.')[-1]} tolerance {tol:.3g}: "
-                        "soft-capping or scaling?); set teacher.cache_format=topk"
-                    )
-            store[f"{prefix}_hidden"].append(h.cpu())
-            return
-        logp = torch.log_softmax(out.logits.float() / temperature, dim=-1).cpu()
-        for name, value in compress(logp, top_k, g_idx).items():
-            store[f"{prefix}_{name}"].append(value)
-
     for start in range(0, N, batch_size):
         x = train_blocks[start : start + batch_size]
-        run("x", x, torch.ones_like(x))
-        if cf is not None:
-            tw = cf.twins(x)
+        st.add("x", x, torch.ones_like(x))
+        if twins is not None:
+            tw = twins.rows(list(range(start, start + x.shape[0])))
             changed = tw["changed"]
             if changed.any():
-                run("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
+                st.add("t", tw["twin_ids"][changed], tw["twin_mask"][changed])
                 rows = changed.nonzero(as_tuple=True)[0] + start
                 twin_of[rows] = torch.arange(n_twins, n_twins + rows.numel())
                 n_twins += rows.numel()
         log.info("teacher cache: %d / %d blocks", min(N, start + batch_size), N)
-    tensors = {k: torch.cat(v) for k, v in store.items() if v}
+    tensors = {k: torch.cat(v) for k, v in st.store.items() if v}
     tensors.update(g_idx=g_idx.long(), twin_of=twin_of)
     if fmt == "hidden":
         k = 0
@@ -305,37 +316,35 @@ def build_cache(
         "top_k": k,
         "blocks": N,
         "twins": n_twins,
-        "vocab": vocab[0],
+        "vocab": st.vocab,
         "block_size": T,
         "temperature": temperature,
         "bytes_per_token": per_token,
-        "dtype": str(store_dtype).split(".")[-1] if fmt == "hidden" else "float32",
+        "dtype": str(st.dtype).split(".")[-1] if fmt == "hidden" else "float32",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"fairdistill": json.dumps(meta)}
-    )
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"fairdistill": json.dumps(meta)}))
     return meta
 
 
-def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) -> TeacherCache:
+def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator, cf=None) -> TeacherCache:
     """The cache for this run: reused when its digest matches, built (by the main process) otherwise.
 
-    The twins are always cached (from the recipe's word lists), so a plain-KD run and a counterfactual run over
-    the same blocks share one file."""
-    from distill.train import Counterfactuals
-
-    cf = Counterfactuals(cfg, tokenizer)
-    with accelerator.main_process_first():
-        her_decide.prepare(cf, cfg, teacher, train_blocks, accelerator.autocast)  # augment.her_decider
+    The twins are always cached (from the recipe's word lists, through `cf`'s twin table; a plain-KD run, whose
+    `cf` is None, builds that table here), so a plain-KD run and a counterfactual run over the same blocks share
+    one file."""
     root = Path(cfg.teacher.cache).expanduser()
-    key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision, cf.builder)
+    builder = cf.builder if cf is not None else None
+    key = cache_key(cfg, teacher, tokenizer, train_blocks, accelerator.mixed_precision, builder)
     path = root / f"{key}.safetensors"
-    g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
     with accelerator.main_process_first():
         if accelerator.is_main_process and not path.is_file():
+            if cf is None or cf.table is None:
+                from distill.twins import Counterfactuals
+
+                cf = Counterfactuals(cfg, tokenizer)
+                cf.precompute(cfg, train_blocks)
+            g_idx = cf.builder.g_mask.nonzero(as_tuple=True)[0]
             root.mkdir(parents=True, exist_ok=True)
             if not os.access(root, os.W_OK):
                 raise FairDistillError(
@@ -356,7 +365,7 @@ def open_or_build(cfg, teacher, tokenizer, train_blocks, device, accelerator) ->
                 path,
                 teacher,
                 train_blocks,
-                cf,
+                cf.table,
                 g_idx,
                 cfg.kd.temperature,
                 cfg.teacher.cache_top_k,

@@ -13,6 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from distill.files import atomic_write
+from distill.rundir import RunDir
+
 _SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd)$", re.IGNORECASE)
 
 
@@ -45,9 +48,7 @@ class MetricsLog:
                     continue  # a line cut short by a crash
                 if rec.get("step", 0) <= resume_step:
                     kept.append(line)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in kept))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, "".join(k + "\n" for k in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
 
@@ -69,10 +70,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------------------
 # The run's one W&B run: every launch, resume and evaluation of a run directory logs into the same run id.
 
-WANDB_DIR = "wandb"
-WANDB_ID_FILE = "run_id"
-"""`<run>/wandb/run_id` holds the W&B run id, written when the run directory is first used, so a restart before
-the first checkpoint, a resume and a later `distill eval` all continue the same W&B run."""
+# `<run>/wandb/run_id` (`RunDir.wandb_id`) holds the W&B run id, written when the run directory is first used, so a
+# restart before the first checkpoint, a resume and a later `distill eval` all continue the same W&B run.
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -82,7 +81,7 @@ def wandb_run_id(run_dir: str | Path, create: bool = True, adopt: str | None = N
     """The W&B run id of a run directory: read from `<run>/wandb/run_id`; else `adopt` (the id an older version kept
     in its checkpoints) or a new one (8 random lowercase letters and digits, W&B's own form), written atomically.
     None when there is none and `create` is false."""
-    path = Path(run_dir) / WANDB_DIR / WANDB_ID_FILE
+    path = RunDir(run_dir).wandb_id
     if path.is_file():
         text = path.read_text(encoding="utf-8").strip()
         if _RUN_ID.fullmatch(text):
@@ -96,10 +95,7 @@ def wandb_run_id(run_dir: str | Path, create: bool = True, adopt: str | None = N
     run_id = (
         adopt if adopt and _RUN_ID.fullmatch(adopt) else "".join(secrets.choice(alphabet) for _ in range(8))
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{WANDB_ID_FILE}.tmp{os.getpid()}")
-    tmp.write_text(run_id + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, run_id + "\n")
     return run_id
 
 
@@ -206,8 +202,8 @@ def log_evaluation(
     import logging
 
     log = logging.getLogger(__name__)
-    run_dir = Path(run_dir)
-    run_id = wandb_run_id(run_dir, create=False)
+    run = RunDir(run_dir)
+    run_id = wandb_run_id(run.path, create=False)
     if mode != "disabled":
         mode = os.environ.get("WANDB_MODE") or wandb_mode(mode)
     if run_id is None or mode == "disabled":
@@ -217,22 +213,22 @@ def log_evaluation(
 
         from distill.config import load_config
 
-        step = max((r.get("step", 0) for r in read_metrics(run_dir / "metrics.jsonl")), default=0)
-        run = active_wandb_run(run_id)
-        if run is None:
-            cfg = load_config(run_dir / "config.yaml")
-            run = wandb.init(
+        step = max((r.get("step", 0) for r in read_metrics(run.metrics)), default=0)
+        wb = active_wandb_run(run_id)
+        if wb is None:
+            cfg = load_config(run.config)
+            wb = wandb.init(
                 project=cfg.tracking.project,
                 mode=mode,
-                **wandb_init_kwargs(run_dir, cfg.run.name, cfg.tracking.tags, run_id),
+                **wandb_init_kwargs(run.path, cfg.run.name, cfg.tracking.tags, run_id),
             )
         summary, logged = evaluation_payload(suite, student, teacher, generations, figures)
         for k, v in summary.items():
-            run.summary[k] = v
+            wb.summary[k] = v
         if logged:
             # at the run's last training step: W&B keeps a run's steps increasing, also across resumed folders
-            run.log(logged, step=max(step, run.step))
-        run.finish()
+            wb.log(logged, step=max(step, wb.step))
+        wb.finish()
         return run_id
     except Exception as e:
         log.warning(

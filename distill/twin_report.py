@@ -41,7 +41,7 @@ def inspect_twins(cfg: Config, n_show: int = 3) -> str:
     from distill.counterfactual import twin_batch
     from distill.data import build_blocks
     from distill.models import load_teacher, load_tokenizer, resolve_teacher_path
-    from distill.train import Counterfactuals
+    from distill.twins import Counterfactuals
 
     teacher = None
     decide = cfg.augment.her_decider == "teacher"

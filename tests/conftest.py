@@ -172,3 +172,10 @@ def _fresh_accelerator_state():
     yield
     if "accelerate.state" in sys.modules:
         sys.modules["accelerate.state"].AcceleratorState._reset_state()
+
+
+def list_checkpoints(run_dir) -> list:
+    """A run folder's complete checkpoints, oldest first."""
+    from distill.rundir import RunDir
+
+    return RunDir(run_dir).checkpoints()

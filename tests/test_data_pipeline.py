@@ -9,7 +9,8 @@ from distill.config import load_config
 from distill.data import tokenize_documents
 from distill.parallel import ordered_map
 from distill.tracking import read_metrics
-from distill.train import Counterfactuals, build_step_inputs, build_twins, train
+from distill.train import train
+from distill.twins import Counterfactuals, build_twins, make_step_batch
 
 
 def _square(state, x):
@@ -44,8 +45,8 @@ def test_precomputed_twins_equal_built_twins(tmp_path, tokenizer):
     assert table["changed"].any()
     for k in built:
         assert torch.equal(table[k], built[k]), k
-    a = build_step_inputs(blocks[rows], cf, rows)
-    assert torch.equal(a["student_ids"], torch.cat([blocks[rows], built["twin_ids"][built["changed"]]]))
+    a = make_step_batch(blocks[rows], cf, rows)
+    assert torch.equal(a.student_ids, torch.cat([blocks[rows], built["twin_ids"][built["changed"]]]))
 
 
 def test_training_with_workers_equals_training_without(tmp_path, teacher_dir, one_thread):

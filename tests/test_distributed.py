@@ -79,12 +79,13 @@ def dropout_free_teacher(tmp_path, tokenizer):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
+    from conftest import list_checkpoints
     from safetensors.torch import load_file
 
     from distill.config import load_config
     from distill.errors import FairDistillError
     from distill.tracking import read_metrics
-    from distill.train import list_checkpoints, train
+    from distill.train import train
 
     one = train(load_config("recipes/debug.yaml", _overrides(tmp_path, dropout_free_teacher, "one", 4)))
 

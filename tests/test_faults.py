@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import debug_overrides, make_gpt2
+from conftest import debug_overrides, list_checkpoints, make_gpt2
 
 from distill.config import load_config
 from distill.errors import ConfigError, FairDistillError
 from distill.tracking import read_metrics, redact
-from distill.train import list_checkpoints, train
+from distill.train import train
 
 
 def _cfg(tmp_path, teacher_dir, *extra):
@@ -187,7 +187,7 @@ def test_the_disk_estimate_covers_the_real_peak(tmp_path, teacher_dir, monkeypat
     when the new copy and the kept ones all exist) is within the estimate, and the estimate is not loose."""
     import os
 
-    import distill.train as T
+    import distill.rundir as R
 
     seen: dict = {}
     real_replace = os.replace
@@ -195,13 +195,13 @@ def test_the_disk_estimate_covers_the_real_peak(tmp_path, teacher_dir, monkeypat
     def measuring_replace(src, dst):
         real_replace(src, dst)
         run_dir = tmp_path / "runs" / "debug"
-        seen["peak"] = max(seen.get("peak", 0), T._bytes_under(run_dir))
+        seen["peak"] = max(seen.get("peak", 0), R._bytes_under(run_dir))
 
-    monkeypatch.setattr(T.os, "replace", measuring_replace)
+    monkeypatch.setattr(R.os, "replace", measuring_replace)
     estimates = []
-    real_check = T._check_writable
+    real_check = R.RunDir.check_writable
     monkeypatch.setattr(
-        T, "_check_writable", lambda d, need=None: (estimates.append(need), real_check(d, need))
+        R.RunDir, "check_writable", lambda d, need=None: (estimates.append(need), real_check(d, need))
     )
     train(_cfg(tmp_path, teacher_dir, "train.keep_last=2"))
     need = [e for e in estimates if e][0]
@@ -215,11 +215,11 @@ def test_too_little_disk_for_the_peak_is_refused_before_training(tmp_path, teach
     import shutil
     from collections import namedtuple
 
-    import distill.train as T
+    from distill.rundir import peak_disk_bytes
 
     cfg = _cfg(tmp_path, teacher_dir)
     n_params = sum(p.numel() for p in make_gpt2_student_params(teacher_dir))
-    need = T.peak_disk_bytes(n_params, cfg.train.keep_last, cfg.train.max_steps, cfg.train.save_every)
+    need = peak_disk_bytes(n_params, cfg.train.keep_last, cfg.train.max_steps, cfg.train.save_every)
     usage = namedtuple("usage", "total used free")
     # room for one checkpoint and final/ (what the old estimate asked for), not for the peak
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, need["peak"] - 2**20))
@@ -248,7 +248,7 @@ def test_a_disk_that_fills_up_during_a_save_keeps_the_last_good_checkpoint(
     from accelerate import Accelerator
 
     from distill.cli import EXIT_USER_ERROR, main
-    from distill.train import checkpoint_problem
+    from distill.rundir import checkpoint_problem
 
     real_save = Accelerator.save_state
 

@@ -7,8 +7,11 @@ import torch
 from conftest import debug_overrides
 
 from distill.config import load_config
+from distill.student import student_loss_sums
+from distill.teacher import Targets, batch_targets
 from distill.tracking import read_metrics
-from distill.train import Counterfactuals, build_step_inputs, student_loss_sums, targets_for_step, train
+from distill.train import train
+from distill.twins import Counterfactuals, make_step_batch
 
 
 class _Acc:
@@ -24,7 +27,7 @@ class _Acc:
 def _item(tokenizer, cf):
     texts = ["The nurse said that she would come back.", "The river froze in the cold winter night there."]
     rows = [(tokenizer.encode(t) + [tokenizer.eos_token_id] * 16)[:16] for t in texts]
-    return build_step_inputs(torch.tensor(rows), cf)
+    return make_step_batch(torch.tensor(rows), cf)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -35,16 +38,16 @@ def test_fused_sums_and_gradients_match_full_logits(tokenizer, tiny_gpt2, tiny_l
     cfg = load_config("recipes/debug.yaml", ["augment.mode=append", "perturb.kind=mean"])
     cf = Counterfactuals(cfg, tokenizer) if method else None
     item = _item(tokenizer, cf)
-    tin = item["x"] if not method else torch.cat([item["x"], item["twin_ids"][item["twin_rows"]]])
+    tin, _ = item.teacher_inputs()
     with torch.no_grad():
         z = teacher(input_ids=tin).logits
-    targets = targets_for_step(item, z, cfg, cf)
+    targets = Targets(logq=batch_targets(item, torch.log_softmax(z / cfg.kd.temperature, -1), cf))
     results = []
-    for head, raw, tgt in ((None, None, targets), (student.get_output_embeddings(), None, targets)) + (
-        ((student.get_output_embeddings(), z, None),) if not method else ()
+    for head, tgt in ((None, targets), (student.get_output_embeddings(), targets)) + (
+        ((student.get_output_embeddings(), Targets(logits=z)),) if not method else ()
     ):
         student.zero_grad(set_to_none=True)
-        sums = student_loss_sums(student, head, item, tgt, raw, cfg, "cpu", _Acc)
+        sums = student_loss_sums(student, head, item, tgt, cfg, "cpu", _Acc)
         (cfg.kd.alpha * sums.kd + (1 - cfg.kd.alpha) * sums.ce).backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
         results.append((float(sums.kd.detach()), float(sums.ce.detach()), grads))

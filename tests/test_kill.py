@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import debug_overrides
+from conftest import debug_overrides, list_checkpoints
 
 from distill.config import load_config
 from distill.tracking import read_metrics
-from distill.train import list_checkpoints, train
+from distill.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 40  # enough that a fast machine is still training when the kills arrive

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import kd_reference
 
-from distill.losses import combine, kd_ce_sums, kd_reference, next_token_labels
+from distill.losses import combine, kd_ce_sums, next_token_labels
 
 V = 37
 
@@ -97,3 +98,27 @@ def test_unchanged_when_split_into_micro_batches():
 def test_kd_term_absent_when_no_teacher():
     s = kd_ce_sums(_logits(1, 3), None, torch.tensor([[1, 2, -100]]), 2.0)
     assert float(s.kd) == 0.0 and s.tokens == 2
+
+
+def test_teacher_targets_get_no_gradient():
+    """A caller that hands in teacher log-targets with grad (a teacher forward outside no_grad) trains only the
+    student: the KD term's gradient stops at the targets."""
+    torch.manual_seed(0)
+    teacher_logits = torch.randn(2, 4, V, requires_grad=True)
+    student_logits = torch.randn(2, 4, V, requires_grad=True)
+    labels = torch.randint(0, V, (2, 4))
+    s = kd_ce_sums(student_logits, torch.log_softmax(teacher_logits / 2.0, -1), labels, 2.0)
+    assert s.kd.requires_grad
+    (s.kd + s.ce).backward()
+    assert teacher_logits.grad is None
+    assert student_logits.grad is not None and student_logits.grad.abs().sum() > 0
+
+
+def test_perturb_kinds_are_the_recipes():
+    """The kinds `distill.perturb` implements are exactly those a recipe may name."""
+    import typing
+
+    from distill.config import PerturbConfig
+    from distill.perturb import KINDS
+
+    assert typing.get_args(typing.get_type_hints(PerturbConfig)["kind"]) == KINDS

@@ -31,7 +31,7 @@ def test_generation_uses_the_current_cache_argument(tokenizer):
 def test_checkpoints_save_tied_weights_without_a_warning(tmp_path, tokenizer, caplog):
     from accelerate import Accelerator
 
-    from distill.train import drop_tied_weights
+    from distill.models import drop_tied_weights
 
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(make_gpt2(tokenizer, n_layer=2, seed=0))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import teacher_targets
 
-from distill.config import PERTURB_KINDS
-from distill.perturb import Exchange, combine_logp, gather_twin, perturbed_log_targets, teacher_targets
+from distill.perturb import KINDS as PERTURB_KINDS
+from distill.perturb import Exchange, combine_logp, gather_twin, perturbed_log_targets
 
 V = 11
 # pi swaps (1, 2) and (3, 4); G = {1, 2, 3, 4}

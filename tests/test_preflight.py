@@ -18,7 +18,7 @@ def no_weights(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model's weights were loaded")
 
-    monkeypatch.setattr(distill.models, "_from_pretrained", boom)
+    monkeypatch.setattr(distill.models, "load_pretrained", boom)
     monkeypatch.setattr(distill.models, "load_teacher", boom)
 
 

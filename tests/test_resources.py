@@ -50,7 +50,7 @@ def test_data_files_and_the_twin_cache_key_resolve_away_from_the_checkout(tmp_pa
 
     from distill.config import load_config
     from distill.data import _expand_files
-    from distill.train import Counterfactuals
+    from distill.twins import Counterfactuals
 
     monkeypatch.chdir(tmp_path)
     assert _expand_files(["recipes/data/debug_corpus.txt"]) == [ROOT / "recipes/data/debug_corpus.txt"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import teacher_targets
 
 from distill.config import load_config
 from distill.perturb import gather_twin
-from distill.train import Counterfactuals, build_step_inputs, targets_for_step
+from distill.teacher import batch_targets
+from distill.twins import Counterfactuals, make_step_batch
 
 
 def _cf(tokenizer, mode, kind, p=1.0):
@@ -32,13 +34,19 @@ TEXTS = [
 ]
 
 
-def _teacher_logits(model, item):
-    tin, tmask = item["x"], item["x_mask"]
-    if item.get("twin_rows") is not None and item["twin_rows"].any():
-        tin = torch.cat([tin, item["twin_ids"][item["twin_rows"]]])
-        tmask = torch.cat([tmask, item["twin_mask"][item["twin_rows"]]])
+def _teacher_logits(model, batch):
+    tin, tmask = batch.teacher_inputs()
     with torch.no_grad():
         return model(input_ids=tin, attention_mask=tmask).logits
+
+
+def targets_for_step(batch, logits, cfg, cf):
+    return batch_targets(batch, torch.log_softmax(logits.float() / cfg.kd.temperature, dim=-1), cf)
+
+
+def _f(batch, name):
+    """A twin field of the batch (alignments and switches)."""
+    return batch.twins[name]
 
 
 @pytest.mark.parametrize("mode", ["off", "replace", "append"])
@@ -46,27 +54,27 @@ def _teacher_logits(model, item):
 def test_targets_are_distributions_for_every_combination(tokenizer, tiny_gpt2, mode, kind):
     cfg, cf = _cf(tokenizer, mode, kind)
     x = _batch(tokenizer, TEXTS)
-    item = build_step_inputs(x, cf)
-    assert item["changed"].tolist() == [True, False, True]
+    item = make_step_batch(x, cf)
+    assert _f(item, "changed").tolist() == [True, False, True]
     # a row with nothing to swap never goes through the teacher twice
-    assert not item["twin_rows"][1]
+    assert not item.twin_rows[1]
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
-    assert q.shape[:2] == item["student_ids"].shape
+    assert q.shape[:2] == item.student_ids.shape
     assert torch.allclose(q.exp().sum(-1), torch.ones(q.shape[:2]), atol=1e-4)
     n_rows = 3 + (2 if mode == "append" else 0)
-    assert item["student_ids"].shape[0] == n_rows
+    assert item.student_ids.shape[0] == n_rows
 
 
 def test_two_sided_mean_targets_are_role_reversed_copies(tokenizer, tiny_gpt2):
     """append + mean(0.5): the twin row's target at j is pi of the original row's target at i = align^-1(j)."""
     cfg, cf = _cf(tokenizer, "append", "mean")
-    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    item = make_step_batch(_batch(tokenizer, TEXTS), cf)
     q = targets_for_step(item, _teacher_logits(tiny_gpt2, item), cfg, cf)
     ex = cf.builder.exchange
     checked = 0
-    for twin_k, b in enumerate(item["selected"].nonzero().flatten().tolist()):
-        for i, j in enumerate(item["align"][b].tolist()):
+    for twin_k, b in enumerate(item.selected.nonzero().flatten().tolist()):
+        for i, j in enumerate(_f(item, "align")[b].tolist()):
             if j >= 0:
                 # the twin row's target, exchanged back into x's world at this position, is x's target
                 back, _ = gather_twin(
@@ -74,7 +82,7 @@ def test_two_sided_mean_targets_are_role_reversed_copies(tokenizer, tiny_gpt2):
                     torch.zeros(1, 1, dtype=torch.long),
                     ex,
                     own_logp=q[b, i][None, None],
-                    **{n: item[n][b, i][None, None] for n in ("wordstart", "keep", "pair")},
+                    **{n: _f(item, n)[b, i][None, None] for n in ("wordstart", "keep", "pair")},
                 )
                 assert torch.allclose(back[0, 0], q[b, i], atol=1e-5), (b, i)
                 checked += 1
@@ -84,7 +92,7 @@ def test_two_sided_mean_targets_are_role_reversed_copies(tokenizer, tiny_gpt2):
 def test_plain_kd_targets_are_the_teacher(tokenizer, tiny_gpt2):
     cfg = load_config("recipes/debug.yaml", ["augment.mode=off", "perturb.kind=none"])
     x = _batch(tokenizer, TEXTS)
-    item = build_step_inputs(x, None)
+    item = make_step_batch(x, None)
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, None)
     assert torch.allclose(q, torch.log_softmax(logits / cfg.kd.temperature, -1))
@@ -92,59 +100,63 @@ def test_plain_kd_targets_are_the_teacher(tokenizer, tiny_gpt2):
 
 def test_augment_p_zero_trains_on_x_only(tokenizer):
     _, cf = _cf(tokenizer, "append", "none", p=0.0)
-    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
-    assert item["student_ids"].shape[0] == 3 and not item["twin_rows"].any()
+    item = make_step_batch(_batch(tokenizer, TEXTS), cf)
+    assert item.student_ids.shape[0] == 3 and not item.twin_rows.any()
 
 
 @pytest.mark.parametrize("kind", ["mean", "max", "expmean"])
 def test_a_row_with_nothing_to_swap_is_its_own_twin(tokenizer, tiny_gpt2, kind):
     """x~ = x for an unchanged row: the formula applies with r = p o pi (one teacher pass), so at lam 0.5 `mean`
     gives each gendered pair equal probability there, as `pair_equalize` does."""
-    from distill.perturb import teacher_targets
-
     cfg, cf = _cf(tokenizer, "off", kind)
-    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
-    assert item["align"][1].tolist() == list(range(item["x"].shape[1]))
+    item = make_step_batch(_batch(tokenizer, TEXTS), cf)
+    assert _f(item, "align")[1].tolist() == list(range(item.x.shape[1]))
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
     ex = cf.builder.exchange
     pi, g = ex.pi, ex.g_mask
     z1 = logits[1:2]
-    sw = {k: item[k][1:2] for k in ("wordstart", "keep", "pair")}
-    ref = teacher_targets(z1, z1, item["align"][1:2], ex, None, kind, cf.lam, cfg.kd.temperature, **sw)
+    sw = {k: _f(item, k)[1:2] for k in ("wordstart", "keep", "pair")}
+    ref = teacher_targets(z1, z1, _f(item, "align")[1:2], ex, None, kind, cf.lam, cfg.kd.temperature, **sw)
     assert torch.allclose(q[1], ref[0], atol=1e-6)
     p1 = torch.log_softmax(z1[0] / cfg.kd.temperature, -1)
     assert not torch.allclose(q[1], p1, atol=1e-4)  # the unchanged row's targets did move
     if kind == "mean":  # at word starts, each pair of G gets equal probability
-        ws = item["wordstart"][1]
+        ws = _f(item, "wordstart")[1]
         assert torch.allclose(q[1][ws][:, g], q[1][ws][:, pi[g]], atol=1e-6)
 
 
 def test_targets_match_a_row_by_row_reference(tokenizer, tiny_gpt2):
     """The batched step equals `teacher_targets` row by row (changed rows with their twin pass, others with x)."""
-    from distill.perturb import teacher_targets
-
     cfg, cf = _cf(tokenizer, "append", "mean")
-    item = build_step_inputs(_batch(tokenizer, TEXTS), cf)
+    item = make_step_batch(_batch(tokenizer, TEXTS), cf)
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
     ex, T = cf.builder.exchange, cfg.kd.temperature
     k = 0
     for b in range(3):
-        sw = {n: item[n][b : b + 1] for n in ("wordstart", "keep", "pair")}
-        if item["twin_rows"][b]:
+        sw = {n: _f(item, n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
+        if item.twin_rows[b]:
             zt = logits[3 + k : 4 + k]
-            tw = {n: item["twin_" + n][b : b + 1] for n in ("wordstart", "keep", "pair")}
+            tw = {n: _f(item, "twin_" + n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
             ref = teacher_targets(
-                logits[b : b + 1], zt, item["align"][b : b + 1], ex, None, "mean", 0.5, T, **sw
+                logits[b : b + 1], zt, _f(item, "align")[b : b + 1], ex, None, "mean", 0.5, T, **sw
             )
             ref_twin = teacher_targets(
-                zt, logits[b : b + 1], item["align_inv"][b : b + 1], ex, None, "mean", 0.5, T, **tw
+                zt, logits[b : b + 1], _f(item, "align_inv")[b : b + 1], ex, None, "mean", 0.5, T, **tw
             )
             assert torch.allclose(q[3 + k], ref_twin[0], atol=1e-6)
             k += 1
         else:
             ref = teacher_targets(
-                logits[b : b + 1], logits[b : b + 1], item["align"][b : b + 1], ex, None, "mean", 0.5, T, **sw
+                logits[b : b + 1],
+                logits[b : b + 1],
+                _f(item, "align")[b : b + 1],
+                ex,
+                None,
+                "mean",
+                0.5,
+                T,
+                **sw,
             )
         assert torch.allclose(q[b], ref[0], atol=1e-6)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import debug_overrides
+from conftest import debug_overrides, list_checkpoints
 
 from distill.config import load_config
 from distill.errors import ConfigError
 from distill.tracking import read_metrics
-from distill.train import list_checkpoints, train
+from distill.train import train
 
 
 def _cfg(tmp_path, teacher_dir, *extra):
@@ -179,3 +179,49 @@ def test_the_debug_recipe_as_shipped_is_tiny(tmp_path, monkeypatch, one_thread):
     final = (run_dir / "final" / "model.safetensors").read_bytes()
     train(load_config(root / "recipes/debug.yaml", ["tracking.wandb=false"]))  # already finished: a no-op
     assert (run_dir / "final" / "model.safetensors").read_bytes() == final
+
+
+def test_each_probe_runs_once(tmp_path, teacher_dir, monkeypatch):
+    """Student probes at steps 0, 2 and 4 and the teacher's at step 0: the final table (probe.json) reuses the
+    last evaluation's and step 0's instead of probing both models again."""
+    import distill.monitor as M
+
+    calls = []
+    real = M.run_probe
+    monkeypatch.setattr(M, "run_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_dir = train(
+        _cfg(tmp_path, teacher_dir, "train.max_steps=4", "train.probe_every=2", "tracking.wandb=false")
+    )
+    assert len(calls) == 4
+    table = json.loads((run_dir / "probe.json").read_text())
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    assert table["student"]["pronoun_gap"] == last["probe/pronoun_gap"]
+    assert (
+        table["teacher"]["pronoun_gap"]
+        == read_metrics(run_dir / "metrics.jsonl")[0]["probe/teacher_pronoun_gap"]
+    )
+
+
+def test_an_error_in_the_loop_restores_the_signal_handlers_and_closes_the_run(
+    tmp_path, teacher_dir, monkeypatch
+):
+    """Whatever ends the loop, the run's stack unwinds: SIGTERM/SIGINT handlers are the caller's again and the
+    trackers are finished (one exit path)."""
+    import signal
+
+    import distill.lifecycle as L
+    import distill.train as T
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    closed = []
+    real_close = L.Tracking.close
+    monkeypatch.setattr(L.Tracking, "close", lambda self: closed.append(1) or real_close(self))
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug in the step")
+
+    monkeypatch.setattr(T, "student_loss_sums", boom)
+    with pytest.raises(RuntimeError, match="a bug in the step"):
+        train(_cfg(tmp_path, teacher_dir, "tracking.wandb=false"))
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert closed == [1]

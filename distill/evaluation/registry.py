@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill.config import _in_range
+# A kind's `check` reports an out-of-range number with the recipe's own rule, re-exported so kinds import one module.
+from distill.config import check_range as check_range
 from distill.errors import DataError
 
 if TYPE_CHECKING:  # torch loads where a model runs, so suite checks and reports start without it
@@ -199,9 +200,3 @@ def did_you_mean(value: str, options) -> str:
 def path_or_hub(name: str, task: Any, load: Callable[[], Any]) -> Any:
     """`load()` for a task whose `path` names a local copy; through `from_hub` (naming `path`) when it has none."""
     return load() if task.path else from_hub(name, task, "path", load)
-
-
-def check_range(problems: list[str], where: str, value: Any, lo=None, hi=None, lo_open: bool = False) -> None:
-    """Append `<where> must be in [lo, hi], got <value>` to `problems` when a number is out of range (a kind's
-    `check` uses this; values of the wrong type were reported while building the settings)."""
-    _in_range(problems, where, value, lo, hi, lo_open)

@@ -31,6 +31,7 @@ from distill.errors import DataError, FairDistillError, ModelError
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
 from distill.evaluation.registry import Context, LoadedModel, kind
+from distill.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
 
     `cache_dir` is where an embedded model is converted once (default: the recipes' `data.cache_dir`).
     """
-    from distill.models import _check_local_dir, _is_local, materialize_embedded
+    from distill.models import check_local_dir as _check_local_dir
+    from distill.models import is_local_path as _is_local
+    from distill.models import materialize_embedded
 
     text = str(ckpt)
     if text.startswith(EMBEDDED_PREFIX):
@@ -127,7 +130,8 @@ def _absolute(spec: str) -> str:
 
 def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | None = None) -> LoadedModel:
     """Load a resolved checkpoint in float32, frozen and in eval mode, on `device`."""
-    from distill.models import _from_pretrained, check_model_vocab, load_tokenizer
+    from distill.models import check_model_vocab, load_tokenizer
+    from distill.models import load_pretrained as _from_pretrained
 
     tokenizer = load_tokenizer(ck.path)
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)
@@ -219,10 +223,8 @@ def to_strict_json(obj: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_strict_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a file
+    text = json.dumps(to_strict_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    atomic_write(path, text)  # a reader never sees half a file
 
 
 def _versions() -> dict:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from distill.config import _build, parse_override
+from distill.config import build_section, parse_override
 from distill.errors import ConfigError
 from distill.evaluation.registry import check_range, did_you_mean, kinds
 from distill.resources import resource_path
@@ -243,7 +243,7 @@ def suite_from_dict(
         )
     # Overrides edit a copy, so the caller's dict (e.g. a parsed file reused for several runs) stays as it was.
     data = apply_suite_overrides(copy.deepcopy(data), list(overrides or []), problems)
-    suite = _build(Suite, data, "", problems)
+    suite = build_section(Suite, data, "", problems)
     _check_device(suite.device, problems)
     raw_tasks = data.get("tasks")
     tasks: dict[str, Any] = {}
@@ -271,7 +271,7 @@ def suite_from_dict(
                 + did_you_mean(str(metric), known)
             )
             continue
-        task = _build(known[metric].settings, spec, w, problems)
+        task = build_section(known[metric].settings, spec, w, problems)
         _check_task(task_name, task, problems)  # skips values whose type was already reported
         tasks[task_name] = task
     if problems:
