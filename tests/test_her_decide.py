@@ -19,7 +19,7 @@ from distill.counterfactual import CounterfactualBuilder, block_key, g_word_grou
 from distill.data import tokenize_documents
 from distill.errors import ConfigError, FairDistillError
 from distill.swap import Swapper
-from distill.train import Counterfactuals
+from distill.twins import Counterfactuals
 from distill.wordlists import load_lexicon
 
 ROOT = Path(__file__).resolve().parents[1]
