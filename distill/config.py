@@ -305,14 +305,18 @@ class Config:
 
 def method_label(cfg: Config) -> str:
     """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
-    alone), "CDA + mean", "CE only" (kd.alpha 0), as a paper's table would name them."""
+    alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CE only" (kd.alpha 0), as a paper's table
+    would name them."""
     if cfg.run.label:
         return cfg.run.label
     parts = []
     if cfg.augment.mode != "off":
         parts.append("CDA" if cfg.augment.mode == "append" else "CDA (replace)")
     if cfg.perturb.kind != "none":
-        parts.append(cfg.perturb.kind if parts else f"{cfg.perturb.kind} targets")
+        kind = cfg.perturb.kind + (
+            f" (lam {cfg.perturb.lam:g})" if cfg.perturb.kind == "mean" and cfg.perturb.lam != 0.5 else ""
+        )
+        parts.append(kind if parts else f"{kind} targets")
     if cfg.kd.alpha == 0:
         return " + ".join(["CE only", *parts])
     return " + ".join(parts) if parts else "plain KD"

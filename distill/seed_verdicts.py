@@ -323,12 +323,57 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
     return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
 
 
+def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
+    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity (means
+    over seeds, 95% t intervals over seeds both ways), the teacher as a star: what a method buys and costs."""
+    from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+
+    variants, teacher = payload["variants"], payload["teacher"]
+    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 2)
+        for ax, (key, ylabel) in zip(axes, keys):
+            for i, (v, row) in enumerate(variants.items()):
+                x, y = row["metrics"]["ppl"], row["metrics"][key]
+                xerr = None if x["ci"] is None else [[x["mean"] - x["ci"][0]], [x["ci"][1] - x["mean"]]]
+                yerr = None if y["ci"] is None else [[y["mean"] - y["ci"][0]], [y["ci"][1] - y["mean"]]]
+                ax.errorbar(
+                    [x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2,
+                    color=PALETTE[i % len(PALETTE)], label=labels.get(v, v),
+                )  # fmt: skip
+            tx, ty = _teacher_ppl(variants), teacher.get(key, math.nan)
+            if math.isfinite(tx) and math.isfinite(ty):
+                ax.plot([tx], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xlabel("perplexity, held-out blocks")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[1].legend(loc="best", frameon=True, framealpha=0.8, fontsize=6)
+        n = max(r["n_seeds"] for r in variants.values())
+        left_title(
+            fig, f"Stereotype vs perplexity, unseen occupations, {n} seeds\nbars: 95% t intervals over seeds"
+        )
+
+    return save_figure(paint, out, "stereotype_tradeoff", 2.6)
+
+
+def _teacher_ppl(variants: dict) -> float:
+    """The teacher's perplexity on the runs' held-out blocks, averaged over every run (each seed has its own)."""
+    return _mean(x for row in variants.values() for x in row["metrics"]["teacher_ppl"]["seeds"])
+
+
 def write(out: Path, payload: dict, labels: dict[str, str]) -> list[Path]:
-    """Write stereotype.json, stereotype.md and the figure into `out`; return their paths."""
+    """Write stereotype.json, stereotype.md and the figures into `out`; return their paths."""
     out = Path(out)
     (out / "stereotype.json").write_text(json.dumps(finite_or_none(payload), indent=2))
     (out / "stereotype.md").write_text(table(payload, labels))
-    return [out / "stereotype.json", out / "stereotype.md", draw(payload, labels, out)]
+    return [
+        out / "stereotype.json",
+        out / "stereotype.md",
+        draw(payload, labels, out),
+        draw_tradeoff(payload, labels, out),
+    ]
 
 
 def finite_or_none(obj):

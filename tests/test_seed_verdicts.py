@@ -96,4 +96,18 @@ def test_write_table_and_figure(tmp_path):
     assert "CDA + mean (vs plain KD)" in md
     assert "- NOT met: cda_mean cuts association r with BLS % women, unseen occupations by >= 50%" in md
     assert json.loads((tmp_path / "stereotype.json").read_text())["variants"]["cda_mean"]["n_seeds"] == 2
-    assert paths[-1].stat().st_size > 1000 and (tmp_path / "stereotype_seeds_wide.pdf").is_file()
+    assert (tmp_path / "stereotype_seeds_wide.pdf").is_file()
+    assert [p.name for p in paths[-2:]] == ["stereotype_seeds.png", "stereotype_tradeoff.png"]
+    assert all(p.stat().st_size > 1000 for p in paths[-2:])
+
+
+def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
+    from distill.config import load_config, method_label
+
+    def label(*o):
+        return method_label(load_config("recipes/debug.yaml", list(o)))
+
+    assert label("augment.mode=append", "perturb.kind=mean") == "CDA + mean"
+    assert label("augment.mode=append", "perturb.kind=mean", "perturb.lam=0.25") == "CDA + mean (lam 0.25)"
+    assert label("augment.mode=off", "perturb.kind=mean", "perturb.lam=0.25") == "mean (lam 0.25) targets"
+    assert label("augment.mode=off", "perturb.kind=none") == "plain KD"
