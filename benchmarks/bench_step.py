@@ -142,7 +142,8 @@ class Setup:
     def __init__(self, a, device):
         self.device = device
         self.cfg = load_config(
-            ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
+            ROOT / "recipes" / "smollm2-135m_to_6L.yaml",
+            ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"],
         )
         self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
         self.teacher.eval().requires_grad_(False)

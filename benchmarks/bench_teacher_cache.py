@@ -103,7 +103,8 @@ def main(argv=None) -> int:
         f"precision {_Acc.precision} ({why})"
     )
     cfg = load_config(
-        ROOT / "recipes" / "smollm2-135m_to_6L.yaml", ["augment.mode=append", "perturb.kind=mean"]
+        ROOT / "recipes" / "smollm2-135m_to_6L.yaml",
+        ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"],
     )
     teacher, student, tok = load_models(cfg, a.quick, device)
     cf = Counterfactuals(cfg, tok)
