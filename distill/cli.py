@@ -80,17 +80,19 @@ def _cmd_compare(args) -> int:
     from pathlib import Path
 
     from distill.config import load_config
+    from distill.evaluation import results as R
     from distill.evaluation.report import write_report
     from distill.evaluation.runner import evaluate_checkpoint
+    from distill.rundir import RunDir
 
     main_cfg = load_config(args.recipe, args.overrides)
     base_cfg = load_config(args.baseline, args.overrides)
     main_dir = Path(main_cfg.run.output_dir) / main_cfg.run.name
     base_dir = Path(base_cfg.run.output_dir) / base_cfg.run.name
     suite = main_cfg.eval.suite
-    if suite and not (base_dir / "eval" / f"{suite}.json").is_file():
+    if suite and not R.student_results(base_dir, suite).is_file():
         evaluate_checkpoint(base_dir, suite)
-    path = write_report([str(main_dir), str(base_dir)], out=str(main_dir / "report"))
+    path = write_report([str(main_dir), str(base_dir)], out=str(RunDir(main_dir).report))
     sys.stdout.write(Path(path).read_text() + f"\nreport: {path}\n")
     return 0
 

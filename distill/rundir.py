@@ -45,6 +45,11 @@ RESUMABLE_CHANGES = {
 }
 
 
+EVAL_DIR = "eval"
+TEACHER_DIR = "teacher"
+FINAL_DIR = "final"
+
+
 class RunDir:
     """The paths of one run folder and what is done to them as a whole (checkpoints, the final export)."""
 
@@ -55,7 +60,12 @@ class RunDir:
         self.val_blocks = self.path / "val_blocks.safetensors"
         self.prune = self.path / "prune.json"
         self.probe = self.path / "probe.json"
-        self.final = self.path / "final"
+        self.final = self.path / FINAL_DIR
+        self.eval = self.path / EVAL_DIR
+        """The student's evaluation results; the teacher's are in `teacher_eval`."""
+        self.teacher_eval = self.eval / TEACHER_DIR
+        self.figures = self.eval / "figures"
+        self.report = self.path / "report"
         self.checkpoints_dir = self.path / "checkpoints"
         self.wandb_dir = self.path / WANDB_DIR
         self.wandb_id = self.wandb_dir / WANDB_ID_FILE

@@ -29,6 +29,7 @@ import numpy as np
 
 from distill.evaluation import results as R
 from distill.evaluation.stereotype import pearson
+from distill.rundir import RunDir
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
 _T975 = (
@@ -85,7 +86,7 @@ def paired_interval(diffs: list[float]) -> tuple[float, list[float] | None]:
 
 
 def _metrics_log(run: Path) -> list[dict]:
-    path = Path(run) / "metrics.jsonl"
+    path = RunDir(run).metrics
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

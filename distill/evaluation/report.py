@@ -557,7 +557,7 @@ def _perplexity_sources(columns: list[Column], suite: str) -> list[str]:
 
 def default_report_dir(runs: list[str | Path]) -> Path:
     """`report/` next to the first run (`runs/report` for `runs/a runs/b`): reports live with the runs."""
-    return Path(runs[0]).parent / "report"
+    return Path(runs[0]).parent / "report"  # next to the runs, not inside one
 
 
 def write_report(runs: list[str], out: str | Path | None = None, log_wandb: bool | None = None) -> Path:

@@ -22,27 +22,24 @@ from typing import Any
 
 from distill.errors import DataError
 from distill.evaluation.registry import Row, kinds
+from distill.rundir import EVAL_DIR as EVAL_DIR
+from distill.rundir import FINAL_DIR as FINAL_DIR
+from distill.rundir import TEACHER_DIR as TEACHER_DIR
+from distill.rundir import RunDir
 
-EVAL_DIR = "eval"
-"""Results of a run's student go to `<run>/eval/`, its teacher's to `<run>/eval/teacher/`."""
-TEACHER_DIR = "teacher"
-FIGURES_DIR = "figures"
 GENERATIONS_SUFFIX = "_generations.jsonl"
 COMPARISON_SUFFIX = "_comparison.md"
-# Written by training; read here.
-RUN_CONFIG = "config.yaml"
-FINAL_DIR = "final"
-VAL_BLOCKS = "val_blocks.safetensors"
+# The run folder's layout is `distill.rundir.RunDir`'s; the functions below name what evaluation reads and writes.
 
 
 def eval_dir(run_dir: str | Path) -> Path:
     """`<run>/eval`: the student's results."""
-    return Path(run_dir) / EVAL_DIR
+    return RunDir(run_dir).eval
 
 
 def teacher_dir(run_dir: str | Path) -> Path:
     """`<run>/eval/teacher`: the teacher's results."""
-    return eval_dir(run_dir) / TEACHER_DIR
+    return RunDir(run_dir).teacher_eval
 
 
 def results_file(folder: str | Path, suite: str) -> Path:
@@ -69,22 +66,22 @@ def comparison_file(run_dir: str | Path, suite: str) -> Path:
 
 
 def figures_dir(run_dir: str | Path) -> Path:
-    return eval_dir(run_dir) / FIGURES_DIR
+    return RunDir(run_dir).figures
 
 
 def run_config_file(run_dir: str | Path) -> Path:
     """`<run>/config.yaml`: the resolved recipe a run was trained with (its presence makes a folder a run)."""
-    return Path(run_dir) / RUN_CONFIG
+    return RunDir(run_dir).config
 
 
 def final_dir(run_dir: str | Path) -> Path:
     """`<run>/final`: the trained student."""
-    return Path(run_dir) / FINAL_DIR
+    return RunDir(run_dir).final
 
 
 def val_blocks_file(run_dir: str | Path) -> Path:
     """`<run>/val_blocks.safetensors`: the held-out validation blocks training saved."""
-    return Path(run_dir) / VAL_BLOCKS
+    return RunDir(run_dir).val_blocks
 
 
 def number(v: Any) -> float | None:
