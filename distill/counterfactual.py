@@ -256,6 +256,34 @@ class CounterfactualBuilder:
         """Does token b, right after a, continue a's word?"""
         return not self._lead[b] and self._wstart[b] and self._wend[a] and not self._starts_after[a]
 
+    def _counterpart(
+        self, ids: list[int], start: int, end: int, decided: dict
+    ) -> tuple[bool, str, int] | None:
+        """The word ids[start:end]'s counterpart: None when it is not a gendered word; else (its own counterpart?,
+        the replacement text, where the replaced span ends: past a possessive suffix that changes with it)."""
+        word = "".join(self._body[t] for t in ids[start:end])
+        following = "".join(self.strings[t] for t in ids[end : end + 3])
+        # the words before, for the her/his decision ("according to her will"), as the text swapper sees them
+        preceding = "".join(self.strings[t] for t in ids[max(0, start - 16) : start])
+        repl = self.swapper.swap_word(word, following, preceding)
+        if start in decided and repl is not None:
+            repl = case_like(word, decided[start])
+        if repl is None:
+            return None
+        if repl == word:
+            return True, repl, end
+        suffix_old, suffix_new = self.swapper.possessive(word, repl, following)
+        if (
+            suffix_old != suffix_new
+        ):  # "ladies' room" -> "gentlemen's room": the possessive is part of the swap
+            k, acc = end, ""
+            while k < len(ids) and len(acc) < len(suffix_old):
+                acc += self.strings[ids[k]]
+                k += 1
+            if acc == suffix_old:
+                end, repl = k, repl + suffix_new
+        return False, repl, end
+
     def build(self, ids: list[int] | torch.Tensor) -> Twin:
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         n = len(ids)
@@ -274,32 +302,15 @@ class CounterfactualBuilder:
         n_words = n_covered = 0
         decided = self.decisions.get(block_key(ids), {}) if self.decisions else {}
         for start, end, clean in self.words(ids):
-            if not clean:
+            found = self._counterpart(ids, start, end, decided) if clean else None
+            if found is None:
                 continue
-            word = "".join(self._body[t] for t in ids[start:end])
-            following = "".join(self.strings[t] for t in ids[end : end + 3])
-            # the words before, for the her/his decision ("according to her will"), as the text swapper sees them
-            preceding = "".join(self.strings[t] for t in ids[max(0, start - 16) : start])
-            repl = self.swapper.swap_word(word, following, preceding)
-            if start in decided and repl is not None:
-                repl = case_like(word, decided[start])
-            if repl is None:
-                continue
+            same, repl, end = found
             # counted where a position predicts the word (not the block's first token, which nothing predicts)
             n_words += start > 0
-            if repl == word:
+            if same:
                 n_covered += start > 0
                 continue
-            suffix_old, suffix_new = self.swapper.possessive(word, repl, following)
-            if (
-                suffix_old != suffix_new
-            ):  # "ladies' room" -> "gentlemen's room": the possessive is part of the swap
-                k, acc = end, ""
-                while k < n and len(acc) < len(suffix_old):
-                    acc += self.strings[ids[k]]
-                    k += 1
-                if acc == suffix_old:
-                    end, repl = k, repl + suffix_new
             new = self._encode(self._lead[ids[start]] + repl)
             for i in range(pos, start):
                 align[i] = len(out)
