@@ -172,14 +172,23 @@ def compare(
             if v != reference and key != "teacher_ppl":
                 d, dci = paired_interval([a - b for a, b in zip(vals, (s[key] for s in ref))])
                 base = _mean(s[key] for s in ref)
+                # a lean can change sign: its ratio to the reference's says nothing
+                relative = (
+                    (m / base - 1)
+                    if base and math.isfinite(base) and not key.startswith("lean")
+                    else math.nan
+                )
                 entry.update(
                     diff=d,
                     diff_ci=dci,
-                    relative=(m / base - 1) if base and math.isfinite(base) else math.nan,
+                    relative=relative,
                     verdict=_verdict(dci) if math.isfinite(d) else "n/a",
                 )
             row["metrics"][key] = entry
         variants[v] = row
+    # the teacher's perplexity is measured on each run's own held-out blocks: its mean over the reference's seeds
+    teacher = {**teacher, "ppl": _mean(s["teacher_ppl"] for s in ref)}
+    teacher["teacher_ppl"] = teacher["ppl"]
     return {
         "reference": reference,
         "teacher": teacher,
@@ -269,7 +278,8 @@ def table(payload: dict, labels: dict[str, str]) -> str:
             e = variants[v]["metrics"][key]
             cell = f"{_f(e['mean'])}{_ci(e['ci'])}"
             if "diff" in e:
-                cell += f"; {_f(e['diff'])}{_ci(e['diff_ci'])}, {_f(100 * e['relative'], 2)}%: {e['verdict']}"
+                rel = f", {_f(100 * e['relative'], 2)}%" if math.isfinite(e["relative"]) else ""
+                cell += f"; {_f(e['diff'])}{_ci(e['diff_ci'])}{rel}: {e['verdict']}"
             cells.append(cell)
         teacher = payload["teacher"].get(key, math.nan)
         lines.append(f"| {label} | {_f(teacher)} | " + " | ".join(cells) + " |")
@@ -343,7 +353,7 @@ def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
                     [x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2,
                     color=PALETTE[i % len(PALETTE)], label=labels.get(v, v),
                 )  # fmt: skip
-            tx, ty = _teacher_ppl(variants), teacher.get(key, math.nan)
+            tx, ty = teacher.get("ppl", math.nan), teacher.get(key, math.nan)
             if math.isfinite(tx) and math.isfinite(ty):
                 ax.plot([tx], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
             ax.axhline(0, color="black", linewidth=0.6)
@@ -357,11 +367,6 @@ def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
         )
 
     return save_figure(paint, out, "stereotype_tradeoff", 2.6)
-
-
-def _teacher_ppl(variants: dict) -> float:
-    """The teacher's perplexity on the runs' held-out blocks, averaged over every run (each seed has its own)."""
-    return _mean(x for row in variants.values() for x in row["metrics"]["teacher_ppl"]["seeds"])
 
 
 def write(out: Path, payload: dict, labels: dict[str, str]) -> list[Path]:
