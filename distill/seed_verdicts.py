@@ -335,29 +335,34 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
 
 
 def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
-    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity (means
-    over seeds, 95% t intervals over seeds both ways), the teacher as a star: what a method buys and costs."""
+    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity relative
+    to the teacher's on the same held-out blocks (each seed has its own blocks, so the ratio is what compares across
+    seeds); means over seeds with 95% t intervals over seeds both ways; the teacher at (1, its value)."""
     from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, save_figure
 
     variants, teacher = payload["variants"], payload["teacher"]
     keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
 
+    def bars(m, ci):
+        return None if ci is None else [[m - ci[0]], [ci[1] - m]]
+
     def paint(fig, width):
         axes = fig.subplots(1, 2)
         for ax, (key, ylabel) in zip(axes, keys):
             for i, (v, row) in enumerate(variants.items()):
-                x, y = row["metrics"]["ppl"], row["metrics"][key]
-                xerr = None if x["ci"] is None else [[x["mean"] - x["ci"][0]], [x["ci"][1] - x["mean"]]]
-                yerr = None if y["ci"] is None else [[y["mean"] - y["ci"][0]], [y["ci"][1] - y["mean"]]]
+                mt = row["metrics"]
+                ratios = [a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b]
+                x, xci = paired_interval(ratios)
+                y, yci = mt[key]["mean"], mt[key]["ci"]
                 ax.errorbar(
-                    [x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2,
+                    [x], [y], xerr=bars(x, xci), yerr=bars(y, yci), fmt="o", ms=4, capsize=2,
                     color=PALETTE[i % len(PALETTE)], label=labels.get(v, v),
                 )  # fmt: skip
-            tx, ty = teacher.get("ppl", math.nan), teacher.get(key, math.nan)
-            if math.isfinite(tx) and math.isfinite(ty):
-                ax.plot([tx], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
+            ty = teacher.get(key, math.nan)
+            if math.isfinite(ty):
+                ax.plot([1.0], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
             ax.axhline(0, color="black", linewidth=0.6)
-            ax.set_xlabel("perplexity, held-out blocks")
+            ax.set_xlabel("perplexity / teacher's")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         axes[1].legend(loc="best", frameon=True, framealpha=0.8, fontsize=6)
