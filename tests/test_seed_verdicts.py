@@ -73,8 +73,12 @@ def test_compare_paired_by_seed_and_targets():
     assert r["diff"] == pytest.approx(-0.73 / 3)
     assert r["diff_ci"][1] < 0 and r["verdict"] == "lower"
     assert r["relative"] == pytest.approx(0.62 / 1.35 - 1)
-    assert payload["teacher"]["ppl"] == 40.0  # each run's teacher perplexity, averaged over the reference's seeds
-    assert math.isnan(payload["variants"]["cda_mean"]["metrics"]["lean"]["relative"])  # a lean's ratio means nothing
+    assert (
+        payload["teacher"]["ppl"] == 40.0
+    )  # each run's teacher perplexity, averaged over the reference's seeds
+    assert math.isnan(
+        payload["variants"]["cda_mean"]["metrics"]["lean"]["relative"]
+    )  # a lean's ratio means nothing
     # keeps (2), cuts (2), perplexity vs plain KD and vs the teacher (2): all met
     assert len(payload["targets"]) == 6 and all(t["met"] for t in payload["targets"]), payload["targets"]
 
