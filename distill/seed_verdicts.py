@@ -365,11 +365,10 @@ def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
             ax.set_xlabel("perplexity / teacher's")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-        axes[1].legend(loc="best", frameon=True, framealpha=0.8, fontsize=6)
+        axes[0].legend(loc="lower left", frameon=True, framealpha=0.8, fontsize=6)
         n = max(r["n_seeds"] for r in variants.values())
-        left_title(
-            fig, f"Stereotype vs perplexity, unseen occupations, {n} seeds\nbars: 95% t intervals over seeds"
-        )
+        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
+        left_title(fig, f"Stereotype vs perplexity, unseen occupations, {n} seed{'s' * (n != 1)}\n{note}")
 
     return save_figure(paint, out, "stereotype_tradeoff", 2.6)
 
