@@ -18,6 +18,22 @@ from distill.errors import FairDistillError
 EXIT_USER_ERROR = 2
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, so `main()` called in-process (tests, notebooks
+    that swap the stream) never keeps a reference to a stream that has since been closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     level = logging.INFO if (rank == 0 or verbose) else logging.WARNING
@@ -27,7 +43,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        handlers=[_CurrentStderr()],
         force=True,
     )
     logging.getLogger("distill").setLevel(level)

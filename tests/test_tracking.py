@@ -66,14 +66,15 @@ def test_resumes_and_the_evaluation_continue_one_wandb_run(tmp_path, teacher_dir
     evaluate_checkpoint(run_dir, "quick", overrides=SMALL)  # `make eval` later: into the same run id
     runs = _offline_runs(run_dir)
     assert len(runs) == 3 and runs[-1].name.endswith(f"-{run_id}")
-    logged = _logged(runs[-1])
-    for key in (
+    keys = (
         b"eval/quick/probe/pronoun_gap",
         b"eval/quick/generations",
         b"eval/quick/probe/per_profession",
-    ):
+        b"eval/quick/figures/pronoun_gap",
+    )
+    logged = _logged(runs[-1], *keys)  # waits for W&B's writer to flush them
+    for key in keys:
         assert key in logged, key
-    assert b"eval/quick/figures/pronoun_gap" in logged
 
 
 @pytest.mark.slow
