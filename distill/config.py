@@ -168,6 +168,13 @@ class KDConfig:
     """Fuse the student's output projection into the chunked loss (`distill.fused_loss`): its [B, T, V] logits are
     never formed. Same loss and gradients; falls back to the plain chunked loss under FSDP and DeepSpeed (whose
     sharded lm_head weight lives only inside the model's forward) and for models without `logits_to_keep`."""
+    changed_weight: float = 1.0
+    """Weight of the KD term at the positions whose target the teacher-probability modification changed (total
+    variation between the modified target and the teacher's own distribution >= `changed_tv`); 1: every position
+    weighs the same. > 1 makes the student fit the modified targets harder where they differ from the teacher's."""
+    changed_tv: float = 0.05
+    """The total variation distance from the teacher's own distribution at which a target counts as changed for
+    `changed_weight`."""
 
 
 @dataclass
@@ -528,6 +535,14 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
     check_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
     check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
+    check_range(p, "kd.changed_weight", cfg.kd.changed_weight, 0)
+    check_range(p, "kd.changed_tv", cfg.kd.changed_tv, 0, 1, lo_open=True)
+    if cfg.kd.changed_weight != 1.0 and cfg.perturb.kind == "none":
+        p.append(
+            f"kd.changed_weight {cfg.kd.changed_weight:g} weighs the positions whose target the teacher-probability "
+            "modification changed, but perturb.kind is none (no target changes); set perturb.kind (e.g. mean) or "
+            "kd.changed_weight: 1"
+        )
     check_range(p, "teacher.cache_top_k", cfg.teacher.cache_top_k, 1)
     check_range(p, "augment.p", cfg.augment.p, 0, 1)
     check_range(p, "perturb.lam", cfg.perturb.lam, 0, 1)

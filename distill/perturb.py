@@ -370,3 +370,30 @@ def step_targets(
     out = logq_x.clone()
     out[sel] = twin_targets
     return out
+
+
+def own_rows(selected: torch.Tensor, twin_rows: torch.Tensor, mode: str) -> torch.Tensor:
+    """For each student row of a micro-batch (x's B rows, then the appended twins of `selected` for
+    `mode: append`; twins in place of their row for `replace`), the row of the teacher's pass (x, then the twins
+    of `twin_rows` in row order) that holds the teacher's own distribution for it. [B] bool -> [B + k] long."""
+    B = twin_rows.shape[0]
+    pos = torch.full((B,), -1, dtype=torch.long)
+    pos[twin_rows.cpu()] = B + torch.arange(int(twin_rows.sum()))
+    x_rows, sel = torch.arange(B), selected.cpu()
+    if mode == "append":
+        return torch.cat([x_rows, pos[sel]])
+    if mode == "replace":
+        return torch.where(sel, pos, x_rows)
+    return x_rows
+
+
+@torch.no_grad()
+def changed_positions(logq: torch.Tensor, logp: torch.Tensor, own: torch.Tensor, tv: float) -> torch.Tensor:
+    """[R, T] bool: positions where the target q of a student row differs from the teacher's own distribution p
+    for it (row `own[r]` of logp) by a total variation 0.5 * sum |q - p| >= tv. logq [R, T, V], logp [B + k, T, V];
+    one row at a time, so no second [R, T, V] tensor exists."""
+    out = torch.zeros(logq.shape[:2], dtype=torch.bool, device=logq.device)
+    for r in range(logq.shape[0]):
+        d = (logq[r].float().exp() - logp[int(own[r])].float().exp()).abs().sum(-1)
+        out[r] = 0.5 * d >= tv
+    return out

@@ -239,10 +239,15 @@ def _targets_and_optimizer(r: Run) -> None:
     fused, r.head = fused_head(cfg, accelerator, r.student)
     if r.main:
         log.info("loss: %s", "fused with the output projection" if fused else "chunked over full logits")
+    tv = cfg.kd.changed_tv if cfg.kd.changed_weight != 1.0 else None
     if cache is not None:
-        r.teacher_targets = CachedTeacher(cache, t_head, accelerator.device, r.cf, raw_ok=fused)
+        r.teacher_targets = CachedTeacher(
+            cache, t_head, accelerator.device, r.cf, raw_ok=fused, changed_tv=tv
+        )
     elif cfg.kd.alpha > 0 or r.cf is not None:
-        r.teacher_targets = LiveTeacher(r.teacher, accelerator, cfg.kd.temperature, r.cf, raw_ok=fused)
+        r.teacher_targets = LiveTeacher(
+            r.teacher, accelerator, cfg.kd.temperature, r.cf, raw_ok=fused, changed_tv=tv
+        )
     else:  # kd.alpha 0 and no counterfactuals: plain cross-entropy, the teacher is not needed
         r.teacher_targets = NoTeacher()
     r.state = {"skipped_nan": 0, "tokens": 0, "wandb_id": None, "world": world}

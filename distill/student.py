@@ -41,17 +41,27 @@ def student_loss_sums(
 ) -> LossSums:
     """Student forward on the batch's student rows and the KD + CE sums: fused with `head` (the output projection)
     when given, else on the full logits. `targets.logits` / `targets.hidden` (fused path only) are raw teacher
-    tensors the fused loss forms q from a chunk at a time."""
+    tensors the fused loss forms q from a chunk at a time. With `kd.changed_weight` w != 1 and `targets.changed`,
+    the KD sum counts the changed positions w times: KD + (w - 1) * KD(changed positions), from the same forward."""
     ids, mask = batch.student_ids.to(device), batch.student_mask.to(device)
     labels = batch.labels.to(device)
-    T, a = cfg.kd.temperature, cfg.kd.alpha
+    T, a, w = cfg.kd.temperature, cfg.kd.alpha, cfg.kd.changed_weight
+    extra = targets.changed is not None and w != 1.0 and targets.logq is not None
+    only_changed = labels.masked_fill(~targets.changed.to(device), -100) if extra else None
     with accelerator.autocast():
         if head is None:
             logits = student(input_ids=ids, attention_mask=mask).logits
-            return kd_ce_sums(logits, targets.logq, labels, T, cfg.kd.chunk_size)
+            sums = kd_ce_sums(logits, targets.logq, labels, T, cfg.kd.chunk_size)
+            if extra:
+                sums.kd = (
+                    sums.kd
+                    + (w - 1.0) * kd_ce_sums(logits, targets.logq, only_changed, T, cfg.kd.chunk_size).kd
+                )
+            return sums
         out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
-        return fused_kd_ce_sums(
-            out.hidden_states[-1],
+        hidden = out.hidden_states[-1]
+        sums = fused_kd_ce_sums(
+            hidden,
             head.weight,
             targets.logq,
             labels,
@@ -62,3 +72,17 @@ def student_loss_sums(
             teacher_head=targets.head,
             grad_weights=(a, 1 - a) if targets.has_teacher else (0.0, 1.0),
         )
+        if extra:
+            # only the KD sum of this second pass over the changed positions enters the loss (its CE does not)
+            more = fused_kd_ce_sums(
+                hidden,
+                head.weight,
+                targets.logq,
+                only_changed,
+                T,
+                cfg.kd.chunk_size,
+                bias=head.bias,
+                grad_weights=(a * (w - 1.0), 0.0),
+            )
+            sums.kd = sums.kd + (w - 1.0) * more.kd
+        return sums

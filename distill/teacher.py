@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distill.perturb import step_targets
+from distill.perturb import changed_positions, own_rows, step_targets
 from distill.twins import Counterfactuals, StepBatch
 
 
@@ -31,6 +31,8 @@ class Targets:
     """[B, T, H] the teacher's final hidden states (plain KD, fused loss, `hidden` cache), with `head`."""
     head: tuple[torch.Tensor, torch.Tensor | None] | None = None
     """The teacher's output projection (weight [V, H], bias) that turns `hidden` into logits."""
+    changed: torch.Tensor | None = None
+    """[B + k, T] bool, with `kd.changed_weight` != 1: the positions whose target the modification changed."""
 
     @property
     def raw(self) -> torch.Tensor | None:
@@ -59,13 +61,33 @@ def batch_targets(batch: StepBatch, logp: torch.Tensor, cf: Counterfactuals | No
     return step_targets(logp, batch.twins, batch.selected, batch.twin_rows, ex, cf.kind, cf.lam, cf.mode)
 
 
+def modified_targets(
+    batch: StepBatch, logp: torch.Tensor, cf: Counterfactuals | None, changed_tv: float | None
+) -> Targets:
+    """`batch_targets` as `Targets`; with `changed_tv` (`kd.changed_weight` != 1) also the positions whose target
+    moved from the teacher's own distribution by at least that total variation."""
+    logq = batch_targets(batch, logp, cf)
+    if changed_tv is None or cf is None:
+        return Targets(logq=logq)
+    own = own_rows(batch.selected, batch.twin_rows, cf.mode)
+    return Targets(logq=logq, changed=changed_positions(logq, logp, own, changed_tv))
+
+
 class LiveTeacher:
     """The frozen teacher run on the batch's teacher rows (`StepBatch.teacher_inputs`) under the run's autocast.
     `raw_ok`: the loss takes raw teacher logits (the fused loss, plain KD)."""
 
-    def __init__(self, model, accelerator, temperature: float, cf: Counterfactuals | None, raw_ok: bool):
+    def __init__(
+        self,
+        model,
+        accelerator,
+        temperature: float,
+        cf: Counterfactuals | None,
+        raw_ok: bool,
+        changed_tv: float | None = None,
+    ):
         self.model, self.accelerator, self.temperature = model, accelerator, temperature
-        self.cf, self.device, self.raw_ok = cf, accelerator.device, raw_ok
+        self.cf, self.device, self.raw_ok, self.changed_tv = cf, accelerator.device, raw_ok, changed_tv
 
     def targets(self, batch: StepBatch) -> Targets:
         ids, mask = batch.teacher_inputs()
@@ -74,16 +96,18 @@ class LiveTeacher:
         if self.cf is None and self.raw_ok:  # plain KD: the fused loss forms q chunk by chunk from the logits
             return Targets(logits=logits)
         logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
-        return Targets(logq=batch_targets(batch, logp, self.cf))
+        return modified_targets(batch, logp, self.cf, self.changed_tv)
 
 
 class CachedTeacher:
     """The teacher's targets read from its cache (`distill.teacher_cache.TeacherCache`) by block index. A `hidden`
     cache needs the teacher's output projection `head`, in the dtype the cache holds."""
 
-    def __init__(self, cache, head, device, cf: Counterfactuals | None, raw_ok: bool):
+    def __init__(
+        self, cache, head, device, cf: Counterfactuals | None, raw_ok: bool, changed_tv: float | None = None
+    ):
         self.cache, self.head = cache, head
-        self.cf, self.device, self.raw_ok = cf, device, raw_ok
+        self.cf, self.device, self.raw_ok, self.changed_tv = cf, device, raw_ok, changed_tv
 
     def targets(self, batch: StepBatch) -> Targets:
         if self.cf is None and self.raw_ok and self.head is not None:
@@ -91,7 +115,7 @@ class CachedTeacher:
             return Targets(hidden=self.cache.hidden(batch.blocks, []).to(self.device), head=self.head)
         with torch.no_grad():
             logp = self.cache.log_probs(batch.blocks, batch.twin_blocks(), self.head).to(self.device)
-        return Targets(logq=batch_targets(batch, logp, self.cf))
+        return modified_targets(batch, logp, self.cf, self.changed_tv)
 
 
 def open_cache(cfg, teacher, tokenizer, train_blocks, accelerator, cf: Counterfactuals | None):

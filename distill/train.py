@@ -104,9 +104,12 @@ def optimizer_step(r: Run, batches) -> dict:
     )
     # DDP averages gradients over processes, so scale by world to get the mean over the global tokens.
     normaliser = float(global_tokens) / world
-    kd_sum = ce_sum = 0.0
+    kd_sum = ce_sum = weighted = 0.0
     for k, batch in enumerate(items):
         targets = r.teacher_targets.targets(batch)
+        if targets.changed is not None:  # kd.changed_weight: the share of loss positions it weighs
+            valid = batch.labels != -100
+            weighted += float((targets.changed.cpu() & valid).sum()) / max(1, int(valid.sum())) / accum
         with accelerator.no_sync(r.student) if k < accum - 1 else contextlib.nullcontext():
             sums = student_loss_sums(r.student, r.head, batch, targets, cfg, device, accelerator)
             del targets
@@ -117,9 +120,10 @@ def optimizer_step(r: Run, batches) -> dict:
     # same non-finite decision below (one process skipping or stopping alone would hang the others).
     changed = float(np.mean([b.changed_frac for b in items]))
     reduced = accelerator.reduce(
-        torch.tensor([kd_sum, ce_sum, changed], device=device, dtype=torch.float64), reduction="sum"
+        torch.tensor([kd_sum, ce_sum, changed, weighted], device=device, dtype=torch.float64), reduction="sum"
     )
-    kd_sum, ce_sum, changed = float(reduced[0]), float(reduced[1]), float(reduced[2]) / world
+    kd_sum, ce_sum = float(reduced[0]), float(reduced[1])
+    changed, weighted = float(reduced[2]) / world, float(reduced[3]) / world
     n = max(1, int(global_tokens))
     step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / n
     out = {"stopped": False, "loss": None, "wait": t_wait}
@@ -145,13 +149,14 @@ def optimizer_step(r: Run, batches) -> dict:
         "ce": ce_sum / n,
         "tokens": int(global_tokens),
         "changed": changed,
+        "weighted": weighted,
     }
 
 
 class Window:
     """Sums of the steps since the last metrics line (skipped steps count for nothing)."""
 
-    KEYS = ("loss", "kd", "ce", "tokens", "time", "wait", "changed")
+    KEYS = ("loss", "kd", "ce", "tokens", "time", "wait", "changed", "weighted")
 
     def __init__(self):
         self.reset()
@@ -163,7 +168,7 @@ class Window:
     def add(self, result: dict, seconds: float) -> None:
         if result["loss"] is None:
             return
-        for k in ("loss", "kd", "ce", "tokens", "wait", "changed"):
+        for k in ("loss", "kd", "ce", "tokens", "wait", "changed", "weighted"):
             self.sums[k] += result[k]
         self.sums["time"] += seconds
         self.n += 1
@@ -184,6 +189,8 @@ class Window:
         }
         if r.cf is not None:
             out["train/changed_frac"] = s["changed"] / n
+        if r.cfg.kd.changed_weight != 1.0:  # loss positions whose KD term counts kd.changed_weight times
+            out["train/weighted_frac"] = s["weighted"] / n
         return out
 
 

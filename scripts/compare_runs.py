@@ -89,7 +89,9 @@ def main() -> int:
         w, g = want.get(n, {}), got[n]
         for key in ("final_sha256", "probe", "metrics", "card"):
             if w.get(key) != g.get(key):
-                print(f"{n}: {key} differs\n  want {json.dumps(w.get(key))[:600]}\n  got  {json.dumps(g.get(key))[:600]}")
+                print(
+                    f"{n}: {key} differs\n  want {json.dumps(w.get(key))[:600]}\n  got  {json.dumps(g.get(key))[:600]}"
+                )
     print(f"{len(names) - len(bad)} / {len(names)} cases bit-identical")
     return 1 if bad else 0
 
