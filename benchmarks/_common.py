@@ -25,6 +25,28 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The students the model benchmarks can run: the embedded default's (24 layers: SmolLM2-135M without the 6 layers
+# of lowest block influence that `student.prune` picks on the default's seed-0 blocks) and the 6-layer compression
+# recipe's. The layer list is fixed here so a benchmark needs no transfer set to score layers on.
+DEFAULT_DROPPED = (13, 14, 15, 17, 25, 26)
+STUDENTS = {
+    "24L": (
+        "smollm2-135m_to_24L.yaml",
+        [
+            "student.prune.drop=0",
+            f"student.layers=[{','.join(str(i) for i in range(30) if i not in DEFAULT_DROPPED)}]",
+        ],
+    ),
+    "6L": ("smollm2-135m_to_6L.yaml", []),
+}
+
+
+def student_recipe(name: str) -> tuple[Path, list[str]]:
+    """(recipe path, overrides) of a `--student` choice."""
+    recipe, overrides = STUDENTS[name]
+    return ROOT / "recipes" / recipe, list(overrides)
+
+
 def pick_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu."""
     if name == "auto":

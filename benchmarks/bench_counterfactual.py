@@ -3,8 +3,9 @@
 The method adds, per micro-batch: swapping gendered words and aligning the twin (`make_step_batch`), one teacher
 forward on the twins of the rows that changed (unavoidable), and gathering + perturbing the teacher's targets
 (`distill.perturb.step_targets`). With `augment.mode: append` the student also trains on the twin rows (unavoidable too). This
-benchmark times, interleaved in one process, on the embedded SmolLM2-135M teacher and a 6-layer student (the
-default recipe's models; `--quick` swaps in a 2-layer random model with the same tokenizer):
+benchmark times, interleaved in one process, on the embedded SmolLM2-135M teacher and the embedded default's
+24-layer student (`--student 6L`: the compression recipe's 6 layers; `--quick` swaps in a 2-layer random
+model with the same tokenizer):
 
 - perturb: `perturb.kind: mean`, `augment.mode: off`. Full method step vs plain KD step on x + the teacher
   forward on the k changed rows' twins timed alone.
@@ -29,7 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    STUDENTS,
+    machine,
+    pick_device,
+    ratio_line,
+    student_recipe,
+    time_interleaved,
+)
 
 from distill.config import load_config  # noqa: E402
 from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
@@ -158,7 +167,8 @@ def teacher_forward(ids, mask, teacher, device) -> None:
 
 
 def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
-    cfg = load_config(ROOT / "recipes" / "smollm2-135m_to_6L.yaml", overrides)
+    recipe, base = student_recipe(a.student)
+    cfg = load_config(recipe, base + overrides + ["augment.her_decider=rule"])
     teacher, student, tok = load_models(cfg, a.quick, device)
     cf = Counterfactuals(cfg, tok)
     x = make_batch(tok, cf, a.batch, a.seq)
@@ -226,6 +236,9 @@ def run_setting(name: str, overrides: list[str], a, device) -> dict[str, float]:
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument(
+        "--student", default="24L", choices=list(STUDENTS), help="24L: the default's; 6L: compression"
+    )
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="auto")
@@ -252,7 +265,7 @@ def main(argv=None) -> int:
     device = pick_device(a.device)
     torch.manual_seed(0)
     print(
-        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
+        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> ' + a.student}"
     )
     a.precision, why = resolve_mixed_precision(a.precision, cuda=device.type == "cuda")
     print(f"median of {a.reps} interleaved repetitions; precision {a.precision} ({why})")

@@ -2,8 +2,8 @@
 matmul peak measured in the same run; and fairdistill's plain-KD step against the ways a user would otherwise
 write it, time and peak memory.
 
-On the embedded SmolLM2-135M teacher and the default recipe's 6-layer student (`--quick`: tiny random models with
-the same tokenizer), B x T = 4 x 128 (the default's micro-batch), every step = forward + loss + backward + AdamW
+On the embedded SmolLM2-135M teacher and the embedded default's 24-layer student (`--student 6L`: the 6-layer
+compression recipe's; `--quick`: tiny random models with the same tokenizer), B x T = 4 x 128 (the default's micro-batch), every step = forward + loss + backward + AdamW
 step, timed interleaved in one process (each variant in each precision, A B C ... A B C ...):
 
 | step | what |
@@ -49,12 +49,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import (  # noqa: E402
     ROOT,
+    STUDENTS,
     child_peak_bytes,
     machine,
     pick_device,
     ratio_line,
     report_child,
     run_child,
+    student_recipe,
     time_interleaved,
 )
 from bench_counterfactual import load_models, make_batch  # noqa: E402
@@ -141,9 +143,9 @@ class Setup:
 
     def __init__(self, a, device):
         self.device = device
+        recipe, overrides = student_recipe(a.student)
         self.cfg = load_config(
-            ROOT / "recipes" / "smollm2-135m_to_6L.yaml",
-            ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"],
+            recipe, overrides + ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"]
         )
         self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
         self.teacher.eval().requires_grad_(False)
@@ -273,6 +275,9 @@ class Setup:
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument(
+        "--student", default="24L", choices=list(STUDENTS), help="24L: the default's; 6L: compression"
+    )
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="auto")
@@ -300,6 +305,7 @@ def child_main(a, device) -> None:
 
 def child_args(a, name: str, precision: str) -> list[str]:
     args = ["--child", name, precision, "--batch", str(a.batch), "--seq", str(a.seq), "--device", "cpu"]
+    args += ["--student", a.student]
     return args + (["--quick"] if a.quick else [])
 
 
@@ -315,7 +321,7 @@ def main(argv=None) -> int:
     if "trl_kd" in a.steps and "trl_kd" not in steps:
         print('trl is not installed (pip install -e ".[bench]", which `make bench` does): skipping trl_kd')
     print(
-        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> 6L'}"
+        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> ' + a.student}"
     )
     peaks, cpu_peaks = {}, {}
     for prec in a.precisions:

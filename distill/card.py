@@ -255,7 +255,13 @@ def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_na
         [
             "loss",
             f"{cfg.kd.alpha} x T^2 x KL(teacher targets || student) + {1 - cfg.kd.alpha:.2g} x cross-entropy, "
-            f"T = {cfg.kd.temperature}",
+            f"T = {cfg.kd.temperature}"
+            + (
+                f"; the KL counts {cfg.kd.changed_weight:g}x at positions whose target the modification moved "
+                f"by a total variation >= {cfg.kd.changed_tv:g}"
+                if cfg.kd.changed_weight != 1.0
+                else ""
+            ),
         ],
         [
             "steps, tokens",
