@@ -346,6 +346,8 @@ def step_targets(
         logq_x = perturbed_log_targets(logp_x, None, None, ex, None, kind, lam, **sw)
         if rows.numel():
             logq_cf = perturbed_log_targets(logp_cf, None, None, ex, None, kind, lam, **tw)
+    elif kind == "mean" and 0.0 < lam < 1.0:
+        return _mean_targets(logp, twins, selected, rows, ex, lam, mode, sw, tw)
     else:
         if kind in NEEDS_TWIN:
             # Every row has a twin: a changed row's is the teacher's pass on x~, an unchanged row's is x itself
@@ -369,6 +371,93 @@ def step_targets(
         return torch.cat([logq_x, twin_targets])
     out = logq_x.clone()
     out[sel] = twin_targets
+    return out
+
+
+def _mix_mean_into(r: torch.Tensor, own: torch.Tensor, valid: torch.Tensor, lam: float) -> None:
+    """In place: r <- log((1 - lam) p + lam r) where `valid`, log p (= own) elsewhere. r, own [N, T, V]."""
+    if lam == 0.5:
+        torch.logaddexp(r, own, out=r)
+        r.sub_(math.log(2.0))
+    else:
+        r.add_(math.log(lam))
+        torch.logaddexp(r, own + math.log1p(-lam), out=r)
+    bad = ~valid
+    if bad.any():
+        r[bad] = own[bad]
+
+
+def _mean_targets(
+    logp: torch.Tensor,
+    twins: dict[str, torch.Tensor],
+    selected: torch.Tensor,
+    rows: torch.Tensor,
+    ex: Exchange,
+    lam: float,
+    mode: str,
+    sw: dict,
+    tw: dict,
+) -> torch.Tensor:
+    """`step_targets` for `mean` (0 < lam < 1), written straight into the [B + k, T, V] result: each student
+    row's twin distribution is gathered into its own slice of the output, exchanged on G, and mixed with p in
+    place, so besides the teacher's logp no second tensor of that size is made (the generic path makes five).
+    Same values as `perturbed_log_targets` + `combine_logp` (tests/test_step.py checks them row by row)."""
+    B, T, V = logp.shape[0] - rows.numel(), logp.shape[1], logp.shape[2]
+    dev = logp.device
+    sel = selected.to(dev)
+    n_twin = int(sel.sum()) if mode == "append" else 0
+    out = torch.empty((B + n_twin, T, V), dtype=logp.dtype, device=dev)
+    flat_all = logp.reshape(-1, V)
+    loc = _local(ex)
+    cols = loc["cols"]
+
+    def fill(
+        dst: torch.Tensor, src_rows: torch.Tensor, align: torch.Tensor, own: torch.Tensor, switches: dict
+    ):
+        """dst [n, T, V] <- the mixed target of rows whose own log-probs are `own` [n, T, V], whose twin pass is
+        row src_rows [n] of logp, aligned by align [n, T]."""
+        valid = align >= 0
+        flat = (src_rows.unsqueeze(1) * T + align.clamp(min=0)).reshape(-1)
+        torch.index_select(flat_all, 0, flat, out=dst.view(-1, V))
+        dst[..., cols] = exchange_g(
+            dst[..., cols], own[..., cols], ex, loc, switches["wordstart"], switches["keep"]
+        )
+        if switches["pair"] is not None:
+            transpose_pairs(dst, switches["pair"])
+        _mix_mean_into(dst, own, valid, lam)
+
+    # x's rows: a changed row's twin is the teacher's pass on x~ (row B + its rank among `rows`), an unchanged
+    # row's is x itself with the identity alignment
+    src = torch.arange(B, device=dev)
+    src[rows] = B + torch.arange(rows.numel(), device=dev)
+    x_out = out[:B]
+    logp_x = logp[:B]
+    if mode == "replace" and sel.any():
+        # the selected rows train on their twin: only the other rows need x's targets
+        keep_x = ~sel
+        if keep_x.any():
+            idx = keep_x.nonzero(as_tuple=True)[0]
+            part = torch.empty((idx.numel(), T, V), dtype=logp.dtype, device=dev)
+            fill(part, src[idx], twins["align"].to(dev)[idx], logp_x[idx], {k: v[idx] for k, v in sw.items()})
+            x_out[idx] = part
+    else:
+        fill(x_out, src, twins["align"].to(dev), logp_x, sw)
+    if mode == "off" or not sel.any():
+        return out
+    # the selected rows' twins: their own log-probs are the twin pass, their twin is x (row b of logp)
+    pos = torch.full((B,), -1, dtype=torch.long, device=dev)
+    pos[rows] = torch.arange(rows.numel(), device=dev)
+    chosen = pos[sel]  # among the twin rows
+    b_of = rows[chosen]  # their row in x
+    inv = twins["align_inv"].to(dev)[b_of]
+    own_cf = logp[B:][chosen]
+    tsw = {k: v[chosen] for k, v in tw.items()}
+    if mode == "append":
+        fill(out[B:], b_of, inv, own_cf, tsw)
+        return out
+    part = torch.empty((chosen.numel(), T, V), dtype=logp.dtype, device=dev)
+    fill(part, b_of, inv, own_cf, tsw)
+    x_out[sel] = part
     return out
 
 

@@ -160,3 +160,49 @@ def test_targets_match_a_row_by_row_reference(tokenizer, tiny_gpt2):
                 **sw,
             )
         assert torch.allclose(q[b], ref[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mean", "max"])
+@pytest.mark.parametrize("lam", [0.5, 0.25])
+@pytest.mark.parametrize("mode", ["append", "replace", "off"])
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_every_student_row_gets_its_row_by_row_reference(tokenizer, tiny_gpt2, kind, lam, mode, p):
+    """Every assembly path (`mean`'s in-place one and the generic one), every augment mode, lam and CDA draw: the
+    student's row i gets the reference target of the text it trains on, x's or its twin's, from the same passes."""
+    cfg = load_config(
+        "recipes/debug.yaml",
+        [f"augment.mode={mode}", f"perturb.kind={kind}", f"perturb.lam={lam}", f"augment.p={p}", "run.seed=4"],
+    )
+    cf = Counterfactuals(cfg, tokenizer)
+    item = make_step_batch(_batch(tokenizer, TEXTS + ["She said that he was right about her plan."]), cf)
+    if mode != "off":  # seed 4 draws a changed row (3) whose twin is not trained on at p 0.5
+        assert item.selected.tolist() == ([True, False, True, True] if p == 1.0 else [True, False, True, False])
+    logits = _teacher_logits(tiny_gpt2, item)
+    q = targets_for_step(item, logits, cfg, cf)
+    ex, T, B = cf.builder.exchange, cfg.kd.temperature, item.x.shape[0]
+    twin_of = {b: B + j for j, b in enumerate(item.twin_rows.nonzero(as_tuple=True)[0].tolist())}
+
+    def ref_x(b):
+        sw = {n: _f(item, n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
+        zt = logits[twin_of[b] : twin_of[b] + 1] if b in twin_of else logits[b : b + 1]
+        return teacher_targets(
+            logits[b : b + 1], zt, _f(item, "align")[b : b + 1], ex, None, kind, lam, T, **sw
+        )[0]
+
+    def ref_twin(b):
+        tw = {n: _f(item, "twin_" + n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
+        zt = logits[twin_of[b] : twin_of[b] + 1]
+        return teacher_targets(
+            zt, logits[b : b + 1], _f(item, "align_inv")[b : b + 1], ex, None, kind, lam, T, **tw
+        )[0]
+
+    sel = item.selected.tolist()
+    if mode == "append":
+        expected = [ref_x(b) for b in range(B)] + [ref_twin(b) for b in range(B) if sel[b]]
+    elif mode == "replace":
+        expected = [ref_twin(b) if sel[b] else ref_x(b) for b in range(B)]
+    else:
+        expected = [ref_x(b) for b in range(B)]
+    assert q.shape[0] == len(expected) == item.student_ids.shape[0]
+    for i, want in enumerate(expected):
+        assert torch.allclose(q[i], want, atol=2e-6), i
