@@ -171,12 +171,20 @@ def test_every_student_row_gets_its_row_by_row_reference(tokenizer, tiny_gpt2, k
     student's row i gets the reference target of the text it trains on, x's or its twin's, from the same passes."""
     cfg = load_config(
         "recipes/debug.yaml",
-        [f"augment.mode={mode}", f"perturb.kind={kind}", f"perturb.lam={lam}", f"augment.p={p}", "run.seed=4"],
+        [
+            f"augment.mode={mode}",
+            f"perturb.kind={kind}",
+            f"perturb.lam={lam}",
+            f"augment.p={p}",
+            "run.seed=4",
+        ],
     )
     cf = Counterfactuals(cfg, tokenizer)
     item = make_step_batch(_batch(tokenizer, TEXTS + ["She said that he was right about her plan."]), cf)
     if mode != "off":  # seed 4 draws a changed row (3) whose twin is not trained on at p 0.5
-        assert item.selected.tolist() == ([True, False, True, True] if p == 1.0 else [True, False, True, False])
+        assert item.selected.tolist() == (
+            [True, False, True, True] if p == 1.0 else [True, False, True, False]
+        )
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
     ex, T, B = cf.builder.exchange, cfg.kd.temperature, item.x.shape[0]
