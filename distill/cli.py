@@ -117,12 +117,26 @@ def _cmd_experiment(args) -> int:
     from distill.experiment import load_grid, run_grid, summarise
 
     grid = load_grid(args.grid)
+    if args.seeds:
+        grid.seeds = [int(x) for x in args.seeds.split(",")]
     if args.output_dir:
         grid.output_dir = args.output_dir
     if args.results_dir:
         grid.results_dir = args.results_dir
     out = summarise(grid) if args.summarise_only else run_grid(grid)
-    sys.stdout.write((out / "table.md").read_text() + f"\nresults: {out}\n")
+    if args.archive:
+        from distill.experiment import archive_runs
+
+        kept = archive_runs(grid, Path(args.archive))
+        logging.getLogger("distill").info(
+            "experiment: archived %d runs (scores, configs, metrics; no weights) in %s",
+            len(kept),
+            args.archive,
+        )
+    # table.md: the probe and generation table; stereotype.md: the seed-level Winogender verdicts (a grid on the
+    # winogender suite writes only the second)
+    shown = [out / n for n in ("table.md", "stereotype.md") if (out / n).is_file()]
+    sys.stdout.write("".join(p.read_text() + "\n" for p in shown) + f"results: {out}\n")
     if args.check_against:
         from distill.experiment import check_reproduction
 
@@ -196,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
     )
     x.add_argument("--results-dir", help="write the table here instead of the grid's results_dir")
+    x.add_argument("--seeds", help="only these seeds, e.g. 0,1,2 (summarise the seeds finished so far)")
+    x.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="copy every evaluated run's scores, config and metrics (no weights) to DIR/<run>/",
+    )
     x.add_argument(
         "--check-against",
         metavar="RESULTS_JSON",

@@ -312,8 +312,8 @@ class Config:
 
 def method_label(cfg: Config) -> str:
     """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
-    alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CE only" (kd.alpha 0), as a paper's table
-    would name them."""
+    alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CDA + mean + KD x4 where changed"
+    (`kd.changed_weight`), "CE only" (kd.alpha 0), as a paper's table would name them."""
     if cfg.run.label:
         return cfg.run.label
     parts = []
@@ -324,6 +324,8 @@ def method_label(cfg: Config) -> str:
             f" (lam {cfg.perturb.lam:g})" if cfg.perturb.kind == "mean" and cfg.perturb.lam != 0.5 else ""
         )
         parts.append(kind if parts else f"{kind} targets")
+    if cfg.kd.changed_weight != 1.0:
+        parts.append(f"KD x{cfg.kd.changed_weight:g} where changed")
     if cfg.kd.alpha == 0:
         return " + ".join(["CE only", *parts])
     return " + ".join(parts) if parts else "plain KD"

@@ -101,6 +101,43 @@ def load_grid(path: str | Path) -> Grid:
     return grid
 
 
+# What `archive_runs` keeps of a finished run: enough to summarise it again and to let a later `run_grid` skip it
+# (final/config.json marks it trained, eval/ holds its scores), without the weights or checkpoints.
+ARCHIVED = (
+    "config.yaml",
+    "metrics.jsonl",
+    "probe.json",
+    "prune.json",
+    "final/config.json",
+    "final/README.md",
+    "eval/**/*.json",
+    "eval/**/*.md",
+)
+
+
+def archive_runs(grid: Grid, dest: Path) -> list[str]:
+    """Copy the small files of every evaluated run of the grid (`ARCHIVED`, a few hundred kB a run) to
+    dest/<run>/: a results folder can carry them, `--summarise-only --output-dir dest` rebuilds its tables from
+    them, and copied back under the grid's output_dir they make `run_grid` train only what is missing. Returns
+    the runs archived."""
+    import shutil
+
+    done = []
+    for v in grid.variants:
+        for seed in grid.seeds:
+            run = Path(grid.output_dir) / run_name(v, seed)
+            if not R.student_results(run, grid.suite).is_file():
+                continue
+            for pattern in ARCHIVED:
+                for f in run.glob(pattern):
+                    if f.is_file() and "checkpoints" not in f.parts:
+                        target = Path(dest) / run.name / f.relative_to(run)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(f, target)
+            done.append(run.name)
+    return done
+
+
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}_s{seed}"
 

@@ -324,7 +324,8 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
             ax.set_ylim(len(names) - 0.5, -0.7)
             ax.set_xlabel(xlabel)
             ax.grid(axis="x", alpha=0.3)
-        axes[1].legend(loc="lower right", frameon=False)
+        if axes[1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
+            axes[1].legend(loc="lower right", frameon=False)
         n = variants[ref]["n_seeds"]
         left_title(
             fig,

@@ -85,6 +85,24 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     assert "CDA + mean (vs plain KD)" in md and "Targets:" in md
     assert (out / "stereotype_seeds.png").stat().st_size > 1000
 
+    # the archive (scores, configs, metrics; no weights) rebuilds the same verdicts, and only the given seeds
+    from distill.experiment import archive_runs, summarise
+
+    grid = load_grid(grid_file)
+    assert archive_runs(grid, tmp_path / "archive") == [
+        "plain_kd_s0",
+        "plain_kd_s1",
+        "cda_mean_s0",
+        "cda_mean_s1",
+    ]
+    assert not list((tmp_path / "archive").rglob("*.safetensors"))
+    grid.output_dir, grid.results_dir = str(tmp_path / "archive"), str(tmp_path / "again")
+    again = json.loads((summarise(grid) / "stereotype.json").read_text())
+    assert again["variants"] == stereo["variants"]
+    grid.seeds, grid.results_dir = [1], str(tmp_path / "one")
+    one = json.loads((summarise(grid) / "stereotype.json").read_text())
+    assert one["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]["seeds"] == r_unseen["seeds"][1:]
+
     # resumes: nothing is trained again
     import distill.train
 
@@ -116,6 +134,8 @@ def test_bad_data_seed_is_named(tmp_path):
         ("recipes/experiments/smollm2_seeds.yaml", 2, {s: s for s in range(5)}),
         ("recipes/experiments/smollm2_24L_seeds.yaml", 2, {s: s for s in range(5)}),
         ("recipes/experiments/smollm2_24L_lam.yaml", 4, {0: 0}),
+        ("recipes/experiments/smollm2_24L_variants.yaml", 6, {s: s for s in range(5)}),
+        ("recipes/experiments/smollm2_24L_levers.yaml", 3, {0: 0}),
     ],
 )
 def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
@@ -130,6 +150,21 @@ def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
         for s, want in data_seeds.items():
             cfg = load_config(grid.base, variant_overrides(grid, v, s))
             assert cfg.run.seed == s and data_seed(cfg) == want
+
+
+def test_the_command_prints_the_stereotype_verdicts_of_a_winogender_grid(tmp_path, monkeypatch, capsys):
+    """A grid on the winogender suite has no probe table: `distill experiment` prints stereotype.md instead (and
+    exits 0), never a missing table.md."""
+    import distill.experiment
+    from distill.cli import main
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "stereotype.md").write_text("Occupational stereotype on Winogender over 5 seeds.\n")
+    monkeypatch.setattr(distill.experiment, "summarise", lambda grid: out)
+    assert main(["experiment", "recipes/experiments/smollm2_24L_levers.yaml", "--summarise-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "Occupational stereotype on Winogender over 5 seeds." in printed and f"results: {out}" in printed
 
 
 def test_sentiment_gap_known_answer():
