@@ -461,7 +461,14 @@ def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str]
     values = {
         v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()
     }
-    SV.write(out, SV.compare(values, grid.reference, SV.teacher_values(teacher)), labels)
+    from distill.config import load_config
+
+    def applies_method(v: str) -> bool:
+        cfg = load_config(grid.base, [*grid.common, *grid.variants[v]])
+        return cfg.augment.mode != "off" or cfg.perturb.kind != "none"
+
+    methods = {v for v in per_variant if applies_method(v)}
+    SV.write(out, SV.compare(values, grid.reference, SV.teacher_values(teacher), methods), labels)
 
 
 def _share_diff_ci(

@@ -136,6 +136,8 @@ def test_bad_data_seed_is_named(tmp_path):
         ("recipes/experiments/smollm2_24L_lam.yaml", 4, {0: 0}),
         ("recipes/experiments/smollm2_24L_variants.yaml", 6, {s: s for s in range(5)}),
         ("recipes/experiments/smollm2_24L_levers.yaml", 3, {0: 0}),
+        ("recipes/experiments/smollm2_24L_lr.yaml", 2, {0: 0}),
+        ("recipes/experiments/smollm2_24L_size.yaml", 4, {0: 0}),
     ],
 )
 def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):

@@ -91,6 +91,19 @@ def test_compare_paired_by_seed_and_targets():
     )
 
 
+def test_a_size_sweep_holds_plain_kd_students_to_keeping_the_stereotype():
+    """Variants that are not methods (other student sizes under plain KD) are checked for keeping the teacher's
+    stereotype, not for cutting it."""
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
+    small = [_seed(0.10, 0.5, 90.0), _seed(0.05, 0.6, 95.0)]
+    payload = SV.compare({"plain_kd": plain, "drop24": small}, "plain_kd", teacher, methods=set())
+    targets = {t["target"]: t for t in payload["targets"]}
+    keep = targets["drop24 keeps >= 70% of the teacher's association r with BLS % women, unseen occupations"]
+    assert keep["value"] == pytest.approx(0.075 / 0.5) and not keep["met"]
+    assert not any(t.startswith("drop24 cuts") or "drop24 perplexity" in t for t in targets)
+
+
 def test_write_table_and_figure(tmp_path):
     teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
     plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
