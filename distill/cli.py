@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from distill.errors import FairDistillError
+from distill.errors import ConfigError, FairDistillError
 
 EXIT_USER_ERROR = 2
 
@@ -118,7 +118,12 @@ def _cmd_experiment(args) -> int:
 
     grid = load_grid(args.grid)
     if args.seeds:
-        grid.seeds = [int(x) for x in args.seeds.split(",")]
+        try:
+            grid.seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            raise ConfigError(
+                [f"--seeds {args.seeds!r} is not a comma-separated list of seeds; give e.g. --seeds 0,1,2"]
+            ) from None
     if args.output_dir:
         grid.output_dir = args.output_dir
     if args.results_dir:

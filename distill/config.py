@@ -171,7 +171,9 @@ class KDConfig:
     changed_weight: float = 1.0
     """Weight of the KD term at the positions whose target the teacher-probability modification changed (total
     variation between the modified target and the teacher's own distribution >= `changed_tv`); 1: every position
-    weighs the same. > 1 makes the student fit the modified targets harder where they differ from the teacher's."""
+    weighs the same. > 1 makes the student fit the modified targets harder where they differ from the teacher's.
+    The logged `train/loss_kd` (and `train/loss`) then include the extra (w - 1) term; `train/weighted_frac` is
+    the share of loss positions it weighs."""
     changed_tv: float = 0.05
     """The total variation distance from the teacher's own distribution at which a target counts as changed for
     `changed_weight`."""
@@ -539,6 +541,11 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
     check_range(p, "kd.changed_weight", cfg.kd.changed_weight, 0)
     check_range(p, "kd.changed_tv", cfg.kd.changed_tv, 0, 1, lo_open=True)
+    if cfg.kd.changed_weight != 1.0 and cfg.kd.alpha == 0:
+        p.append(
+            f"kd.changed_weight {cfg.kd.changed_weight:g} weighs the KD term, but kd.alpha is 0 (no KD term); set "
+            "kd.alpha > 0 or kd.changed_weight: 1"
+        )
     if cfg.kd.changed_weight != 1.0 and cfg.perturb.kind == "none":
         p.append(
             f"kd.changed_weight {cfg.kd.changed_weight:g} weighs the positions whose target the teacher-probability "

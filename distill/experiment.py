@@ -111,6 +111,7 @@ ARCHIVED = (
     "final/config.json",
     "final/README.md",
     "eval/**/*.json",
+    "eval/**/*.jsonl",
     "eval/**/*.md",
 )
 
@@ -461,13 +462,15 @@ def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str]
     values = {
         v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()
     }
-    from distill.config import load_config
 
-    def applies_method(v: str) -> bool:
-        cfg = load_config(grid.base, [*grid.common, *grid.variants[v]])
-        return cfg.augment.mode != "off" or cfg.perturb.kind != "none"
+    def applies_method(run: Path) -> bool:
+        """From the run's own resolved config (archived with it), not today's recipe."""
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        return (cfg.get("augment") or {}).get("mode", "off") != "off" or (cfg.get("perturb") or {}).get(
+            "kind", "none"
+        ) != "none"
 
-    methods = {v for v in per_variant if applies_method(v)}
+    methods = {v for v, d in per_variant.items() if applies_method(Path(d["runs"][0]))}
     SV.write(out, SV.compare(values, grid.reference, SV.teacher_values(teacher), methods), labels)
 
 

@@ -400,9 +400,14 @@ def _mean_targets(
 ) -> torch.Tensor:
     """`step_targets` for `mean` (0 < lam < 1), written straight into the [B + k, T, V] result: each student
     row's twin distribution is gathered into its own slice of the output, exchanged on G, and mixed with p in
-    place, so besides the teacher's logp no second tensor of that size is made (the generic path makes five).
-    Same values as `perturbed_log_targets` + `combine_logp` (tests/test_step.py checks them row by row)."""
-    B, T, V = logp.shape[0] - rows.numel(), logp.shape[1], logp.shape[2]
+    place. At lam 0.5 with every twin row trained on (`augment.p` 1, the default) nothing else of that size is
+    made besides the teacher's logp and the result (the generic path makes five more); another lam adds one
+    shifted copy of p, a partial CDA draw or `replace` copies the rows it picks. Same values as
+    `perturbed_log_targets` + `combine_logp` (tests/test_perturb.py on random batches, tests/test_step.py row by
+    row)."""
+    B, T, V = selected.shape[0], logp.shape[1], logp.shape[2]
+    if logp.shape[0] != B + rows.numel():
+        raise ValueError(f"logp has {logp.shape[0]} rows, expected {B} + {rows.numel()} twins")
     dev = logp.device
     sel = selected.to(dev)
     n_twin = int(sel.sum()) if mode == "append" else 0
@@ -450,7 +455,8 @@ def _mean_targets(
     chosen = pos[sel]  # among the twin rows
     b_of = rows[chosen]  # their row in x
     inv = twins["align_inv"].to(dev)[b_of]
-    own_cf = logp[B:][chosen]
+    # the twin pass's rows in order when every twin row is trained on (p 1): a view, no copy
+    own_cf = logp[B:] if chosen.numel() == rows.numel() else logp[B:][chosen]
     tsw = {k: v[chosen] for k, v in tw.items()}
     if mode == "append":
         fill(out[B:], b_of, inv, own_cf, tsw)

@@ -107,9 +107,8 @@ def optimizer_step(r: Run, batches) -> dict:
     kd_sum = ce_sum = weighted = 0.0
     for k, batch in enumerate(items):
         targets = r.teacher_targets.targets(batch)
-        if targets.changed is not None:  # kd.changed_weight: the share of loss positions it weighs
-            valid = batch.labels != -100
-            weighted += float((targets.changed.cpu() & valid).sum()) / max(1, int(valid.sum())) / accum
+        if targets.changed is not None:  # kd.changed_weight: the loss positions it weighs
+            weighted += float((targets.changed & (batch.labels != -100).to(targets.changed.device)).sum())
         with accelerator.no_sync(r.student) if k < accum - 1 else contextlib.nullcontext():
             sums = student_loss_sums(r.student, r.head, batch, targets, cfg, device, accelerator)
             del targets
@@ -123,7 +122,8 @@ def optimizer_step(r: Run, batches) -> dict:
         torch.tensor([kd_sum, ce_sum, changed, weighted], device=device, dtype=torch.float64), reduction="sum"
     )
     kd_sum, ce_sum = float(reduced[0]), float(reduced[1])
-    changed, weighted = float(reduced[2]) / world, float(reduced[3]) / world
+    # the share of the step's loss positions (all micro-batches, all processes) whose KD term is weighed
+    changed, weighted = float(reduced[2]) / world, float(reduced[3]) / max(1.0, float(global_tokens))
     n = max(1, int(global_tokens))
     step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / n
     out = {"stopped": False, "loss": None, "wait": t_wait}

@@ -29,6 +29,8 @@ class _Acc:
 def test_a_weight_without_a_modification_is_refused_naming_the_value():
     with pytest.raises(ConfigError, match=r"kd.changed_weight 4 .*perturb.kind is none"):
         load_config("recipes/debug.yaml", ["perturb.kind=none", "kd.changed_weight=4"])
+    with pytest.raises(ConfigError, match=r"kd.changed_weight 2 weighs the KD term, but kd.alpha is 0"):
+        load_config("recipes/debug.yaml", ["perturb.kind=mean", "kd.alpha=0", "kd.changed_weight=2"])
     with pytest.raises(ConfigError, match=r"kd.changed_tv must be in \(0, 1\]"):
         load_config("recipes/debug.yaml", ["perturb.kind=mean", "kd.changed_tv=0"])
 

@@ -99,6 +99,10 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     grid.output_dir, grid.results_dir = str(tmp_path / "archive"), str(tmp_path / "again")
     again = json.loads((summarise(grid) / "stereotype.json").read_text())
     assert again["variants"] == stereo["variants"]
+    table_again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert (
+        table_again["variants"] == data["variants"]
+    )  # female share, sentiment: from the archived generations
     grid.seeds, grid.results_dir = [1], str(tmp_path / "one")
     one = json.loads((summarise(grid) / "stereotype.json").read_text())
     assert one["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]["seeds"] == r_unseen["seeds"][1:]
@@ -167,6 +171,16 @@ def test_the_command_prints_the_stereotype_verdicts_of_a_winogender_grid(tmp_pat
     assert main(["experiment", "recipes/experiments/smollm2_24L_levers.yaml", "--summarise-only"]) == 0
     printed = capsys.readouterr().out
     assert "Occupational stereotype on Winogender over 5 seeds." in printed and f"results: {out}" in printed
+
+
+def test_a_bad_seed_list_is_named(capsys):
+    from distill.cli import EXIT_USER_ERROR, main
+
+    code = main(
+        ["experiment", "recipes/experiments/smollm2_24L_levers.yaml", "--summarise-only", "--seeds", "0,,1"]
+    )
+    assert code == EXIT_USER_ERROR
+    assert "--seeds '0,,1' is not a comma-separated list of seeds" in capsys.readouterr().err
 
 
 def test_sentiment_gap_known_answer():

@@ -256,3 +256,83 @@ def test_pair_equalize_gives_group_sides_equal_mass():
     assert torch.allclose(q[..., 5] + q[..., 6], q[..., 7] + q[..., 8], atol=1e-6)
     assert torch.allclose(q[..., 5] / q[..., 6], p[..., 5] / p[..., 6], atol=1e-5)
     assert torch.allclose(q.sum(-1), torch.ones(1, 3), atol=1e-5)
+
+
+def _generic_mean_step(logp, twins, selected, twin_rows, ex, lam, mode):
+    """The micro-batch assembly of `step_targets` written with the generic functions, row groups one at a time:
+    x's rows against their twin pass (an unchanged row against itself), the twins against x, then the student's
+    rows in the augment mode's order."""
+    B = twin_rows.shape[0]
+    rows = twin_rows.nonzero(as_tuple=True)[0]
+    sw = {k: twins[k] for k in ("wordstart", "keep", "pair")}
+    tw = {k: twins["twin_" + k][rows] for k in ("wordstart", "keep", "pair")}
+    src = torch.arange(B)
+    src[rows] = B + torch.arange(rows.numel())
+    q_x = perturbed_log_targets(logp[:B], logp, twins["align"], ex, None, "mean", lam, twin_rows=src, **sw)
+    q_cf = perturbed_log_targets(
+        logp[B:], logp[:B], twins["align_inv"][rows], ex, None, "mean", lam, twin_rows=rows, **tw
+    )
+    pos = torch.full((B,), -1, dtype=torch.long)
+    pos[rows] = torch.arange(rows.numel())
+    if mode == "off" or not selected.any():
+        return q_x
+    if mode == "append":
+        return torch.cat([q_x, q_cf[pos[selected]]])
+    out = q_x.clone()
+    out[selected] = q_cf[pos[selected]]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "off"])
+@pytest.mark.parametrize("lam", [0.5, 0.25, 0.9])
+def test_mean_in_place_assembly_equals_the_generic_functions(mode, lam):
+    """`step_targets` builds `mean`'s targets in place into the result; on random batches with unaligned
+    positions, word-start switches, kept words, local pair transpositions, word groups and impossible tokens it
+    gives what the generic gather + combine gives."""
+    from distill.perturb import step_targets
+
+    gen = torch.Generator().manual_seed(7)
+    B, T = 4, 6
+    for trial in range(20):
+        twin_rows = torch.rand(B, generator=gen) < 0.7
+        twin_rows[0] = True
+        k = int(twin_rows.sum())
+        selected = twin_rows & (torch.rand(B, generator=gen) < 0.6)
+        logp = torch.log_softmax(torch.randn(B + k, T, V, generator=gen) * 2, -1)
+        logp[0, 1, 6] = -float("inf")  # a token the teacher rules out
+        ident = torch.arange(T).expand(B, T).clone()
+
+        def rand_align(twin_rows=twin_rows, ident=ident):
+            a = torch.randint(0, T, (B, T), generator=gen)
+            a[torch.rand(B, T, generator=gen) < 0.2] = -1
+            return torch.where(twin_rows[:, None], a, ident)
+
+        def rand_switches():
+            keep = torch.full((B, T), -1, dtype=torch.long)
+            keep[torch.rand(B, T, generator=gen) < 0.15] = int(torch.randint(1, 9, (1,), generator=gen))
+            pair = torch.full((B, T, 2), -1, dtype=torch.long)
+            hit = torch.rand(B, T, generator=gen) < 0.15
+            pair[hit] = torch.tensor([9, 10])
+            return torch.rand(B, T, generator=gen) < 0.6, keep, pair
+
+        ws, keep, pair = rand_switches()
+        tws, tkeep, tpair = rand_switches()
+        twins = {
+            "align": rand_align(),
+            "align_inv": rand_align(),
+            "wordstart": ws,
+            "keep": keep,
+            "pair": pair,
+            "twin_wordstart": tws,
+            "twin_keep": tkeep,
+            "twin_pair": tpair,
+        }
+        sel = selected if mode != "off" else torch.zeros(B, dtype=torch.bool)
+        before = logp.clone()
+        got = step_targets(logp, twins, sel, twin_rows, EX, "mean", lam, mode)
+        assert torch.equal(logp, before), trial  # the teacher's log-probabilities are left as they were
+        want = _generic_mean_step(logp, twins, sel, twin_rows, EX, lam, mode)
+        assert got.shape == want.shape, trial
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), trial
+        fin = torch.isfinite(want)
+        assert torch.allclose(got[fin], want[fin], atol=2e-6), trial
