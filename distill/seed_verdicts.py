@@ -298,7 +298,8 @@ def table(payload: dict, labels: dict[str, str]) -> str:
         f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({_f(t['value'])})" for t in payload["targets"]
     ]
     return (
-        f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} seeds. Each cell: "
+        f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} "
+        f"seed{'s' if max(n) != 1 else ''}. Each cell: "
         "mean over seeds [95% t interval over seeds]; for a method, then its paired difference from "
         f"{labels.get(ref, ref)} [95% t interval over seeds], the relative change of the mean, and the verdict "
         "(lower / higher only when the interval excludes 0). Unseen occupations do not appear in the transfer "
@@ -340,7 +341,12 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
         n = variants[ref]["n_seeds"]
         left_title(
             fig,
-            f"Winogender, unseen occupations, {n} seeds\ndots: seeds (lines pair them); bars: mean, 95% t CI",
+            f"Winogender, unseen occupations, {n} seed{'s' if n != 1 else ''}\n"
+            + (
+                "dots: seeds (lines pair them); bars: mean, 95% t CI"
+                if n > 1
+                else "dots: the one seed (lines pair it); no interval from one seed"
+            ),
         )
 
     return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
