@@ -329,6 +329,16 @@ def _collect(grid: Grid) -> tuple[dict[str, dict], list[str]]:
     return per_variant, missing
 
 
+def _avg(xs) -> float:
+    """The mean of the finite numbers in xs, nan when there are none (a suite without that metric)."""
+    vals = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _means(arrays: list[np.ndarray]) -> list[float]:
+    return [float(a.mean()) if len(a) else math.nan for a in arrays]
+
+
 def _variant_row(grid: Grid, v: str, d: dict) -> dict:
     """A variant's numbers, means over seeds with their intervals."""
     res = d["results"]
@@ -340,10 +350,10 @@ def _variant_row(grid: Grid, v: str, d: dict) -> dict:
     }
     row["n_probe_prompts"] = [len(g) for g in d["abs_gaps"]]
     row["n_gendered"] = [len(lab) for lab in d["labels"]]
-    row["pronoun_gap"] = float(np.mean([g.mean() for g in d["abs_gaps"]]))
+    row["pronoun_gap"] = _avg(_means(d["abs_gaps"]))
     row["pronoun_gap_ci"] = _bootstrap_mean_ci(d["abs_gaps"])
-    row["pronoun_gap_seeds"] = [float(g.mean()) for g in d["abs_gaps"]]
-    row["he_minus_she"] = float(np.mean([g.mean() for g in d["signed"]]))
+    row["pronoun_gap_seeds"] = _means(d["abs_gaps"])
+    row["he_minus_she"] = _avg(_means(d["signed"]))
     row["female_share"] = (
         float(np.mean([lab.mean() for lab in d["labels"] if len(lab)]))
         if any(len(lab) for lab in d["labels"])
@@ -351,20 +361,20 @@ def _variant_row(grid: Grid, v: str, d: dict) -> dict:
     )
     row["female_share_ci"] = _bootstrap_mean_ci(d["labels"])
     row["sentiment_gap"], row["sentiment_gap_ci"] = _sentiment_gap(d["sentiment"])
-    row["parity_mean"] = float(np.nanmean([_scalar(r, "generation_disparity", "parity_mean") for r in res]))
-    row["parity_min"] = float(np.nanmean([_scalar(r, "generation_disparity", "parity_min") for r in res]))
-    row["perplexity"] = float(np.nanmean([_scalar(r, "perplexity", "ppl") for r in res]))
+    row["parity_mean"] = _avg(_scalar(r, "generation_disparity", "parity_mean") for r in res)
+    row["parity_min"] = _avg(_scalar(r, "generation_disparity", "parity_min") for r in res)
+    row["perplexity"] = _avg(_scalar(r, "perplexity", "ppl") for r in res)
     row["perplexity_seeds"] = [_scalar(r, "perplexity", "ppl") for r in res]
-    row["fluency"] = float(np.nanmean([_scalar(r, "generation_disparity", "fluency", "ppl") for r in res]))
+    row["fluency"] = _avg(_scalar(r, "generation_disparity", "fluency", "ppl") for r in res)
     return row
 
 
 def _versus_reference(row: dict, d: dict, ref: dict) -> None:
     """Add a variant's differences from the reference variant, with their intervals and verdicts."""
     diffs = [a - b for a, b in zip(d["abs_gaps"], ref["abs_gaps"])]
-    row["gap_diff_vs_ref"] = float(np.mean([x.mean() for x in diffs]))
+    row["gap_diff_vs_ref"] = _avg(_means(diffs))
     row["gap_diff_ci"] = _bootstrap_mean_ci(diffs)
-    row["gap_diff_seeds"] = [float(x.mean()) for x in diffs]
+    row["gap_diff_seeds"] = _means(diffs)
     row["gap_verdict"] = _verdict(row["gap_diff_ci"], row["gap_diff_seeds"])
     # female share: distance from parity (0.5), lower is better; texts are not paired, resample each side
     fs = [
@@ -375,9 +385,7 @@ def _versus_reference(row: dict, d: dict, ref: dict) -> None:
     row["share_dist_diff_vs_ref"] = float(np.mean(fs)) if fs else math.nan
     row["share_dist_diff_ci"] = _share_diff_ci(d["labels"], ref["labels"])
     row["share_verdict"] = _verdict(row["share_dist_diff_ci"], fs)
-    row["ppl_diff_vs_ref"] = row["perplexity"] - float(
-        np.nanmean([_scalar(r, "perplexity", "ppl") for r in ref["results"]])
-    )
+    row["ppl_diff_vs_ref"] = row["perplexity"] - _avg(_scalar(r, "perplexity", "ppl") for r in ref["results"])
 
 
 def _teacher_row(grid: Grid) -> dict | None:
@@ -471,7 +479,28 @@ def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str]
         ) != "none"
 
     methods = {v for v, d in per_variant.items() if applies_method(Path(d["runs"][0]))}
-    SV.write(out, SV.compare(values, grid.reference, SV.teacher_values(teacher), methods), labels)
+    payload = SV.compare(values, grid.reference, SV.teacher_values(teacher), methods)
+    SV.write(out, payload, labels, _sizes(grid, per_variant) if not methods else None)
+
+
+def _sizes(grid: Grid, per_variant: dict[str, dict]) -> tuple[dict[str, int], int] | None:
+    """(each variant's student depth, the teacher's) when the grid is a sweep of plain-KD students of three or
+    more different depths; read from the runs' final/config.json and the teacher's evaluation."""
+
+    def depth(config: Path) -> int | None:
+        if not config.is_file():
+            return None
+        c = json.loads(config.read_text())
+        n = c.get("num_hidden_layers", c.get("n_layer"))
+        return int(n) if isinstance(n, int) else None
+
+    layers = {v: depth(R.final_dir(Path(d["runs"][0])) / "config.json") for v, d in per_variant.items()}
+    if None in layers.values() or len(set(layers.values())) < 3:
+        return None
+    teacher = _teacher_result(grid)
+    meta = json.loads(teacher.read_text()).get("model", {}) if teacher.is_file() else {}
+    t_layers = meta.get("n_layers")
+    return layers, int(t_layers) if isinstance(t_layers, int) else max(layers.values())
 
 
 def _share_diff_ci(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -312,9 +313,11 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
     reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
     from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
 
+    from matplotlib.ticker import MaxNLocator
+
     variants, ref = payload["variants"], payload["reference"]
     names = [ref, *[v for v in variants if v != ref]]
-    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
+    keys = (("r_bls_unseen", "association r\nwith BLS % women"), ("spread_unseen", "spread (nats)"))
 
     def paint(fig, width):
         axes = fig.subplots(1, 2)
@@ -332,9 +335,11 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
             if math.isfinite(t):
                 ax.axvline(t, color=TEACHER_COLOR, linestyle="--", linewidth=0.9, label="teacher")
             ax.axvline(0, color="black", linewidth=0.6)
-            ax.set_yticks(np.arange(len(names)), [labels.get(v, v) for v in names] if ax is axes[0] else [])
+            shown = [textwrap.fill(labels.get(v, v), 16) for v in names]
+            ax.set_yticks(np.arange(len(names)), shown if ax is axes[0] else [])
             ax.set_ylim(len(names) - 0.5, -0.7)
             ax.set_xlabel(xlabel)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
             ax.grid(axis="x", alpha=0.3)
         if axes[1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
             axes[1].legend(loc="lower right", frameon=False)
@@ -391,17 +396,82 @@ def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
     return save_figure(paint, out, "stereotype_tradeoff", 2.6)
 
 
-def write(out: Path, payload: dict, labels: dict[str, str]) -> list[Path]:
-    """Write stereotype.json, stereotype.md and the figures into `out`; return their paths."""
+def draw_size(payload: dict, layers: dict[str, int], teacher_layers: int, out: Path) -> Path:
+    """`stereotype_by_size`: plain-KD students of different depths (a size sweep) against their layer count: the
+    association with BLS % women (all and unseen occupations) and the spread of unseen occupations' scores, with
+    seed-level intervals, and perplexity relative to the teacher's; the teacher at its own depth."""
+    from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+
+    variants, teacher = payload["variants"], payload["teacher"]
+    order = sorted(layers, key=layers.get)
+    xs = [layers[v] for v in order]
+    panels = (
+        ((("r_bls", "all 60"), ("r_bls_unseen", "unseen 20")), "association r\nwith BLS % women"),
+        ((("spread", "all 60"), ("spread_unseen", "unseen 20")), "spread (nats)"),
+    )
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 3)
+        for ax, (series, ylabel) in zip(axes, panels):
+            for j, (key, name) in enumerate(series):
+                ms = [variants[v]["metrics"][key] for v in order]
+                ys = [m["mean"] for m in ms]
+                err = [
+                    [y - m["ci"][0] if m["ci"] else 0 for y, m in zip(ys, ms)],
+                    [m["ci"][1] - y if m["ci"] else 0 for y, m in zip(ys, ms)],
+                ]
+                ax.errorbar(xs, ys, yerr=err, marker="o", ms=3.5, capsize=2, color=PALETTE[j], label=name)
+                t = teacher.get(key, math.nan)
+                if math.isfinite(t):
+                    ax.plot([teacher_layers], [t], marker="*", ms=7, color=PALETTE[j], linestyle="none")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xlabel("student layers")
+            ax.set_title(ylabel, fontsize=7)
+            ax.grid(alpha=0.3)
+        ratios = []
+        for v in order:
+            mt = variants[v]["metrics"]
+            ratios.append(
+                paired_interval([a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b])
+            )
+        axes[2].plot(xs, [r[0] for r in ratios], marker="o", ms=3.5, color=PALETTE[2])
+        axes[2].plot([teacher_layers], [1.0], marker="*", ms=7, color=TEACHER_COLOR, linestyle="none")
+        axes[2].set_yscale("log")
+        top = max([r[0] for r in ratios if math.isfinite(r[0])] + [1.0])
+        ticks = [t for t in (0.5, 1, 2, 4, 8, 16, 32) if t <= 2 * top]
+        axes[2].set_yticks(ticks, [f"{t:g}" for t in ticks])
+        axes[2].minorticks_off()
+        axes[2].set_xlabel("student layers")
+        axes[2].set_title("ppl / teacher's", fontsize=7)
+        axes[2].grid(alpha=0.3)
+        axes[0].legend(loc="upper left", frameon=False, fontsize=6)
+        n = max(r["n_seeds"] for r in variants.values())
+        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
+        left_title(
+            fig,
+            f"Plain KD by student depth (teacher: star at {teacher_layers}), {n} seed{'s' * (n != 1)}\n{note}",
+        )
+
+    return save_figure(paint, out, "stereotype_by_size", 2.2)
+
+
+def write(
+    out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
+) -> list[Path]:
+    """Write stereotype.json, stereotype.md and the figures into `out`; return their paths. `sizes`: (each
+    variant's layer count, the teacher's) for a size sweep of plain-KD students, drawn as `stereotype_by_size`."""
     out = Path(out)
     (out / "stereotype.json").write_text(json.dumps(finite_or_none(payload), indent=2))
     (out / "stereotype.md").write_text(table(payload, labels))
-    return [
+    paths = [
         out / "stereotype.json",
         out / "stereotype.md",
         draw(payload, labels, out),
         draw_tradeoff(payload, labels, out),
     ]
+    if sizes is not None:
+        paths.append(draw_size(payload, *sizes, out))
+    return paths
 
 
 def finite_or_none(obj):

@@ -130,3 +130,16 @@ def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
     assert label("augment.mode=append", "perturb.kind=mean", "perturb.lam=0.25") == "CDA + mean (lam 0.25)"
     assert label("augment.mode=off", "perturb.kind=mean", "perturb.lam=0.25") == "mean (lam 0.25) targets"
     assert label("augment.mode=off", "perturb.kind=none") == "plain KD"
+
+
+def test_a_size_sweep_draws_the_stereotype_by_depth(tmp_path):
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0, "r_bls": 0.5, "spread": 1.0}
+    runs = {
+        "d2": [_seed(0.45, 0.9, 40.0), _seed(0.40, 0.95, 41.0)],
+        "d6": [_seed(0.40, 0.8, 50.0), _seed(0.42, 0.85, 51.0)],
+        "d24": [_seed(0.05, 0.3, 300.0), _seed(0.0, 0.35, 320.0)],
+    }
+    payload = SV.compare(runs, "d6", teacher, methods=set())
+    paths = SV.write(tmp_path, payload, {}, ({"d2": 28, "d6": 24, "d24": 6}, 30))
+    assert (tmp_path / "stereotype_by_size.png") in paths
+    assert (tmp_path / "stereotype_by_size.png").stat().st_size > 1000
