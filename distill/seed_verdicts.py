@@ -311,9 +311,9 @@ def table(payload: dict, labels: dict[str, str]) -> str:
 def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
     """`stereotype_seeds`: unseen-occupation association and spread per seed, each method's seeds joined to the
     reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
-    from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
-
     from matplotlib.ticker import MaxNLocator
+
+    from distill.evaluation.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
 
     variants, ref = payload["variants"], payload["reference"]
     names = [ref, *[v for v in variants if v != ref]]
