@@ -34,6 +34,10 @@ LAUNCH_CONFIG = "recipes/accelerate/cpu_multiprocess.yaml"
 # per process) moves them by 1e-3 or more.
 LOSS_RTOL = 1e-5
 LOSS_ATOL = 1e-7
+# The probes' numbers are statistics of differences of log-probabilities (log P(she) - log P(he) per occupation,
+# then a correlation or a standard deviation over ~0.1-nat scores): float32 rounding of ~1e-6 in a log-probability
+# becomes ~1e-5 of such a statistic, so they are compared to that absolute tolerance (4e-7 apart has been seen).
+PROBE_ATOL = 2e-5
 WEIGHT_ATOL = 1e-6
 
 
@@ -113,7 +117,8 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
             ):
                 continue
             assert key in r2, (step, key)
-            assert r2[key] == pytest.approx(v1, rel=LOSS_RTOL, abs=LOSS_ATOL), (step, key, v1, r2[key])
+            atol = PROBE_ATOL if key.startswith("probe/") else LOSS_ATOL
+            assert r2[key] == pytest.approx(v1, rel=LOSS_RTOL, abs=atol), (step, key, v1, r2[key])
             compared += 1
     assert all(rec_two[s]["train/tokens"] == rec_one[s]["train/tokens"] for s in range(1, 5))
     assert 0 < rec_two[4]["train/changed_frac"] < 1  # p = 0.5 really selected some twins and skipped others
