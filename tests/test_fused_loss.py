@@ -210,6 +210,41 @@ def test_under_bf16_autocast_the_matmuls_are_bf16_and_the_sums_float32():
         assert err16 < err32
 
 
+def test_under_bf16_autocast_both_backward_paths_see_the_teachers_bf16_head():
+    """A float32 teacher head under bf16 autocast multiplies in bf16 in the forward; the recomputing backward (no
+    grad_weights, run after autocast has ended) must form the same targets, so both paths give one gradient, and
+    the sums are those of bf16 products. The valid rows (9 of 13) make chunks of 4, 4 and 1: the reused buffers
+    are cut to the shorter last one."""
+    h, w, _, _, labels = _inputs(torch.float32, seed=6)
+    g = torch.Generator().manual_seed(7)
+    t_h, t_w = torch.randn(N, H, generator=g), torch.randn(V, H, generator=g)
+    bf = torch.bfloat16
+    z16 = (h.detach().to(bf) @ w.detach().to(bf).t()).float()
+    want16 = _reference_on_logits(
+        z16, torch.log_softmax((t_h.to(bf) @ t_w.to(bf).t()).float() / 2, -1), labels, 2.0
+    )
+    want32 = _reference_on_logits(z16, torch.log_softmax(t_h.to(bf).float() @ t_w.t() / 2, -1), labels, 2.0)
+    grads = []
+    for grad_weights in (None, (0.5, 0.5)):
+        with torch.autocast("cpu", dtype=bf):
+            s = fused_kd_ce_sums(
+                h,
+                w,
+                None,
+                labels,
+                2.0,
+                chunk_size=4,
+                teacher_logits=t_h.to(bf),
+                teacher_head=(t_w, None),
+                grad_weights=grad_weights,
+            )
+        err16, err32 = float((s.kd - want16[0]).abs()), float((s.kd - want32[0]).abs())
+        assert err16 <= 1e-5 * float(want16[0].abs()) and err16 < err32, (err16, err32)
+        grads.append(_grads(0.5 * s.kd + 0.5 * s.ce, (h, w)))
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() <= 1e-6 * b.abs().max()
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("grad_weights", [None, (ALPHA, 1 - ALPHA)])
 def test_tiny_model_hidden_states_same_loss_and_parameter_gradients(tokenizer, arch, grad_weights):
