@@ -41,6 +41,28 @@ STUDENTS = {
 }
 
 
+def native_bf16(device: torch.device | None = None) -> tuple[bool, str]:
+    """Whether `device` (default: the GPU when there is one, else the CPU) multiplies bf16 natively (a CUDA GPU
+    with bf16, or a CPU with AVX512_BF16 or AMX), and why. Elsewhere bf16 is emulated, about 100x slower than
+    float32 (`distill.precision`), and the benchmarks time float32 only unless told otherwise."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from distill.precision import CPU_BF16_FLAGS, cpu_bf16_flags
+
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(0)
+        return (
+            torch.cuda.is_bf16_supported(),
+            f"{name} {'supports' if torch.cuda.is_bf16_supported() else 'has no'} bf16",
+        )
+    flags = cpu_bf16_flags()
+    if flags:
+        return True, f"the CPU has {' and '.join(flags)}"
+    return False, f"the CPU has neither {' nor '.join(CPU_BF16_FLAGS)}"
+
+
 def student_recipe(name: str) -> tuple[Path, list[str]]:
     """(recipe path, overrides) of a `--student` choice."""
     recipe, overrides = STUDENTS[name]

@@ -52,6 +52,7 @@ from _common import (  # noqa: E402
     STUDENTS,
     child_peak_bytes,
     machine,
+    native_bf16,
     pick_device,
     ratio_line,
     report_child,
@@ -281,7 +282,13 @@ def parse(argv=None):
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=["no", "bf16"])
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=None,
+        choices=["no", "bf16"],
+        help="default: both where bf16 is native, float32 only where it is emulated",
+    )
     p.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     p.add_argument(
         "--no-memory", action="store_true", help="skip the child processes that measure peak memory"
@@ -292,6 +299,11 @@ def parse(argv=None):
     a = p.parse_args(argv)
     if a.quick:
         a.reps, a.peak_size = 1, min(a.peak_size, 512)
+    if a.precisions is None and not a.child:
+        native, why = native_bf16(pick_device(a.device))
+        a.precisions = ["no", "bf16"] if native else ["no"]
+        if not native:
+            print(f"bf16 is emulated here ({why}), about 100x slower than float32: float32 only")
     return a
 
 

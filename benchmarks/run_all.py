@@ -6,6 +6,9 @@ sizes here are the small end of each script's range; run a script alone for its 
 
     python benchmarks/run_all.py            # the sizes below; several times longer when the cores are shared
     python benchmarks/run_all.py --quick    # tiny sizes, 1-2 minutes: checks that everything runs
+
+On a CPU without native bf16 (neither AVX512_BF16 nor AMX) bf16 is emulated about 100x slower than float32, so
+the bf16 runs are skipped there, with the reason; `--bf16` runs them anyway.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ BENCHMARKS = [
 ]
 
 
+BOTH_PRECISIONS = {"bench_step.py": ["--precisions", "no", "bf16"]}
+"""With --bf16: what a script that times float32 only where bf16 is emulated gets, to time both. A run whose own
+arguments ask for `--dtype bfloat16` is skipped where bf16 is emulated, unless --bf16."""
+
+
 def is_ratio_line(line: str) -> bool:
     return "(target " in line
 
@@ -65,7 +73,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", default=None, help="script names to run, e.g. bench_generation.py")
+    p.add_argument(
+        "--bf16", action="store_true", help="run the bf16 benchmarks on a CPU that emulates bf16 too"
+    )
     a = p.parse_args(argv)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from _common import native_bf16
+
+    native, why = native_bf16()
+    skip_bf16 = not native and not a.bf16
+    if skip_bf16:
+        print(
+            f"bf16 is emulated here ({why}), about 100x slower than float32: float32 only (--bf16 runs both)"
+        )
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,7 +97,16 @@ def main(argv=None) -> int:
     for script, args, quick_args in BENCHMARKS:
         if a.only and script not in a.only:
             continue
-        cmd = [sys.executable, str(HERE / script), *(quick_args if a.quick else args)]
+        args = quick_args if a.quick else args
+        if skip_bf16 and "bfloat16" in args:
+            summary.append(f"{script} {' '.join(args)}: skipped (bf16 is emulated here)")
+            continue
+        cmd = [
+            sys.executable,
+            str(HERE / script),
+            *args,
+            *(BOTH_PRECISIONS.get(script, []) if a.bf16 else []),
+        ]
         print(f"\n######## {' '.join(['python', 'benchmarks/' + script, *cmd[2:]])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.Popen(

@@ -97,7 +97,7 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
     """Set up the run of `cfg`; the Accelerator, its trackers and process group are closed by `stack`."""
     from accelerate.utils import set_seed
 
-    from distill.precision import resolve_mixed_precision
+    from distill.precision import emulated_bf16_warning, resolve_mixed_precision
     from distill.preflight import preflight
 
     run = RunDir.for_config(cfg)
@@ -109,6 +109,8 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
     t_setup = time.perf_counter()
     if r.main:
         log.info("precision: %s (%s)", "bf16 autocast" if mp == "bf16" else mp, mp_reason)
+        if (warning := emulated_bf16_warning(mp, cpu=accelerator.device.type == "cpu")) is not None:
+            log.warning("%s", warning)
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
         run.check_writable()
         save_config(cfg, run.config)

@@ -99,7 +99,8 @@ def test_data_benchmark_runs():
 @pytest.mark.slow
 @pytest.mark.usefixtures("embedded_teacher")
 def test_step_benchmark_prints_mfu_and_the_peers_last():
-    lines = _run("bench_step.py", "--quick", "--seq", "32", "--no-memory", "--peak-size", "256")
+    both = ("--precisions", "no", "bf16")  # tiny enough to time bf16 where it is emulated too
+    lines = _run("bench_step.py", "--quick", "--seq", "32", "--no-memory", "--peak-size", "256", *both)
     assert any(line.startswith("matmul peak 256^3 torch.bfloat16") for line in lines)
     rows = [line.split() for line in lines if line.startswith("  ") and line.split()[0] in ("ce", "method")]
     assert len(rows) == 4 and all(r[-1].endswith("%") for r in rows), rows
@@ -108,3 +109,31 @@ def test_step_benchmark_prints_mfu_and_the_peers_last():
     assert any("method step bf16 MFU" in line for line in tail)
     assert any("bf16 fairdistill plain-KD step / hf_kd step, time" in line for line in tail)
     assert RATIO.match(lines[-1]), lines[-3:]
+
+
+def test_step_benchmark_times_bf16_by_default_only_where_it_is_native():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_step
+    from _common import native_bf16
+
+    native, why = native_bf16()
+    assert bench_step.parse(["--quick"]).precisions == (["no", "bf16"] if native else ["no"])
+    assert bench_step.parse(["--quick", "--precisions", "bf16"]).precisions == ["bf16"]
+    assert "bf16" in why
+
+
+def test_make_bench_skips_the_bf16_runs_where_bf16_is_emulated(monkeypatch, capsys):
+    """Where the CPU has no native bf16 the bf16-only run of the loss benchmark is skipped (with the reason), the
+    float32 one runs; `--bf16` would run both."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _common
+    import run_all
+
+    monkeypatch.setattr(
+        _common, "native_bf16", lambda: (False, "the CPU has neither avx512_bf16 nor amx_bf16")
+    )
+    assert run_all.main(["--quick", "--only", "bench_kd_loss.py"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16 is emulated here (the CPU has neither avx512_bf16 nor amx_bf16)" in out
+    assert "bench_kd_loss.py --quick --dtype bfloat16: skipped (bf16 is emulated here)" in out
+    assert out.count("######## python benchmarks/bench_kd_loss.py") == 1 and "time_ratio" in out

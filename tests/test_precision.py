@@ -8,7 +8,7 @@ import pytest
 from conftest import debug_overrides
 
 from distill.config import load_config
-from distill.precision import CPU_BF16_FLAGS, cpu_bf16_flags, resolve_mixed_precision
+from distill.precision import CPU_BF16_FLAGS, cpu_bf16_flags, emulated_bf16_warning, resolve_mixed_precision
 from distill.tracking import read_metrics
 from distill.train import train
 
@@ -39,6 +39,14 @@ def test_cpu_flags_are_read_from_cpuinfo_and_absent_without_one():
     assert cpu_bf16_flags("") == []
     assert cpu_bf16_flags("flags : avx512_bf16_extra") == []  # whole flags only
     assert set(CPU_BF16_FLAGS) == {"avx512_bf16", "amx_bf16"}
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about_with_the_fix():
+    warning = emulated_bf16_warning("bf16", cpu=True, cpuinfo=_cpuinfo())
+    assert "emulated" in warning and "train.mixed_precision=auto" in warning
+    assert emulated_bf16_warning("bf16", cpu=True, cpuinfo=_cpuinfo("amx_bf16")) is None
+    assert emulated_bf16_warning("bf16", cpu=False, cpuinfo=_cpuinfo()) is None  # a GPU
+    assert emulated_bf16_warning("no", cpu=True, cpuinfo=_cpuinfo()) is None
 
 
 def _run(tmp_path, teacher_dir, precision: str, caplog):
@@ -80,6 +88,7 @@ def test_twenty_bf16_steps_track_float32_within_the_documented_tolerance(
     caplog.clear()
     bf16 = _run(tmp_path, teacher_dir, "bf16", caplog)
     assert "precision: bf16 autocast (train.mixed_precision=bf16)" in caplog.text
+    assert ("bf16 matmuls are emulated" in caplog.text) == (not cpu_bf16_flags())  # this machine's CPU
     assert len(fp32) == len(bf16) == 20
     worst = 0.0
     for a, b in zip(fp32, bf16):
