@@ -142,6 +142,7 @@ def test_bad_data_seed_is_named(tmp_path):
         ("recipes/experiments/smollm2_24L_levers.yaml", 3, {0: 0}),
         ("recipes/experiments/smollm2_24L_lr.yaml", 2, {0: 0}),
         ("recipes/experiments/smollm2_24L_size.yaml", 4, {0: 0}),
+        ("recipes/experiments/smollm2_24L_fp32.yaml", 2, {0: 0, 1: 1, 2: 2}),
     ],
 )
 def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
