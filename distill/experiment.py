@@ -445,14 +445,23 @@ def summarise(grid: Grid) -> Path:
         draw_results(out / "results.json", out)
     _stereotype(grid, per_variant, {r["variant"]: r["label"] for r in rows}, out)
     (out / "COMMANDS.md").write_text(
-        "# How these results were made\n\n```bash\nmake experiment"
-        + (f" GRID={grid.source}" if grid.source else "")
+        "# How these results were made\n\n```bash\n"
+        + make_command(grid)
         + "\n```\n\nwhich trains, for each variant and seed, `distill train "
         + f"{grid.base} <overrides>` with the overrides listed in `results.json`, evaluates every student and the "
         + f"teacher with the `{grid.suite}` suite ({' '.join(grid.suite_overrides) or 'no overrides'}), and writes "
         + "this folder with `distill.experiment.summarise`.\n"
     )
     return out
+
+
+def make_command(grid: Grid) -> str:
+    """The `make experiment` command that made these results: the grid file, and `--seeds` when the run was limited
+    to fewer seeds than the file lists."""
+    cmd = "make experiment" + (f" GRID={grid.source}" if grid.source else "")
+    if grid.source and grid.seeds != load_grid(grid.source).seeds:
+        cmd += f' ARGS="--seeds {",".join(str(s) for s in grid.seeds)}"'
+    return cmd
 
 
 def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str], out: Path) -> None:

@@ -223,3 +223,15 @@ def test_check_reproduction_names_what_moved(tmp_path):
     assert ok and "yes" in text and "NO" not in text
     text, ok = check_reproduction(first, results(tmp_path / "c.json", 0.7, 0.45))
     assert not ok and "0.7 in [0.4, 0.6]: NO" in text
+
+
+def test_commands_name_the_seeds_when_a_run_was_limited_to_some():
+    from distill.experiment import make_command
+
+    grid = load_grid("recipes/experiments/smollm2_24L_fp32.yaml")
+    assert make_command(grid) == "make experiment GRID=recipes/experiments/smollm2_24L_fp32.yaml"
+    grid.seeds = [1, 2]
+    assert (
+        make_command(grid)
+        == 'make experiment GRID=recipes/experiments/smollm2_24L_fp32.yaml ARGS="--seeds 1,2"'
+    )
