@@ -174,14 +174,14 @@ class _Inputs:
             t, fresh = self.work.get("t", t.shape[0], self.acc).copy_(t), True
         if not self.teacher_is_logits:
             return t
-        # log_softmax(t / T), in place when t is our own buffer (never the caller's tensor, which `take` may
-        # return a view of); the "e1" buffer, free until `_chunk` fills it, holds the exponentials
-        if not fresh:
-            t = self.work.get("t", t.shape[0], self.acc).copy_(t)
-        t.div_(self.T)
-        t.sub_(t.amax(dim=-1, keepdim=True))
-        lse = torch.exp(t, out=self.work.get("e1", t.shape[0], self.acc)).sum(-1, keepdim=True).log_()
-        return t.sub_(lse)
+        # log_softmax(t / T) into the "logq" buffer; t / T in place when t is our own buffer (never the caller's
+        # tensor, which `take` may return a view of). torch's fused log_softmax: a hand-written max / exp / sum /
+        # log loses float32 digits in the KD sum, a small difference of O(1) terms
+        if fresh:
+            t = t.div_(self.T)
+        else:
+            t = torch.div(t, self.T, out=self.work.get("t", t.shape[0], self.acc))
+        return torch.log_softmax(t, dim=-1, out=self.work.get("logq", t.shape[0], self.acc))
 
 
 def _chunk(
