@@ -23,6 +23,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from distill.cpu_heap import configure_cpu_heap  # noqa: E402
+
+# Every benchmark process (the memory children too) sets up its heap as the trainer does, so the timings are
+# the trainer's; FAIRDISTILL_CPU_HEAP=system measures glibc's defaults instead (distill/cpu_heap.py).
+HEAP_KEPT, HEAP_REASON = configure_cpu_heap()
 
 
 # The students the model benchmarks can run: the embedded default's (24 layers: SmolLM2-135M without the 6 layers
@@ -45,8 +53,6 @@ def native_bf16(device: torch.device | None = None) -> tuple[bool, str]:
     """Whether `device` (default: the GPU when there is one, else the CPU) multiplies bf16 natively (a CUDA GPU
     with bf16, or a CPU with AVX512_BF16 or AMX), and why. Elsewhere bf16 is emulated, about 100x slower than
     float32 (`distill.precision`), and the benchmarks time float32 only unless told otherwise."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from distill.precision import CPU_BF16_FLAGS, cpu_bf16_flags
 
     if device is None:
@@ -174,4 +180,8 @@ def ratio_line(name: str, value: float, target: float, at_most: bool = True) -> 
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    heap = "freed blocks kept" if HEAP_KEPT else "C library defaults"
+    return (
+        f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"heap: {heap} ({HEAP_REASON})"
+    )

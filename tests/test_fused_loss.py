@@ -314,3 +314,14 @@ def test_teacher_given_as_hidden_states_and_head_equals_its_logits():
     )
     assert torch.equal(z, z0) and torch.equal(th, th0)
     assert torch.allclose(a[2], b[2], atol=1e-10) and torch.allclose(a[3], b[3], atol=1e-10)
+
+
+def test_the_widening_add_of_a_bf16_weight_gradient_equals_a_plain_mixed_add():
+    from distill import fused_loss
+
+    g = torch.Generator().manual_seed(3)
+    acc = torch.randn(fused_loss._WIDEN_ROWS * 2 + 37, 5, generator=g)
+    x = torch.randn(acc.shape, generator=g).to(torch.bfloat16)
+    want = acc.clone().add_(x)
+    fused_loss._widening_add(acc, x)
+    assert torch.equal(acc, want)

@@ -85,6 +85,7 @@ def test_twenty_bf16_steps_track_float32_within_the_documented_tolerance(
 ):
     fp32 = _run(tmp_path, teacher_dir, "no", caplog)
     assert "precision: no (train.mixed_precision=no)" in caplog.text
+    assert "cpu heap: " in caplog.text  # distill/cpu_heap.py: what the run did with the allocator, and why
     caplog.clear()
     bf16 = _run(tmp_path, teacher_dir, "bf16", caplog)
     assert "precision: bf16 autocast (train.mixed_precision=bf16)" in caplog.text

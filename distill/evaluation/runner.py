@@ -368,8 +368,11 @@ def _context(
         blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
+    from distill.cpu_heap import configure_cpu_heap
     from distill.precision import resolve_mixed_precision
 
+    kept, heap_reason = configure_cpu_heap(cuda=device.type == "cuda")
+    log.debug("cpu heap: %s (%s)", "freed blocks kept" if kept else "the C library's defaults", heap_reason)
     # a run's own precision; a model that is not a run's is evaluated in float32
     setting = run_cfg.train.mixed_precision if run_cfg is not None else "no"
     precision, why = resolve_mixed_precision(setting, cuda=device.type == "cuda")
