@@ -7,6 +7,11 @@ every page the run touched beyond its inputs, whoever allocated it (torch's CPU 
 separate process keeps one variant's freed-but-cached pages from hiding the next one's. `tracemalloc` would see
 none of torch's memory. On CUDA the same process is used: `torch.cuda.max_memory_allocated` after
 `reset_peak_memory_stats`, minus what was allocated before the run.
+
+Heap: every benchmark process sets up its CPU heap as the trainer does (`distill/cpu_heap.py`: freed blocks kept
+for reuse), so the timings are the trainer's; `FAIRDISTILL_CPU_HEAP=system` times the C library's defaults. The
+memory children always run with the defaults: with freed blocks kept, the warm-up's pages stay resident and the
+high-water mark would not see the measured run touch them again.
 """
 
 from __future__ import annotations
@@ -146,7 +151,13 @@ def report_child(result: dict) -> None:
 
 def run_child(script: str, args: list[str]) -> dict:
     """Run `python script *args` in a fresh process and return the dict it reported."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The C library's own heap in the child: with freed blocks kept (distill/cpu_heap.py) the warm-up's pages stay
+    # resident, and the high-water mark would not see the measured run touch them again.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        FAIRDISTILL_CPU_HEAP="system",
+    )
     proc = subprocess.run(
         [sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=str(ROOT), check=False
     )

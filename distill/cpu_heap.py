@@ -6,8 +6,8 @@ large: autocast's bf16 copy of each [V, H] output projection (56 MiB for SmolLM2
 gradients, the fused loss's [chunk, V] buffers, the AdamW temporaries. Each fresh mapping is zero-filled page by
 page on first touch, and those page faults cost more than the arithmetic written into them: one `exp` over
 [256, 49,152] float32 takes 40 ms into a fresh tensor and 10 ms into a reused one on 2 cores, and the embedded
-default's method step ran 4.8 s with glibc's defaults against 3.6 s with freed blocks kept
-(benchmarks/README.md, "The CPU heap").
+default's method step took 3.89 s (bf16) / 6.95 s (float32) with glibc's defaults against 3.30 / 6.00 s with
+freed blocks kept (benchmarks/README.md, "The CPU heap").
 
 `keep` sets `mallopt(M_MMAP_MAX, 0)` (every block comes from the heap, none from its own mapping) and
 `mallopt(M_TRIM_THRESHOLD, 2 GiB)` (free memory at the heap's top is returned to the kernel only above 2 GiB), so
@@ -90,4 +90,4 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
             return False, "glibc refused mallopt: its defaults"
         _applied = True
     how = "auto: CPU run" if setting == "auto" else f"{ENV}=keep"
-    return True, f"{how}; glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB ({ENV}=system turns it off)"
+    return True, f"{how}; glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB; {ENV}=system turns it off"

@@ -113,7 +113,11 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
         log.info("precision: %s (%s)", "bf16 autocast" if mp == "bf16" else mp, mp_reason)
         if (warning := emulated_bf16_warning(mp, cpu=accelerator.device.type == "cpu")) is not None:
             log.warning("%s", warning)
-        log.info("cpu heap: %s (%s)", "freed blocks kept for reuse" if kept else "as the C library sets it", heap_reason)
+        log.info(
+            "cpu heap: %s (%s)",
+            "freed blocks kept for reuse" if kept else "as the C library sets it",
+            heap_reason,
+        )
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
         run.check_writable()
         save_config(cfg, run.config)
