@@ -7,12 +7,14 @@ gradients, the fused loss's [chunk, V] buffers, the AdamW temporaries. Each fres
 page on first touch, and those page faults cost more than the arithmetic written into them: one `exp` over
 [256, 49,152] float32 takes 40 ms into a fresh tensor and 10 ms into a reused one on 2 cores, and the embedded
 default's method step took 3.89 s (bf16) / 6.95 s (float32) with glibc's defaults against 3.30 / 6.00 s with
-freed blocks kept (benchmarks/README.md, "The CPU heap").
+freed blocks kept (benchmarks/README.md, "The bf16 weight gradient and the CPU heap").
 
 `keep` sets `mallopt(M_MMAP_MAX, 0)` (every block comes from the heap, none from its own mapping) and
 `mallopt(M_TRIM_THRESHOLD, 2 GiB)` (free memory at the heap's top is returned to the kernel only above 2 GiB), so
 a block freed by one step is handed to the next without touching the kernel. The cost: the resident set does
-not shrink after a peak; the peak itself is what it was. This is the effect that PyTorch's CPU performance guides
+not shrink after a peak (how much higher that peak can be through fragmentation has not been measured; the
+benchmarks measure memory with the defaults). Requests above 64 MiB from threads other than the main one may
+still be mapped by glibc. This is the effect that PyTorch's CPU performance guides
 get by preloading jemalloc or TCMalloc, here with the allocator every Linux Python already has.
 
 The setting is process-wide, like OMP_NUM_THREADS, so it is an environment variable rather than a recipe field:
@@ -21,7 +23,8 @@ The setting is process-wide, like OMP_NUM_THREADS, so it is an environment varia
     FAIRDISTILL_CPU_HEAP=keep     keep, also on a machine with a GPU
     FAIRDISTILL_CPU_HEAP=system   glibc's defaults
 
-Where the C library is not glibc (macOS, musl) nothing is changed and the reason says so.
+Where the C library is not glibc (macOS, musl), or another allocator is preloaded, nothing is changed and the
+reason says so. `auto` asks whether CUDA is available (training) or whether the evaluation runs on a CUDA device.
 """
 
 from __future__ import annotations
@@ -52,15 +55,24 @@ def setting_from_env(environ: dict[str, str] | None = None) -> str:
     return value
 
 
+_OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
 def _glibc():
-    """The process's C library through ctypes, or None where it is not glibc (no mallopt to call)."""
+    """(glibc through ctypes, or None; why not, when None). None where the C library is not glibc, where another
+    allocator is preloaded (LD_PRELOAD: jemalloc, TCMalloc, mimalloc), or where mallopt cannot be found."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
+        return None, f"the C library is not glibc ({platform.system()}): its defaults"
+    preload = os.environ.get("LD_PRELOAD", "")
+    if other := next((a for a in _OTHER_ALLOCATORS if a in preload), None):
+        return None, f"{other} is preloaded (LD_PRELOAD) and manages the heap: left as it is"
     try:
         libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "mallopt") else None
-    except OSError:
-        return None
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None, "glibc's mallopt could not be loaded: its defaults"
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return libc, ""
 
 
 def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> tuple[bool, str]:
@@ -70,9 +82,11 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
     setting = setting_from_env() if setting is None else setting
     if setting not in SETTINGS:
         raise ConfigError(f"CPU heap setting {setting!r}: use one of {', '.join(SETTINGS)}")
+    earlier = "but this process already keeps freed blocks (set earlier; it is not undone)"
     if setting == "system":
-        return _applied, f"{ENV}=system: the C library's defaults" + (
-            " (already changed earlier in this process)" if _applied else ""
+        return (
+            _applied,
+            f"{ENV}=system asked, {earlier}" if _applied else f"{ENV}=system: the C library's defaults",
         )
     if setting == "auto":
         if cuda is None:
@@ -80,10 +94,12 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
 
             cuda = torch.cuda.is_available()
         if cuda:
-            return _applied, "auto: a CUDA device is available; the C library's defaults"
-    libc = _glibc()
+            if _applied:
+                return True, f"auto on a CUDA run, {earlier}"
+            return False, "auto: a CUDA device is available; the C library's defaults"
+    libc, why_not = _glibc()
     if libc is None:
-        return False, f"the C library is not glibc ({platform.system()}): its defaults"
+        return False, why_not
     if not _applied:
         ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
         if not ok:
@@ -91,3 +107,8 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
         _applied = True
     how = "auto: CPU run" if setting == "auto" else f"{ENV}=keep"
     return True, f"{how}; glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB; {ENV}=system turns it off"
+
+
+def heap_log_line(kept: bool, why: str) -> str:
+    """The run's log line for `configure_cpu_heap`'s result."""
+    return f"cpu heap: {'freed blocks kept for reuse' if kept else 'as the C library sets it'} ({why})"

@@ -252,9 +252,10 @@ _WIDEN_ROWS = 4096
 
 
 def _widening_add(acc: torch.Tensor, x: torch.Tensor) -> None:
-    """acc += x for a lower-precision x, a block of rows at a time. A mixed-dtype add_ widens its whole operand
-    into a fresh tensor first; for a [V, H] weight gradient that is 113 MiB per chunk, which on CPU comes from mmap
-    and is zero-filled by page faults (up to 200 ms per chunk of the bf16 step against 10 ms for the add)."""
+    """acc += x for a lower-precision x on CPU, a block of rows at a time. A mixed-dtype add_ on CPU widens its
+    whole operand into a fresh tensor first; for a [V, H] weight gradient that is 113 MiB per chunk, which comes
+    from mmap and is zero-filled by page faults (up to 200 ms per chunk of the bf16 step, against 10 ms for the
+    add itself). Bit-identical to one add_: the same elementwise sums."""
     for i in range(0, x.shape[0], _WIDEN_ROWS):
         acc[i : i + _WIDEN_ROWS].add_(x[i : i + _WIDEN_ROWS])
 
@@ -278,10 +279,12 @@ class _Grads:
         if self.w is not None:
             if dz_c.dtype == self.w.dtype:
                 self.w.addmm_(dz_c.t(), h)
-            else:  # a lower-precision product: into one reused [V, H] buffer, then widened into the sum
+            elif self.w.device.type == "cpu":  # lower precision: into a reused [V, H] buffer, then widened
                 if self.w_lp is None:
                     self.w_lp = torch.empty(self.w.shape, dtype=dz_c.dtype, device=self.w.device)
                 _widening_add(self.w, torch.mm(dz_c.t(), h, out=self.w_lp))
+            else:  # on CUDA a mixed-dtype add_ is one fused kernel, without a widened copy
+                self.w.add_(dz_c.t() @ h)
         if self.b is not None:
             self.b.add_(dz.sum(0))
 
@@ -335,6 +338,8 @@ class _FusedKDCE(torch.autograd.Function):
                 kd = kd + kd_c
             if grads is not None:
                 grads.add(inp, chunk, h, dz)
+        if grads is not None:
+            grads.w_lp = None  # dead after the last chunk; ctx keeps `grads` until backward, so drop it now
         if teacher is not None:
             kd = kd * temperature**2
         ctx.save_for_backward(hidden, weight, bias, teacher, labels, t_w, t_b)

@@ -97,11 +97,13 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
     """Set up the run of `cfg`; the Accelerator, its trackers and process group are closed by `stack`."""
     from accelerate.utils import set_seed
 
-    from distill.cpu_heap import configure_cpu_heap
+    from distill.cpu_heap import configure_cpu_heap, heap_log_line
     from distill.precision import emulated_bf16_warning, resolve_mixed_precision
     from distill.preflight import preflight
 
-    kept, heap_reason = configure_cpu_heap()  # before any large tensor: the transfer set's sampling included
+    heap_line = heap_log_line(
+        *configure_cpu_heap()
+    )  # before any large tensor, the transfer set's sampling included
     run = RunDir.for_config(cfg)
     resume_ckpt = run.open(cfg)
     mp, mp_reason = resolve_mixed_precision(cfg.train.mixed_precision)
@@ -113,11 +115,7 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
         log.info("precision: %s (%s)", "bf16 autocast" if mp == "bf16" else mp, mp_reason)
         if (warning := emulated_bf16_warning(mp, cpu=accelerator.device.type == "cpu")) is not None:
             log.warning("%s", warning)
-        log.info(
-            "cpu heap: %s (%s)",
-            "freed blocks kept for reuse" if kept else "as the C library sets it",
-            heap_reason,
-        )
+        log.info("%s", heap_line)
         log.info("resolved config (%s):\n%s", cfg.source or "defaults", config_to_yaml(cfg))
         run.check_writable()
         save_config(cfg, run.config)

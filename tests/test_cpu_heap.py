@@ -22,24 +22,6 @@ def test_the_environment_variable_is_checked_and_defaults_to_auto():
     assert "FAIRDISTILL_CPU_HEAP='jemalloc'" in str(e.value) and "auto" in str(e.value)
 
 
-def test_a_bad_setting_is_refused_before_anything_changes(monkeypatch):
-    monkeypatch.setenv("FAIRDISTILL_CPU_HEAP", "fast")
-    with pytest.raises(ConfigError, match="keep or system"):
-        cpu_heap.configure_cpu_heap()
-    with pytest.raises(ConfigError, match="use one of auto, keep, system"):
-        cpu_heap.configure_cpu_heap("fast")
-
-
-def test_system_and_a_cuda_machine_leave_the_allocator_alone(monkeypatch):
-    monkeypatch.setattr(cpu_heap, "_applied", False)
-    calls = []
-    monkeypatch.setattr(cpu_heap, "_glibc", lambda: calls.append("glibc"))
-    kept, why = cpu_heap.configure_cpu_heap("system")
-    assert (kept, calls) == (False, []) and "system" in why
-    kept, why = cpu_heap.configure_cpu_heap("auto", cuda=True)
-    assert (kept, calls) == (False, []) and "CUDA" in why
-
-
 class _FakeLibc:
     def __init__(self, result=1):
         self.calls, self.result = [], result
@@ -49,30 +31,62 @@ class _FakeLibc:
         return self.result
 
 
-def test_keep_sets_mmap_max_0_and_a_2_gib_trim_threshold_once(monkeypatch):
+@pytest.fixture
+def fake_libc(monkeypatch):
+    """A fresh process as far as cpu_heap knows, with a recording mallopt instead of glibc's."""
     monkeypatch.setattr(cpu_heap, "_applied", False)
     libc = _FakeLibc()
-    monkeypatch.setattr(cpu_heap, "_glibc", lambda: libc)
+    monkeypatch.setattr(cpu_heap, "_glibc", lambda: (libc, ""))
+    return libc
+
+
+def test_a_bad_setting_is_refused_before_anything_changes(monkeypatch, fake_libc):
+    monkeypatch.setenv("FAIRDISTILL_CPU_HEAP", "fast")
+    with pytest.raises(ConfigError, match="keep or system"):
+        cpu_heap.configure_cpu_heap(cuda=False)
+    with pytest.raises(ConfigError, match="use one of auto, keep, system"):
+        cpu_heap.configure_cpu_heap("fast", cuda=False)
+    assert fake_libc.calls == [] and not cpu_heap._applied
+
+
+def test_system_and_a_cuda_machine_leave_the_allocator_alone(fake_libc):
+    kept, why = cpu_heap.configure_cpu_heap("system")
+    assert (kept, fake_libc.calls) == (
+        False,
+        [],
+    ) and why == "FAIRDISTILL_CPU_HEAP=system: the C library's defaults"
+    kept, why = cpu_heap.configure_cpu_heap("auto", cuda=True)
+    assert (kept, fake_libc.calls) == (False, []) and "CUDA" in why
+
+
+def test_keep_sets_mmap_max_0_and_a_2_gib_trim_threshold_once(fake_libc):
     kept, why = cpu_heap.configure_cpu_heap("auto", cuda=False)
     assert kept and "M_MMAP_MAX=0" in why and "FAIRDISTILL_CPU_HEAP=system" in why
-    assert libc.calls == [(-4, 0), (-1, 2**31 - 1)]
+    assert fake_libc.calls == [(-4, 0), (-1, 2**31 - 1)]  # M_MMAP_MAX, M_TRIM_THRESHOLD of glibc's malloc.h
     assert cpu_heap.configure_cpu_heap("keep", cuda=True)[0]  # keep also applies where a GPU is
-    assert len(libc.calls) == 2  # idempotent: mallopt is called once per process
-    kept, why = cpu_heap.configure_cpu_heap("system")
-    assert kept and "already changed" in why  # honest about a process that changed it earlier
+    assert len(fake_libc.calls) == 2  # idempotent: mallopt is called once per process
+    # a later `system` or CUDA `auto` in the same process cannot undo it, and says so rather than "defaults"
+    for setting, cuda in (("system", None), ("auto", True)):
+        kept, why = cpu_heap.configure_cpu_heap(setting, cuda=cuda)
+        assert kept and "already keeps freed blocks" in why and "defaults" not in why
 
 
-def test_a_refused_mallopt_or_another_c_library_changes_nothing(monkeypatch):
-    monkeypatch.setattr(cpu_heap, "_applied", False)
-    monkeypatch.setattr(cpu_heap, "_glibc", lambda: _FakeLibc(result=0))
+def test_a_refused_mallopt_or_another_allocator_changes_nothing(monkeypatch, fake_libc):
+    fake_libc.result = 0
     assert cpu_heap.configure_cpu_heap("keep") == (False, "glibc refused mallopt: its defaults")
-    monkeypatch.setattr(cpu_heap, "_glibc", lambda: None)
+    assert not cpu_heap._applied
+    monkeypatch.setattr(
+        cpu_heap, "_glibc", lambda: (None, "the C library is not glibc (Darwin): its defaults")
+    )
     kept, why = cpu_heap.configure_cpu_heap("keep")
     assert not kept and "not glibc" in why
 
 
-@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
-def test_on_glibc_the_real_mallopt_accepts_the_settings(monkeypatch):
-    monkeypatch.setattr(cpu_heap, "_applied", False)
-    assert cpu_heap._glibc() is not None
-    assert cpu_heap.configure_cpu_heap("keep")[0]
+@pytest.mark.skipif(not GLIBC, reason="mallopt and LD_PRELOAD detection are glibc's")
+def test_on_glibc_the_real_mallopt_is_found_unless_another_allocator_is_preloaded(monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    libc, why = cpu_heap._glibc()
+    assert libc is not None and why == ""
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    libc, why = cpu_heap._glibc()
+    assert libc is None and "jemalloc is preloaded" in why

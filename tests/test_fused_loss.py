@@ -325,3 +325,41 @@ def test_the_widening_add_of_a_bf16_weight_gradient_equals_a_plain_mixed_add():
     want = acc.clone().add_(x)
     fused_loss._widening_add(acc, x)
     assert torch.equal(acc, want)
+
+
+def test_the_bf16_weight_gradient_widened_in_blocks_equals_one_mixed_add_in_the_real_loss(monkeypatch):
+    """Several chunks under bf16 autocast, blocks smaller than V: the eager path's d/d weight is bit-identical to
+    adding each chunk's bf16 product with one mixed-dtype add_, and the product buffer is not held to backward."""
+    from distill import fused_loss
+
+    g = torch.Generator().manual_seed(4)
+    N, H, V = 24, 8, 37
+    hidden = torch.randn(N, H, generator=g)
+    weight = torch.randn(V, H, generator=g)
+    teacher = torch.randn(N, V, generator=g)
+    labels = torch.randint(0, V, (N,), generator=g)
+
+    def weight_grad():
+        w = weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            s = fused_kd_ce_sums(
+                hidden, w, None, labels, 2.0, chunk_size=5, teacher_logits=teacher, grad_weights=(0.5, 0.5)
+            )
+        (0.5 * s.kd + 0.5 * s.ce).backward()
+        return w.grad
+
+    monkeypatch.setattr(fused_loss, "_WIDEN_ROWS", 6)  # 7 blocks of V = 37
+    blocked = weight_grad()
+    monkeypatch.setattr(fused_loss, "_widening_add", lambda acc, x: acc.add_(x))
+    assert torch.equal(blocked, weight_grad())
+
+    held = []
+    real_add = fused_loss._Grads.add
+
+    def spy(self, *args):
+        real_add(self, *args)
+        held.append(self)
+
+    monkeypatch.setattr(fused_loss._Grads, "add", spy)
+    weight_grad()
+    assert held and all(gr.w_lp is None for gr in held)

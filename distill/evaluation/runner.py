@@ -347,6 +347,13 @@ def _resolve_reference(
     return ref, f"reference: {ck.label}"
 
 
+def _cpu_heap(device: torch.device) -> None:
+    """distill/cpu_heap.py for an evaluation on `device`, before any model loads (a bad setting fails first)."""
+    from distill.cpu_heap import configure_cpu_heap, heap_log_line
+
+    log.info("%s", heap_log_line(*configure_cpu_heap(cuda=device.type == "cuda")))
+
+
 def _context(
     suite: S.Suite,
     device: torch.device,
@@ -368,11 +375,8 @@ def _context(
         blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
-    from distill.cpu_heap import configure_cpu_heap
     from distill.precision import resolve_mixed_precision
 
-    kept, heap_reason = configure_cpu_heap(cuda=device.type == "cuda")
-    log.debug("cpu heap: %s (%s)", "freed blocks kept" if kept else "the C library's defaults", heap_reason)
     # a run's own precision; a model that is not a run's is evaluated in float32
     setting = run_cfg.train.mixed_precision if run_cfg is not None else "no"
     precision, why = resolve_mixed_precision(setting, cuda=device.type == "cuda")
@@ -404,8 +408,9 @@ def evaluate_checkpoint(
     spec = S.load_suite(suite, overrides)
     ck = resolve_checkpoint(ckpt)
     out = Path(out_dir) if out_dir is not None else ck.default_out()
-    data = prepare_tasks(spec)
     device = _device(spec.device)
+    _cpu_heap(device)
+    data = prepare_tasks(spec)
     run_cfg = _run_config(ck.run_dir) if ck.run_dir is not None else None
     teacher_name = run_cfg.teacher.name_or_path if run_cfg is not None else None
     lm = load_model(ck, device, role="student" if ck.run_dir is not None else "model", teacher=teacher_name)
@@ -473,8 +478,9 @@ def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | 
     if ck.run_dir is None:
         raise ModelError(f"{str(run_dir)!r} is not a run directory (no config.yaml); use evaluate_checkpoint")
     run = ck.run_dir
-    data = prepare_tasks(spec)
     device = _device(spec.device)
+    _cpu_heap(device)
+    data = prepare_tasks(spec)
     cfg = _run_config(run)
     teacher = load_run_teacher(cfg, device, run)
     ctx = _context(spec, device, cfg, run, spec.reference, teacher=teacher)
