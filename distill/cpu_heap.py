@@ -109,6 +109,20 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
     return True, f"{how}; glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB; {ENV}=system turns it off"
 
 
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc `malloc_trim(0)`) when this process keeps freed blocks;
+    True when some were. `distill experiment` calls it after each run, so that a process that trains many runs in
+    turn starts each one from its live memory, not from the last run's free blocks: without it the resident set of
+    a grid of 24-layer runs grew by about 0.25 GiB a run with freed blocks kept (5.0 -> 5.4 -> 5.6 GiB over three
+    runs, before this call existed; how far the trim holds that growth has not been measured over a grid)."""
+    if not _applied:
+        return False
+    libc, _ = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.malloc_trim(0))
+
+
 def heap_log_line(kept: bool, why: str) -> str:
     """The run's log line for `configure_cpu_heap`'s result."""
     return f"cpu heap: {'freed blocks kept for reuse' if kept else 'as the C library sets it'} ({why})"

@@ -158,6 +158,7 @@ def variant_overrides(grid: Grid, variant: str, seed: int) -> list[str]:
 def run_grid(grid: Grid) -> Path:
     """Train and evaluate everything missing; then summarise. Returns the results folder."""
     from distill.config import load_config
+    from distill.cpu_heap import release_free_memory
     from distill.evaluation.runner import evaluate_checkpoint, evaluate_run
     from distill.train import train
 
@@ -180,6 +181,7 @@ def run_grid(grid: Grid) -> Path:
             else:
                 evaluate_checkpoint(run, grid.suite, overrides=grid.suite_overrides)
         teacher_done = teacher_done or _teacher_result(grid).is_file()
+        release_free_memory()  # the next run starts from live memory, not from this one's free blocks
     if not _teacher_result(grid).is_file():
         first = root / run_name(next(iter(grid.variants)), grid.seeds[0])
         evaluate_run(first, grid.suite, grid.suite_overrides)

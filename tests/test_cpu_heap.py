@@ -90,3 +90,11 @@ def test_on_glibc_the_real_mallopt_is_found_unless_another_allocator_is_preloade
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     libc, why = cpu_heap._glibc()
     assert libc is None and "jemalloc is preloaded" in why
+
+
+def test_free_memory_is_released_only_where_freed_blocks_are_kept(monkeypatch, fake_libc):
+    trims = []
+    fake_libc.malloc_trim = lambda pad: trims.append(pad) or 1
+    assert cpu_heap.release_free_memory() is False and trims == []  # nothing kept: nothing to release
+    cpu_heap.configure_cpu_heap("keep")
+    assert cpu_heap.release_free_memory() is True and trims == [0]
