@@ -112,9 +112,8 @@ def configure_cpu_heap(setting: str | None = None, cuda: bool | None = None) -> 
 def release_free_memory() -> bool:
     """Hand the heap's free pages back to the kernel (glibc `malloc_trim(0)`) when this process keeps freed blocks;
     True when some were. `distill experiment` calls it after each run, so that a process that trains many runs in
-    turn starts each one from its live memory, not from the last run's free blocks: without it the resident set of
-    a grid of 24-layer runs grew by about 0.25 GiB a run with freed blocks kept (5.0 -> 5.4 -> 5.6 GiB over three
-    runs, before this call existed; how far the trim holds that growth has not been measured over a grid)."""
+    turn does not carry one run's free blocks into the next (a 24-layer grid's process, freed blocks kept, held
+    5.0-5.6 GiB resident in samples taken during three consecutive runs, before this call existed)."""
     if not _applied:
         return False
     libc, _ = _glibc()
