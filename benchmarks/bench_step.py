@@ -64,6 +64,7 @@ from bench_counterfactual import load_models, make_batch  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
 from distill.losses import combine  # noqa: E402
+from distill.models import set_attention  # noqa: E402
 from distill.precision import autocast  # noqa: E402
 from distill.student import student_loss_sums  # noqa: E402
 from distill.teacher import Targets, batch_targets  # noqa: E402
@@ -146,9 +147,13 @@ class Setup:
         self.device = device
         recipe, overrides = student_recipe(a.student)
         self.cfg = load_config(
-            recipe, overrides + ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"]
+            recipe,
+            overrides
+            + ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"]
+            + [f"train.attention={a.attention}"],
         )
         self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
+        set_attention(self.student, self.cfg.train.attention)  # every step's student, peers' too
         self.teacher.eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-6)
         self.cf = Counterfactuals(self.cfg, tok)
@@ -294,6 +299,12 @@ def parse(argv=None):
         "--no-memory", action="store_true", help="skip the child processes that measure peak memory"
     )
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 GEMM that measures the peak")
+    p.add_argument(
+        "--attention",
+        default="sdpa",
+        choices=["sdpa", "eager"],
+        help="the student's attention kernel (train.attention; sdpa, the default, unless measuring eager)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny random models, one repetition")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -317,7 +328,7 @@ def child_main(a, device) -> None:
 
 def child_args(a, name: str, precision: str) -> list[str]:
     args = ["--child", name, precision, "--batch", str(a.batch), "--seq", str(a.seq), "--device", "cpu"]
-    args += ["--student", a.student]
+    args += ["--student", a.student, "--attention", a.attention]
     return args + (["--quick"] if a.quick else [])
 
 
@@ -334,6 +345,7 @@ def main(argv=None) -> int:
         print('trl is not installed (pip install -e ".[bench]", which `make bench` does): skipping trl_kd')
     print(
         f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> ' + a.student}"
+        f"; student attention {a.attention}"
     )
     peaks, cpu_peaks = {}, {}
     for prec in a.precisions:

@@ -274,7 +274,13 @@ def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_na
             f"{cfg.train.micro_batch_size} blocks x {cfg.train.grad_accum} accumulation per step; lr "
             f"{cfg.train.lr}, AdamW betas {tuple(cfg.train.betas)}, seed {cfg.run.seed}",
         ],
-        ["precision", f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32"],
+        [
+            "precision",
+            (f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32")
+            + (
+                f"; `{cfg.train.attention}` attention while training" if cfg.train.attention != "sdpa" else ""
+            ),
+        ],
         ["software", f"fairdistill {__version__}"],
     ]
 

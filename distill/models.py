@@ -338,6 +338,28 @@ def build_student(
     return student.float().train()
 
 
+def check_attention(model: nn.Module, implementation: str) -> None:
+    """A ModelError when `model`'s architecture cannot switch to the attention kernel `train.attention` asks for."""
+    current = model.config._attn_implementation
+    if current != implementation and not model._can_set_attn_implementation():
+        raise ModelError(
+            f"train.attention={implementation!r}: {type(model).__name__} cannot switch its attention kernel "
+            f"(it stays {current!r}); set train.attention={current}"
+        )
+
+
+def set_attention(model: nn.Module, implementation: str) -> None:
+    """Switch `model`'s attention kernel (`train.attention`); a ModelError when its architecture cannot switch."""
+    check_attention(model, implementation)
+    if model.config._attn_implementation != implementation:
+        model.set_attn_implementation(implementation)
+    if model.config._attn_implementation != implementation:  # transformers refused it after all
+        raise ModelError(
+            f"train.attention={implementation!r}: {type(model).__name__} stays "
+            f"{model.config._attn_implementation!r}; set train.attention={model.config._attn_implementation}"
+        )
+
+
 def check_vocab(teacher: nn.Module, student: nn.Module) -> None:
     t = teacher.get_output_embeddings().weight.shape[0]
     s = student.get_output_embeddings().weight.shape[0]

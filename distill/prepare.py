@@ -142,7 +142,7 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 
 def _load(r: Run, t_setup: float) -> None:
     """Transfer blocks, teacher, student and twins; `r.timings` gets the load and data seconds."""
-    from distill.models import build_student, check_prune, check_tokenizers, load_teacher
+    from distill.models import build_student, check_attention, check_prune, check_tokenizers, load_teacher
 
     cfg, accelerator = r.cfg, r.accelerator
     device = accelerator.device
@@ -161,6 +161,8 @@ def _load(r: Run, t_setup: float) -> None:
 
     r.teacher, r.tokenizer, _ = load_teacher(cfg)
     r.teacher.to(device)
+    if cfg.student.init == "teacher_layers":  # the student will be the teacher's architecture: refuse it now
+        check_attention(r.teacher, cfg.train.attention)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
         check_tokenizers(r.tokenizer, cfg.student.path)
     pruning = cfg.student.init == "teacher_layers" and cfg.student.prune.drop > 0
@@ -168,6 +170,7 @@ def _load(r: Run, t_setup: float) -> None:
         check_prune(cfg.student, r.teacher)
     else:
         r.student = build_student(cfg.student, r.teacher, seed=cfg.run.seed)
+        check_attention(r.student, cfg.train.attention)
         r.n_params = _n_params(r.student)
         if r.main:
             r.run.check_writable(_peak_disk(cfg, r.n_params))
@@ -237,8 +240,12 @@ def _targets_and_optimizer(r: Run) -> None:
     )
     total, warmup, min_lr = r.total_steps, cfg.train.warmup_frac, cfg.train.min_lr_frac
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_lr))
+    from distill.models import drop_tied_weights, set_attention
+
+    set_attention(r.student, cfg.train.attention)
+    if r.main:
+        log.info("student attention while training: %s (train.attention)", cfg.train.attention)
     r.student, r.opt, r.sched = accelerator.prepare(r.student, opt, sched)
-    from distill.models import drop_tied_weights
 
     accelerator.register_save_state_pre_hook(drop_tied_weights)
     r.teacher = shard_teacher(accelerator, r.teacher)

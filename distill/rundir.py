@@ -32,11 +32,21 @@ CHECKPOINT_PREFIX = "step_"
 WANDB_DIR = "wandb"
 WANDB_ID_FILE = "run_id"
 
-# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss and the teacher's
-# targets are computed (same values), where W&B goes. Everything else must match the run's config.yaml.
+# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss, the student's
+# attention and the teacher's targets are computed (same values to rounding), where W&B goes. Everything else must
+# match the run's config.yaml.
 RESUMABLE_CHANGES = {
     "run": ("label",),
-    "train": ("max_steps", "max_tokens", "log_every", "eval_every", "probe_every", "save_every", "keep_last"),
+    "train": (
+        "max_steps",
+        "max_tokens",
+        "log_every",
+        "eval_every",
+        "probe_every",
+        "save_every",
+        "keep_last",
+        "attention",
+    ),
     "eval": ("suite",),
     "kd": ("chunk_size", "fused"),
     "data": ("num_workers", "cache_dir"),

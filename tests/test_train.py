@@ -139,8 +139,9 @@ def test_different_recipe_in_existing_run_dir_is_refused(tmp_path, teacher_dir):
 
 
 def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_dir):
-    """A config.yaml written before a key existed (here teacher.cache and kd.fused), or with another loss chunk
-    size, is the same recipe: the run resumes instead of being refused."""
+    """A config.yaml written before a key existed (here teacher.cache, kd.fused and train.attention), or with
+    another loss chunk size, is the same recipe: the run resumes instead of being refused, here with another
+    attention kernel."""
     import yaml
 
     run_dir = train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false"))
@@ -149,8 +150,18 @@ def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_
         saved["teacher"].pop(k)
     saved["kd"].pop("fused")
     saved["kd"]["chunk_size"] = 1024
+    saved["train"].pop("attention")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
-    again = train(_cfg(tmp_path, teacher_dir, "train.max_steps=3", "tracking.wandb=false", "kd.fused=false"))
+    again = train(
+        _cfg(
+            tmp_path,
+            teacher_dir,
+            "train.max_steps=3",
+            "tracking.wandb=false",
+            "kd.fused=false",
+            "train.attention=eager",
+        )
+    )
     steps = [r["step"] for r in read_metrics(again / "metrics.jsonl") if "train/loss" in r]
     assert steps[-1] == 3
 

@@ -1,0 +1,119 @@
+"""train.attention: the student's attention kernel while it trains (sdpa or eager), switched, refused, recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from conftest import debug_overrides, make_gpt2, make_llama
+
+from distill.config import load_config
+from distill.errors import ConfigError, ModelError
+from distill.models import set_attention
+from distill.tracking import read_metrics
+from distill.train import train
+
+
+def _loss_and_grads(model, ids):
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    return out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("make", [make_gpt2, make_llama], ids=["gpt2", "llama"])
+def test_eager_attention_gives_the_same_logits_and_gradients_to_rounding(tokenizer, make):
+    model = make(tokenizer, n_layer=2).float()
+    assert model.config._attn_implementation == "sdpa"
+    ids = torch.randint(0, tokenizer.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    ref_logits, ref_grads = _loss_and_grads(model, ids)
+    set_attention(model, "eager")
+    assert model.config._attn_implementation == "eager"
+    logits, grads = _loss_and_grads(model, ids)
+    assert torch.allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    assert len(grads) == len(ref_grads)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    set_attention(model, "eager")  # already: a no-op
+    set_attention(model, "sdpa")
+    assert torch.equal(_loss_and_grads(model, ids)[0], ref_logits)
+
+
+def test_a_model_that_cannot_switch_is_refused_with_the_fix(tokenizer, monkeypatch):
+    model = make_llama(tokenizer, n_layer=1)
+    monkeypatch.setattr(type(model), "_can_set_attn_implementation", lambda self: False)
+    with pytest.raises(ModelError) as e:
+        set_attention(model, "eager")
+    msg = str(e.value)
+    assert (
+        "train.attention='eager'" in msg and "LlamaForCausalLM" in msg and "set train.attention=sdpa" in msg
+    )
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_run_whose_student_cannot_switch_stops_before_the_teacher_samples(
+    tmp_path, teacher_dir, monkeypatch
+):
+    from transformers import GPT2LMHeadModel
+
+    from distill import prepare
+
+    monkeypatch.setattr(GPT2LMHeadModel, "_can_set_attn_implementation", lambda self: False)
+    monkeypatch.setattr(prepare, "build_blocks", lambda *a, **k: pytest.fail("the teacher sampled"))
+    overrides = debug_overrides(tmp_path, teacher_dir, "train.attention=eager", "data.source=teacher_samples")
+    cfg = load_config("recipes/debug.yaml", overrides)
+    with pytest.raises(ModelError, match="GPT2LMHeadModel cannot switch its attention kernel"):
+        train(cfg)
+
+
+def test_an_unknown_kernel_is_refused_by_the_recipe(tmp_path, teacher_dir):
+    with pytest.raises(ConfigError, match="train.attention"):
+        load_config("recipes/debug.yaml", debug_overrides(tmp_path, teacher_dir, "train.attention=flash"))
+
+
+def _run(tmp_path, teacher_dir, attention: str, caplog):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    cfg = load_config(
+        "recipes/debug.yaml",
+        debug_overrides(
+            tmp_path,
+            teacher_dir,
+            f"run.name=run_{attention}",
+            f"train.attention={attention}",
+            "data.val_fraction=0.1",
+            "train.max_steps=4",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "train.probe_every=0",
+            "tracking.wandb=false",
+        ),
+    )
+    with caplog.at_level(logging.INFO, logger="distill"):
+        run_dir = train(cfg)
+    return run_dir, [r for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r]
+
+
+def test_a_run_trains_with_eager_attention_and_exports_a_student_that_loads_with_the_default(
+    tmp_path, teacher_dir, one_thread, caplog
+):
+    """The debug recipe, 4 float32 steps with each kernel: the losses agree to float32 rounding of another
+    kernel, the log and the model card say which one trained, and final/ does not carry it."""
+    from transformers import AutoModelForCausalLM
+
+    _, sdpa = _run(tmp_path, teacher_dir, "sdpa", caplog)
+    assert "student attention while training: sdpa (train.attention)" in caplog.text
+    caplog.clear()
+    run_dir, eager = _run(tmp_path, teacher_dir, "eager", caplog)
+    assert "student attention while training: eager (train.attention)" in caplog.text
+    assert len(sdpa) == len(eager) == 4
+    for a, b in zip(sdpa, eager):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-4), a["step"]
+    card = (run_dir / "final" / "README.md").read_text()
+    assert "`eager` attention while training" in card
+    saved = json.loads((run_dir / "final" / "config.json").read_text())
+    assert "eager" not in json.dumps(saved) and not any("implementation" in k for k in saved)
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final").config._attn_implementation == "sdpa"
