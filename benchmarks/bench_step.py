@@ -153,7 +153,8 @@ class Setup:
             + [f"train.attention={a.attention}"],
         )
         self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
-        set_attention(self.student, self.cfg.train.attention)  # every step's student, peers' too
+        # one student serves every step, the peers' included, so they all run the same attention kernel
+        self.attention = set_attention(self.student, self.cfg.train.attention)
         self.teacher.eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-6)
         self.cf = Counterfactuals(self.cfg, tok)
@@ -301,9 +302,9 @@ def parse(argv=None):
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 GEMM that measures the peak")
     p.add_argument(
         "--attention",
-        default="sdpa",
-        choices=["sdpa", "eager"],
-        help="the student's attention kernel (train.attention; sdpa, the default, unless measuring eager)",
+        default="auto",
+        choices=["auto", "sdpa", "eager"],
+        help="the student's attention kernel (train.attention; auto, the default: sdpa for SmolLM2)",
     )
     p.add_argument("--quick", action="store_true", help="tiny random models, one repetition")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -345,7 +346,6 @@ def main(argv=None) -> int:
         print('trl is not installed (pip install -e ".[bench]", which `make bench` does): skipping trl_kd')
     print(
         f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> ' + a.student}"
-        f"; student attention {a.attention}"
     )
     peaks, cpu_peaks = {}, {}
     for prec in a.precisions:
@@ -359,7 +359,8 @@ def main(argv=None) -> int:
     s = Setup(a, device)
     print(
         f"B x T = {a.batch} x {a.seq}; {s.k} of {a.batch} rows have a twin; student {matmul_params(s.student) / 1e6:.1f}M "
-        f"matmul weights, teacher {matmul_params(s.teacher) / 1e6:.1f}M"
+        f"matmul weights, teacher {matmul_params(s.teacher) / 1e6:.1f}M; student attention {s.attention} "
+        f"(train.attention={a.attention})"
     )
     fns = {}
     for name in steps:

@@ -223,6 +223,18 @@ def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:
     ]
 
 
+def _attention_rows(cfg: Config) -> list[list[str]]:
+    """The card's row for a student that trained with another attention kernel than the one it loads with."""
+    if cfg.train.attention == "auto":
+        return []
+    return [
+        [
+            "attention while training",
+            f"`{cfg.train.attention}` (`train.attention`); the exported weights load with transformers' default",
+        ]
+    ]
+
+
 def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_name: str) -> list[list[str]]:
     """The card's "How it was made" table."""
     from distill import __version__
@@ -274,13 +286,8 @@ def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_na
             f"{cfg.train.micro_batch_size} blocks x {cfg.train.grad_accum} accumulation per step; lr "
             f"{cfg.train.lr}, AdamW betas {tuple(cfg.train.betas)}, seed {cfg.run.seed}",
         ],
-        [
-            "precision",
-            (f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32")
-            + (
-                f"; `{cfg.train.attention}` attention while training" if cfg.train.attention != "sdpa" else ""
-            ),
-        ],
+        ["precision", f"{amp} autocast, float32 weights" if amp not in ("no", None) else "float32"],
+        *_attention_rows(cfg),
         ["software", f"fairdistill {__version__}"],
     ]
 

@@ -245,12 +245,14 @@ class TrainConfig:
     """`auto`: bf16 autocast on a GPU that supports it or a CPU with AVX512_BF16 or AMX (logged at start, with the
     reason), otherwise full precision; `no`: float32. The teacher's transfer-set sampling and the evaluation's
     generation use the same precision; weights, optimizer state and the loss sums stay float32."""
-    attention: Literal["sdpa", "eager"] = "sdpa"
-    """The student's attention kernel while it trains: `sdpa` (torch's scaled_dot_product_attention) or `eager`
-    (transformers' reference path: two matmuls and a float32 softmax). On 2 CPU cores with the default's 128-token
-    blocks `eager` takes 10% off the bf16 step and nothing off the float32 one (benchmarks/README.md), and holds
-    [rows, heads, T, T] scores per layer for backward, so it pays for short blocks only. Another kernel gives other
-    last digits: the recorded runs use `sdpa`. Only training uses it; the exported student loads with the default."""
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
+    """The student's attention kernel while it trains, including the run's validation passes and probes: `auto`
+    keeps the one transformers loaded it with (`sdpa`, torch's scaled_dot_product_attention, where the architecture
+    has it; `eager` elsewhere); `sdpa` or `eager` (transformers' reference path: two batched matmuls and a softmax)
+    switch to it. On 2 CPU cores with the default's 128-token blocks `eager` takes a tenth off the bf16 step and adds
+    8% to the float32 one (benchmarks/README.md), and it holds [rows, heads, T, T] scores per layer for backward, so
+    it pays off only for short blocks. Another kernel gives other last digits; the recorded runs use `auto` (sdpa).
+    The exported student does not carry the choice: it loads with transformers' default."""
     log_every: int = 10
     """Steps between metrics lines."""
     eval_every: int = 50

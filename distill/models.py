@@ -339,25 +339,38 @@ def build_student(
 
 
 def check_attention(model: nn.Module, implementation: str) -> None:
-    """A ModelError when `model`'s architecture cannot switch to the attention kernel `train.attention` asks for."""
+    """A ModelError when `model` cannot train with the attention kernel `train.attention` asks for (`auto`: the one
+    it loaded with, always fine)."""
     current = model.config._attn_implementation
-    if current != implementation and not model._can_set_attn_implementation():
+    if implementation in ("auto", current):
+        return
+    name = type(model).__name__
+    if implementation == "sdpa" and not model._supports_sdpa:
         raise ModelError(
-            f"train.attention={implementation!r}: {type(model).__name__} cannot switch its attention kernel "
-            f"(it stays {current!r}); set train.attention={current}"
+            f"train.attention='sdpa': {name} has no sdpa attention in transformers; set train.attention=auto "
+            f"(keeps {current!r})"
+        )
+    if not model._can_set_attn_implementation():
+        raise ModelError(
+            f"train.attention={implementation!r}: {name} cannot switch its attention kernel (it loaded with "
+            f"{current!r}); set train.attention=auto"
         )
 
 
-def set_attention(model: nn.Module, implementation: str) -> None:
-    """Switch `model`'s attention kernel (`train.attention`); a ModelError when its architecture cannot switch."""
+def set_attention(model: nn.Module, implementation: str) -> str:
+    """Switch `model` to the attention kernel `train.attention` asks for; returns the kernel it trains with."""
     check_attention(model, implementation)
-    if model.config._attn_implementation != implementation:
-        model.set_attn_implementation(implementation)
-    if model.config._attn_implementation != implementation:  # transformers refused it after all
-        raise ModelError(
-            f"train.attention={implementation!r}: {type(model).__name__} stays "
-            f"{model.config._attn_implementation!r}; set train.attention={model.config._attn_implementation}"
-        )
+    if implementation not in ("auto", model.config._attn_implementation):
+        try:
+            model.set_attn_implementation(implementation)
+        except (
+            ValueError,
+            ImportError,
+        ) as e:  # transformers' own checks, e.g. a kernel the weights cannot use
+            raise ModelError(
+                f"train.attention={implementation!r}: {type(model).__name__}: {e}; set train.attention=auto"
+            ) from e
+    return model.config._attn_implementation
 
 
 def check_vocab(teacher: nn.Module, student: nn.Module) -> None:

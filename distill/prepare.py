@@ -161,13 +161,12 @@ def _load(r: Run, t_setup: float) -> None:
 
     r.teacher, r.tokenizer, _ = load_teacher(cfg)
     r.teacher.to(device)
-    if cfg.student.init == "teacher_layers":  # the student will be the teacher's architecture: refuse it now
-        check_attention(r.teacher, cfg.train.attention)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
         check_tokenizers(r.tokenizer, cfg.student.path)
     pruning = cfg.student.init == "teacher_layers" and cfg.student.prune.drop > 0
     if pruning:  # the layers are ranked on the transfer blocks, built below
         check_prune(cfg.student, r.teacher)
+        check_attention(r.teacher, cfg.train.attention)  # the student will be the teacher's architecture
     else:
         r.student = build_student(cfg.student, r.teacher, seed=cfg.run.seed)
         check_attention(r.student, cfg.train.attention)
@@ -242,9 +241,9 @@ def _targets_and_optimizer(r: Run) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_lr))
     from distill.models import drop_tied_weights, set_attention
 
-    set_attention(r.student, cfg.train.attention)
+    kernel = set_attention(r.student, cfg.train.attention)
     if r.main:
-        log.info("student attention while training: %s (train.attention)", cfg.train.attention)
+        log.info("student attention while training: %s (train.attention=%s)", kernel, cfg.train.attention)
     r.student, r.opt, r.sched = accelerator.prepare(r.student, opt, sched)
 
     accelerator.register_save_state_pre_hook(drop_tied_weights)

@@ -102,7 +102,10 @@ def test_step_benchmark_prints_mfu_and_the_peers_last():
     both = ("--precisions", "no", "bf16")  # tiny enough to time bf16 where it is emulated too
     lines = _run("bench_step.py", "--quick", "--seq", "32", "--no-memory", "--peak-size", "256", *both)
     assert any(line.startswith("matmul peak 256^3 torch.bfloat16") for line in lines)
-    assert any(line.startswith("machine: ") and line.endswith("; student attention sdpa") for line in lines)
+    assert any(
+        line.startswith("B x T = ") and "; student attention sdpa (train.attention=auto)" in line
+        for line in lines
+    )
     rows = [line.split() for line in lines if line.startswith("  ") and line.split()[0] in ("ce", "method")]
     assert len(rows) == 4 and all(r[-1].endswith("%") for r in rows), rows
     tail = [line for line in lines if RATIO.match(line)]
@@ -117,7 +120,10 @@ def test_step_benchmark_prints_mfu_and_the_peers_last():
 def test_step_benchmark_times_the_student_with_eager_attention_when_asked():
     args = ("--quick", "--seq", "32", "--no-memory", "--peak-size", "256", "--precisions", "no")
     lines = _run("bench_step.py", *args, "--steps", "ce", "--attention", "eager")
-    assert any(line.startswith("machine: ") and line.endswith("; student attention eager") for line in lines)
+    assert any(
+        line.startswith("B x T = ") and "; student attention eager (train.attention=eager)" in line
+        for line in lines
+    )
     assert any(line.split()[:2] == ["ce", "no"] for line in lines if line.startswith("  "))
 
 
