@@ -224,7 +224,7 @@ def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:
 
 
 def _attention_rows(cfg: Config) -> list[list[str]]:
-    """The card's row for a student that trained with another attention kernel than the one it loads with."""
+    """The card's row for a run that chose its student's attention kernel (`train.attention` other than auto)."""
     if cfg.train.attention == "auto":
         return []
     return [

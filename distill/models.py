@@ -341,8 +341,10 @@ def build_student(
 def check_attention(model: nn.Module, implementation: str) -> None:
     """A ModelError when `model` cannot train with the attention kernel `train.attention` asks for (`auto`: the one
     it loaded with, always fine)."""
+    if implementation == "auto":
+        return
     current = model.config._attn_implementation
-    if implementation in ("auto", current):
+    if implementation == current:
         return
     name = type(model).__name__
     if implementation == "sdpa" and not model._supports_sdpa:
@@ -360,17 +362,22 @@ def check_attention(model: nn.Module, implementation: str) -> None:
 def set_attention(model: nn.Module, implementation: str) -> str:
     """Switch `model` to the attention kernel `train.attention` asks for; returns the kernel it trains with."""
     check_attention(model, implementation)
-    if implementation not in ("auto", model.config._attn_implementation):
+    if implementation == "auto":
+        return model.config._attn_implementation
+    name = type(model).__name__
+    if model.config._attn_implementation != implementation:
         try:
             model.set_attn_implementation(implementation)
-        except (
-            ValueError,
-            ImportError,
-        ) as e:  # transformers' own checks, e.g. a kernel the weights cannot use
+        except (ValueError, ImportError) as e:  # should transformers still refuse the switch
             raise ModelError(
-                f"train.attention={implementation!r}: {type(model).__name__}: {e}; set train.attention=auto"
+                f"train.attention={implementation!r}: {name}: {e}; set train.attention=auto"
             ) from e
-    return model.config._attn_implementation
+    if model.config._attn_implementation != implementation:  # refused with a warning only
+        raise ModelError(
+            f"train.attention={implementation!r}: {name} stays {model.config._attn_implementation!r}; "
+            "set train.attention=auto"
+        )
+    return implementation
 
 
 def check_vocab(teacher: nn.Module, student: nn.Module) -> None:

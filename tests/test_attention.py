@@ -3,6 +3,7 @@ recorded."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -82,6 +83,9 @@ def test_a_switch_transformers_refuses_is_one_error_with_the_fix(tokenizer, monk
         ModelError, match="eager is not available for these weights; set train.attention=auto"
     ):
         set_attention(model, "eager")
+    monkeypatch.setattr(type(model), "set_attn_implementation", lambda self, implementation, **kwargs: None)
+    with pytest.raises(ModelError, match="LlamaForCausalLM stays 'sdpa'; set train.attention=auto"):
+        set_attention(model, "eager")  # a refusal transformers only logs
 
 
 @pytest.mark.parametrize(
@@ -120,8 +124,11 @@ def _run(tmp_path, teacher_dir, attention: str, caplog, monkeypatch):
 
     AcceleratorState._reset_state()
     calls = []
-    eager = modeling_gpt2.eager_attention_forward
+    eager = getattr(
+        modeling_gpt2.eager_attention_forward, "__wrapped__", modeling_gpt2.eager_attention_forward
+    )
 
+    @functools.wraps(eager)
     def counted(*args, **kwargs):
         calls.append(1)
         return eager(*args, **kwargs)
