@@ -46,9 +46,45 @@ def test_the_scan_finds_a_private_import(tmp_path):
     assert private_imports(pkg) == [("distill.a", "distill.b", "_helper")]
 
 
-def test_the_import_contracts_hold():
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     assert exe, "import-linter is part of the dev extra: pip install -e '.[dev]'"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([exe, "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.run([exe, "--no-cache"], cwd=root, env=env, capture_output=True, text=True)
+
+
+def test_the_import_contracts_hold():
+    out = _lint_imports(ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+
+
+def test_the_layers_contract_refuses_teacher_code_importing_the_trainer(tmp_path):
+    shutil.copytree(ROOT / "distill", tmp_path / "distill", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    teacher = tmp_path / "distill" / "teacher.py"
+    text = teacher.read_text(encoding="utf-8")
+    first = text.index("\nfrom distill")
+    teacher.write_text(text[:first] + "\nfrom distill.train import train" + text[first:], encoding="utf-8")
+    out = _lint_imports(tmp_path)
+    assert out.returncode != 0
+    assert "distill.teacher is not allowed to import distill.train" in out.stdout
+
+
+def _top_modules() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "distill").glob("*.py") if p.stem != "__init__")
+
+
+def test_every_module_has_a_layer():
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c for c in contracts["contracts"] if c["type"] == "layers")["layers"]
+    named = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
+    missing = [m for m in _top_modules() if f"distill.{m}" not in named]
+    assert missing == [], f"give these modules a layer in pyproject.toml's layers contract: {missing}"
+
+
+def test_the_architecture_page_names_every_module():
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [m for m in _top_modules() if m != "__main__" and f"`{m}.py`" not in page]
+    assert missing == [], f"docs/architecture.md does not say what these modules own: {missing}"
