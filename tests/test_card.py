@@ -132,6 +132,31 @@ def test_the_default_recipes_card_is_hub_metadata_and_renders_every_number(tmp_p
     assert "times the teacher's" in body  # perplexity relative to the teacher, in plain words
 
 
+def test_the_card_says_which_teacher_layers_a_pruned_student_copies(tmp_path):
+    cfg = load_config("recipes/smollm2-135m_to_24L.yaml", [f"run.output_dir={tmp_path}"])
+    run = tmp_path / cfg.run.name
+    (run / "final").mkdir(parents=True)
+    _metrics(run, steps=60)
+
+    def student_row() -> str:
+        _, body = read_front_matter(write_card(run / "final", cfg, run, precision="bf16"))
+        made = dict(r for r in next(t for t in assert_tables_whole(body) if t[0] == ["setting", "value"])[1:])
+        return made["student"]
+
+    # before prune.json exists (a card written by hand for a run folder without it): what the recipe asks for
+    row = student_row()
+    assert "6 layers of lowest block_influence dropped" in row and "None" not in row
+    kept = [i for i in range(30) if i not in (13, 14, 15, 17, 25, 26)]
+    (run / "prune.json").write_text(
+        json.dumps({"by": "block_influence", "layers": kept, "dropped": [13, 14, 15, 17, 25, 26]})
+    )
+    row = student_row()
+    assert row.startswith(
+        "the teacher with its 6 layers of lowest block_influence dropped ([13, 14, 15, 17, 25, 26])"
+    )
+    assert "the other 24 copied (embeddings, final norm and head too)" in row
+
+
 @pytest.fixture
 def run_dir(tmp_path, tokenizer, teacher_dir):
     """A finished debug run (config, held-out blocks, metrics, final/ with its card) on the tiny teacher."""
