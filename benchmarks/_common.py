@@ -8,7 +8,7 @@ separate process keeps one variant's freed-but-cached pages from hiding the next
 none of torch's memory. On CUDA the same process is used: `torch.cuda.max_memory_allocated` after
 `reset_peak_memory_stats`, minus what was allocated before the run.
 
-Heap: every benchmark process sets up its CPU heap as the trainer does (`distill/cpu_heap.py`: freed blocks kept
+Heap: every benchmark process sets up its CPU heap as the trainer does (`distill/core/cpu_heap.py`: freed blocks kept
 for reuse), so the timings are the trainer's; `FAIRDISTILL_CPU_HEAP=system` times the C library's defaults. The
 memory children always run with the defaults: with freed blocks kept, the warm-up's pages stay resident and the
 high-water mark would not see the measured run touch them again.
@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from distill.cpu_heap import configure_cpu_heap  # noqa: E402
+from distill.core.cpu_heap import configure_cpu_heap  # noqa: E402
 
 # Every benchmark process (the memory children too) sets up its heap as the trainer does, so the timings are
-# the trainer's; FAIRDISTILL_CPU_HEAP=system measures glibc's defaults instead (distill/cpu_heap.py).
+# the trainer's; FAIRDISTILL_CPU_HEAP=system measures glibc's defaults instead (distill/core/cpu_heap.py).
 HEAP_KEPT, HEAP_REASON = configure_cpu_heap()
 
 
@@ -57,8 +57,8 @@ STUDENTS = {
 def native_bf16(device: torch.device | None = None) -> tuple[bool, str]:
     """Whether `device` (default: the GPU when there is one, else the CPU) multiplies bf16 natively (a CUDA GPU
     with bf16, or a CPU with AVX512_BF16 or AMX), and why. Elsewhere bf16 is emulated, about 100x slower than
-    float32 (`distill.precision`), and the benchmarks time float32 only unless told otherwise."""
-    from distill.precision import CPU_BF16_FLAGS, cpu_bf16_flags
+    float32 (`distill.core.precision`), and the benchmarks time float32 only unless told otherwise."""
+    from distill.core.precision import CPU_BF16_FLAGS, cpu_bf16_flags
 
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,7 +151,7 @@ def report_child(result: dict) -> None:
 
 def run_child(script: str, args: list[str]) -> dict:
     """Run `python script *args` in a fresh process and return the dict it reported."""
-    # The C library's own heap in the child: with freed blocks kept (distill/cpu_heap.py) the warm-up's pages stay
+    # The C library's own heap in the child: with freed blocks kept (distill/core/cpu_heap.py) the warm-up's pages stay
     # resident, and the high-water mark would not see the measured run touch them again.
     env = dict(
         os.environ,

@@ -2,7 +2,7 @@
 
 The method adds, per micro-batch: swapping gendered words and aligning the twin (`make_step_batch`), one teacher
 forward on the twins of the rows that changed (unavoidable), and gathering + perturbing the teacher's targets
-(`distill.perturb.step_targets`). With `augment.mode: append` the student also trains on the twin rows (unavoidable too). This
+(`distill.counterfactual.perturb.step_targets`). With `augment.mode: append` the student also trains on the twin rows (unavoidable too). This
 benchmark times, interleaved in one process, on the embedded SmolLM2-135M teacher and the embedded default's
 24-layer student (`--student 6L`: the compression recipe's 6 layers; `--quick` swaps in a 2-layer random
 model with the same tokenizer):
@@ -40,12 +40,13 @@ from _common import (  # noqa: E402
     time_interleaved,
 )
 
-from distill.config import load_config  # noqa: E402
-from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
-from distill.losses import combine, next_token_labels  # noqa: E402
-from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
-from distill.teacher import batch_targets  # noqa: E402
-from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.core.config import load_config  # noqa: E402
+from distill.core.precision import autocast, resolve_mixed_precision  # noqa: E402
+from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.data.transfer import next_token_labels  # noqa: E402
+from distill.teacher.targets import batch_targets  # noqa: E402
+from distill.training.fused_loss import fused_kd_ce_sums  # noqa: E402
+from distill.training.losses import combine  # noqa: E402
 
 TARGET = 0.05
 # A row with no gendered word at all: the method must leave it alone and not run the teacher on it twice.
@@ -58,7 +59,7 @@ NEUTRAL = (
 def load_models(cfg, quick: bool, device):
     """(teacher, student, tokenizer): the recipe's teacher and layer-subset student, or with quick a tiny random
     Llama with the same tokenizer and vocabulary (so the perturbation works on the real V)."""
-    from distill.models import build_student, load_teacher, resolve_teacher_path
+    from distill.models.loading import build_student, load_teacher, resolve_teacher_path
 
     if quick:
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -104,7 +105,7 @@ def make_batch(tok, cf: Counterfactuals, batch: int, seq: int) -> torch.Tensor:
 
 
 def loss_backward(student, ids, mask, labels, targets, cfg, device) -> None:
-    """Student forward + fused KD/CE loss + backward, as train.py does it with distill.fused_loss (the same in
+    """Student forward + fused KD/CE loss + backward, as train.py does it with distill.training.fused_loss (the same in
     every variant; the project's `kd_ce_sums` on full logits spends seconds in a CPU `index_select` here, whose
     noise would swamp the few percent this benchmark is after)."""
     out = student(

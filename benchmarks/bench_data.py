@@ -2,7 +2,7 @@
 
 With the embedded SmolLM2 tokenizer and the project's text (recipes/data, repeated to `--docs` documents):
 
-- tokenizing + packing (`distill.data.tokenize_documents` + `pack`): tokens/s with 0 and `--workers` workers;
+- tokenizing + packing (`distill.data.transfer.tokenize_documents` + `pack`): tokens/s with 0 and `--workers` workers;
 - building the counterfactual twins of every block (`Counterfactuals.precompute`): tokens/s, 0 and `--workers`;
 - a step's input building (`make_step_batch`: rows, twins, CDA draws) for the default recipe's micro-batch of
   4 x 128, from the precomputed table vs built on the fly, next to one full method step (teacher on x and the
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
 from bench_counterfactual import load_models, make_batch, method_step  # noqa: E402
 
-from distill.config import load_config  # noqa: E402
-from distill.data import pack, tokenize_documents  # noqa: E402
-from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.core.config import load_config  # noqa: E402
+from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.data.transfer import pack, tokenize_documents  # noqa: E402
 
 TARGET = 0.05
 

@@ -1,4 +1,4 @@
-"""Evaluation generation: `distill.sampling.generate` batched (KV cache, left padding) against one
+"""Evaluation generation: `distill.models.sampling.generate` batched (KV cache, left padding) against one
 prompt at a time, on the same prompts and settings, with identical outputs asserted.
 
 Prompts are the eval suite's profession templates (eval/data/profession_templates.json, the first prompt of each
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, sync  # noqa: E402
 
-from distill.config import load_config  # noqa: E402
-from distill.sampling import generate  # noqa: E402
+from distill.core.config import load_config  # noqa: E402
+from distill.models.sampling import generate  # noqa: E402
 
 TARGET = 4.0
 
@@ -37,7 +37,7 @@ def prompts(n: int) -> list[str]:
 
 
 def load_model(quick: bool, device):
-    from distill.models import load_teacher, resolve_teacher_path
+    from distill.models.loading import load_teacher, resolve_teacher_path
 
     cfg = load_config(ROOT / "recipes" / "smollm2-135m_to_6L.yaml")
     if quick:

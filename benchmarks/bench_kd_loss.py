@@ -1,4 +1,4 @@
-"""KD + CE loss, forward + backward: peak memory and time of `distill.fused_loss.fused_kd_ce_sums` against a
+"""KD + CE loss, forward + backward: peak memory and time of `distill.training.fused_loss.fused_kd_ce_sums` against a
 straightforward full-vocab implementation, TRL's `GKDTrainer.generalized_jsd_loss` (beta = 0, forward KL) and the
 project's `kd_ce_sums` on materialised logits, on the same inputs in the same run.
 
@@ -37,9 +37,9 @@ from _common import (  # noqa: E402
     time_interleaved,
 )
 
-from distill.defaults import CHUNK_SIZE  # noqa: E402
-from distill.fused_loss import fused_kd_ce_sums  # noqa: E402
-from distill.losses import kd_ce_sums  # noqa: E402
+from distill.core.defaults import CHUNK_SIZE  # noqa: E402
+from distill.training.fused_loss import fused_kd_ce_sums  # noqa: E402
+from distill.training.losses import kd_ce_sums  # noqa: E402
 
 # The student's hidden size that goes with each vocabulary: DistilGPT-2 (GPT-2 tokenizer) and the embedded
 # SmolLM2-135M default (its layers keep the teacher's width).
@@ -223,7 +223,7 @@ def check_and_time(a, vocab: int, variants: list[str]) -> dict:
         a.batch, a.seq, vocab, hidden_for(a, vocab), a.temperature, a.device, a.dtype
     )
     T = a.temperature
-    # Same loss and gradients (float32 here; the float64 checks to 1e-10 are in tests/test_fused_loss.py). This
+    # Same loss and gradients (float32 here; the float64 checks to 1e-10 are in tests/unit/training/test_fused_loss.py). This
     # also runs every variant once before timing, as a warm-up.
     ref_kd, ref_ce = step(loss_full, h, w, logq, labels, T)
     ref_gh, ref_gw = h.grad.clone(), w.grad.clone()

@@ -62,14 +62,14 @@ from _common import (  # noqa: E402
 )
 from bench_counterfactual import load_models, make_batch  # noqa: E402
 
-from distill.config import load_config  # noqa: E402
-from distill.losses import combine  # noqa: E402
-from distill.models import set_attention  # noqa: E402
-from distill.precision import autocast  # noqa: E402
-from distill.student import student_loss_sums  # noqa: E402
-from distill.teacher import Targets, batch_targets  # noqa: E402
-from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
-from distill.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.core.config import load_config  # noqa: E402
+from distill.core.precision import autocast  # noqa: E402
+from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
+from distill.models.loading import set_attention  # noqa: E402
+from distill.teacher.cache import TeacherCache, build_cache, teacher_head  # noqa: E402
+from distill.teacher.targets import Targets, batch_targets  # noqa: E402
+from distill.training.losses import combine  # noqa: E402
+from distill.training.step import student_loss_sums  # noqa: E402
 
 TARGET_SPEEDUP, TARGET_MFU, TARGET_CACHED = 1.8, 0.40, 1.15
 STEPS = ("ce", "cached_kd", "method", "live_kd", "trl_kd", "hf_kd")

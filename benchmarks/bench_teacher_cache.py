@@ -4,7 +4,7 @@ far they are from the teacher's full distribution.
 On the embedded SmolLM2-135M teacher and the default recipe's 6-layer student (`--quick`: tiny random models with
 the same tokenizer), over blocks of the project's text:
 
-- builds the cache for `--blocks` blocks and their twins with `distill.teacher_cache.build_cache` (timed once),
+- builds the cache for `--blocks` blocks and their twins with `distill.teacher.cache.build_cache` (timed once),
   in the `hidden` format (the default) and the `topk` format for each `--top-k`;
 - bytes per cached token;
 - KL(full targets || cached targets) per position, mean and max, for plain KD and for the method's perturbed
@@ -33,13 +33,14 @@ import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
 from bench_counterfactual import load_models, make_batch, targets_for_step  # noqa: E402
 
-from distill.config import load_config  # noqa: E402
-from distill.losses import combine, next_token_labels  # noqa: E402
-from distill.precision import autocast, resolve_mixed_precision  # noqa: E402
-from distill.student import student_loss_sums  # noqa: E402
-from distill.teacher import Targets, batch_targets  # noqa: E402
-from distill.teacher_cache import TeacherCache, build_cache, teacher_head  # noqa: E402
-from distill.twins import Counterfactuals, StepBatch, make_step_batch  # noqa: E402
+from distill.core.config import load_config  # noqa: E402
+from distill.core.precision import autocast, resolve_mixed_precision  # noqa: E402
+from distill.counterfactual.twins import Counterfactuals, StepBatch, make_step_batch  # noqa: E402
+from distill.data.transfer import next_token_labels  # noqa: E402
+from distill.teacher.cache import TeacherCache, build_cache, teacher_head  # noqa: E402
+from distill.teacher.targets import Targets, batch_targets  # noqa: E402
+from distill.training.losses import combine  # noqa: E402
+from distill.training.step import student_loss_sums  # noqa: E402
 
 TARGET = 1.15
 

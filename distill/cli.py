@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from distill.errors import ConfigError, FairDistillError
+from distill.core.errors import ConfigError, FairDistillError
 
 EXIT_USER_ERROR = 2
 
@@ -50,14 +50,14 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _cmd_train(args) -> int:
-    from distill.config import load_config
-    from distill.train import train
+    from distill.core.config import load_config
+    from distill.training.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
     cfg.invocation = invocation(args.argv)
     run_dir = train(cfg, keep_tracking=bool(cfg.eval.suite))
     if cfg.eval.suite:
-        from distill.evaluation.runner import evaluate_run, evaluated_since_training
+        from distill.reporting.evaluate import evaluate_run, evaluated_since_training
 
         done = evaluated_since_training(run_dir, cfg.eval.suite)  # a rerun of a finished run: nothing new
         sys.stdout.write((done.read_text() if done else evaluate_run(run_dir, cfg.eval.suite)) + "\n")
@@ -65,8 +65,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from distill.config import config_to_yaml, load_config
-    from distill.preflight import preflight
+    from distill.core.config import config_to_yaml, load_config
+    from distill.training.preflight import preflight
 
     cfg = load_config(args.recipe, args.overrides)
     preflight(cfg)  # everything train checks before it loads a model
@@ -75,16 +75,16 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_inspect_twins(args) -> int:
-    from distill.config import load_config
-    from distill.twin_report import inspect_twins
+    from distill.core.config import load_config
+    from distill.counterfactual.inspect import inspect_twins
 
     sys.stdout.write(inspect_twins(load_config(args.recipe, args.overrides), args.show) + "\n")
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from distill.evaluation.report import suite_table
-    from distill.evaluation.runner import evaluate_checkpoint
+    from distill.reporting.evaluate import evaluate_checkpoint
+    from distill.reporting.report import suite_table
 
     result = evaluate_checkpoint(args.ckpt, args.suite, out_dir=args.out, overrides=args.overrides)
     sys.stdout.write(suite_table([(result["model"]["label"], result)]) + "\n")
@@ -95,11 +95,11 @@ def _cmd_compare(args) -> int:
     """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
     from pathlib import Path
 
-    from distill.config import load_config
+    from distill.core.config import load_config
+    from distill.core.rundir import RunDir
     from distill.evaluation import results as R
-    from distill.evaluation.report import write_report
-    from distill.evaluation.runner import evaluate_checkpoint
-    from distill.rundir import RunDir
+    from distill.reporting.evaluate import evaluate_checkpoint
+    from distill.reporting.report import write_report
 
     main_cfg = load_config(args.recipe, args.overrides)
     base_cfg = load_config(args.baseline, args.overrides)
@@ -114,7 +114,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_experiment(args) -> int:
-    from distill.experiment import load_grid, run_grid, summarise
+    from distill.experiment.grid import load_grid, run_grid, summarise
 
     grid = load_grid(args.grid)
     if args.seeds:
@@ -130,7 +130,7 @@ def _cmd_experiment(args) -> int:
         grid.results_dir = args.results_dir
     out = summarise(grid) if args.summarise_only else run_grid(grid)
     if args.archive:
-        from distill.experiment import archive_runs
+        from distill.experiment.grid import archive_runs
 
         kept = archive_runs(grid, Path(args.archive))
         logging.getLogger("distill").info(
@@ -143,7 +143,7 @@ def _cmd_experiment(args) -> int:
     shown = [out / n for n in ("table.md", "stereotype.md") if (out / n).is_file()]
     sys.stdout.write("".join(p.read_text() + "\n" for p in shown) + f"results: {out}\n")
     if args.check_against:
-        from distill.experiment import check_reproduction
+        from distill.experiment.grid import check_reproduction
 
         text, ok = check_reproduction(args.check_against, out / "results.json")
         (out / "reproduction.md").write_text(text)
@@ -153,7 +153,7 @@ def _cmd_experiment(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from distill.evaluation.report import write_report
+    from distill.reporting.report import write_report
 
     # Beside the runs, not in the working directory (a checkout's root): the first run's output root.
     out = args.out or str(Path(args.runs[0]).expanduser().resolve().parent / "report")
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USER_ERROR
     except Exception as e:
-        from distill.lifecycle import TrainingStopped
+        from distill.training.lifecycle import TrainingStopped
 
         if isinstance(e, TrainingStopped):
             sys.stderr.write(f"{e}\n")

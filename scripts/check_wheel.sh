@@ -41,7 +41,7 @@ where = Path(distill.__file__).resolve()
 assert where.is_relative_to(Path(sys.argv[1]).resolve()), f"distill imported from {where}, not from the wheel"
 print("distill imported from", where)
 PY
-RECIPE=$("$WORK/venv/bin/python" -c 'from distill.resources import resource_path; print(resource_path("recipes/debug.yaml"))')
+RECIPE=$("$WORK/venv/bin/python" -c 'from distill.core.resources import resource_path; print(resource_path("recipes/debug.yaml"))')
 case "$RECIPE" in "$NEW_SITE"/*) ;; *) echo "the packaged debug recipe resolved to $RECIPE"; exit 1;; esac
 DISTILL="$WORK/venv/bin/distill"
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from distill.config import load_config
-from distill.data import build_blocks, read_prompts
+from distill.core.config import load_config
+from distill.core.resources import resource_path
+from distill.data.transfer import build_blocks, read_prompts
 from distill.evaluation import stereotype as S
-from distill.evaluation.perplexity import perplexity
-from distill.models import build_student, load_teacher, prune_layers
-from distill.resources import resource_path
+from distill.evaluation.scoring import perplexity
+from distill.models.loading import build_student, load_teacher, prune_layers
 
 
 def _scores(model, tokenizer, prompts, stats, seen, teacher_scores, val) -> dict:

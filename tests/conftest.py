@@ -154,7 +154,7 @@ def smollm2_tokenizer():
 
     from transformers import AutoTokenizer
 
-    from distill.models import embedded_gguf_path
+    from distill.models.loading import embedded_gguf_path
 
     root = Path(__file__).resolve().parents[1] / ".cache" / "fairdistill"
     for d in (root / "embedded" / "smollm2-135m", root / "tokenizers" / "smollm2-135m"):
@@ -176,6 +176,6 @@ def _fresh_accelerator_state():
 
 def list_checkpoints(run_dir) -> list:
     """A run folder's complete checkpoints, oldest first."""
-    from distill.rundir import RunDir
+    from distill.core.rundir import RunDir
 
     return RunDir(run_dir).checkpoints()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.perturb import Exchange, perturbed_log_targets
+from distill.counterfactual.perturb import Exchange, perturbed_log_targets
 
 
 def kd_reference(

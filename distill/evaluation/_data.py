@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.errors import DataError
+from distill.core.errors import DataError
 
 
 def load_hub(name: str, config: str | None, split: str, local_hint: str):

@@ -13,9 +13,9 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation._data import load_hub
-from distill.resources import resource_path
 
 BOLD_DOMAINS = ("profession", "gender", "race", "religious_ideology", "political_ideology")
 BOLD_HUB_ID = "AmazonScience/bold"

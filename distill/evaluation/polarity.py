@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation.stats import bootstrap_ci
-from distill.resources import resource_path
 
 MALE, FEMALE, NEUTRAL = "male", "female", "neutral"
 LABELS = (MALE, FEMALE, NEUTRAL)

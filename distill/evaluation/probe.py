@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from distill.errors import DataError, ModelError
-from distill.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
-from distill.resources import resource_path
+from distill.core.errors import DataError, ModelError
+from distill.core.resources import resource_path
+from distill.models.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
 
 DEFAULT_TEMPLATES = "eval/data/probe_templates.txt"
 PLACEHOLDER = "{profession}"

@@ -9,7 +9,7 @@ how a report shows them (label, ideal value, interval):
         rows=(Row("my_score", "my score [95% CI]", ideal="0", ci="my_score_ci"),),
     ))
 
-Every module in `distill/evaluation/kinds/` is imported the first time `kinds()` is called, and registers its
+Every module in `distill/evaluation/metrics/` is imported the first time `kinds()` is called, and registers its
 kinds; a metric is therefore one module there plus a suite YAML in `eval/` naming it. The suite loader, the
 runner, the report, the experiment and the model card all look kinds up here.
 """
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # A kind's `check` reports an out-of-range number with the recipe's own rule, re-exported so kinds import one module.
-from distill.config import check_range as check_range
-from distill.errors import DataError
+from distill.core.config import check_range as check_range
+from distill.core.errors import DataError
 
 if TYPE_CHECKING:  # torch loads where a model runs, so suite checks and reports start without it
     import torch
 
-    from distill.config import Config
+    from distill.core.config import Config
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,11 @@ def unregister(name: str) -> None:
 
 
 def kinds() -> dict[str, MetricKind]:
-    """Every metric kind by name: the modules of `distill/evaluation/kinds/` first (imported once), then any kind
+    """Every metric kind by name: the modules of `distill/evaluation/metrics/` first (imported once), then any kind
     registered since."""
     global _discovered
     if not _discovered:
-        from distill.evaluation import kinds as package
+        from distill.evaluation import metrics as package
 
         for info in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package.__name__}.{info.name}")

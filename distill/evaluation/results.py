@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.rundir import EVAL_DIR as EVAL_DIR
+from distill.core.rundir import FINAL_DIR as FINAL_DIR
+from distill.core.rundir import TEACHER_DIR as TEACHER_DIR
+from distill.core.rundir import RunDir
 from distill.evaluation.registry import Row, kinds
-from distill.rundir import EVAL_DIR as EVAL_DIR
-from distill.rundir import FINAL_DIR as FINAL_DIR
-from distill.rundir import TEACHER_DIR as TEACHER_DIR
-from distill.rundir import RunDir
 
 GENERATIONS_SUFFIX = "_generations.jsonl"
 COMPARISON_SUFFIX = "_comparison.md"
-# The run folder's layout is `distill.rundir.RunDir`'s; the functions below name what evaluation reads and writes.
+# The run folder's layout is `distill.core.rundir.RunDir`'s; the functions below name what evaluation reads and writes.
 
 
 def eval_dir(run_dir: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """Run an evaluation suite on a checkpoint and write the scores next to the texts they came from.
 
-    evaluate_checkpoint("runs/smollm2-135m_to_6L", "quick")   # the run's student; reference = the run's teacher
-    evaluate_run("runs/smollm2-135m_to_6L", "quick")          # teacher and student, side by side
+    evaluate_model(loaded_model, suite, data, context, out_dir)   # one model; see distill.reporting.evaluate for a
+                                                                # checkpoint or a run (card, W&B, comparison table)
 
 The order is: validate the suite (`suites.load_suite`) -> load every task's data (a hub dataset that cannot be
 reached fails here, before any model loads, naming the field that takes a local file) -> load the model and the
@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -26,12 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig, load_config, method_label
-from distill.errors import DataError, FairDistillError, ModelError
+from distill.core.config import (
+    EMBEDDED_MODELS,
+    EMBEDDED_PREFIX,
+    Config,
+    DataConfig,
+    load_config,
+)
+from distill.core.errors import DataError, FairDistillError, ModelError
+from distill.core.files import atomic_write
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
 from distill.evaluation.registry import Context, LoadedModel, kind
-from distill.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +75,9 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
 
     `cache_dir` is where an embedded model is converted once (default: the recipes' `data.cache_dir`).
     """
-    from distill.models import check_local_dir as _check_local_dir
-    from distill.models import is_local_path as _is_local
-    from distill.models import materialize_embedded
+    from distill.models.loading import check_local_dir as _check_local_dir
+    from distill.models.loading import is_local_path as _is_local
+    from distill.models.loading import materialize_embedded
 
     text = str(ckpt)
     if text.startswith(EMBEDDED_PREFIX):
@@ -106,7 +111,7 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
     return Checkpoint(text, text, None, text)
 
 
-def _device(setting: str) -> torch.device:
+def device_for(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
@@ -130,8 +135,8 @@ def _absolute(spec: str) -> str:
 
 def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | None = None) -> LoadedModel:
     """Load a resolved checkpoint in float32, frozen and in eval mode, on `device`."""
-    from distill.models import check_model_vocab, load_tokenizer
-    from distill.models import load_pretrained as _from_pretrained
+    from distill.models.loading import check_model_vocab, load_tokenizer
+    from distill.models.loading import load_pretrained as _from_pretrained
 
     tokenizer = load_tokenizer(ck.path)
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)
@@ -151,7 +156,7 @@ def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | N
 
 def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> LoadedModel:
     """The teacher named in a run's config.yaml (`embedded:` converted once into the run's data cache)."""
-    from distill.models import load_teacher
+    from distill.models.loading import load_teacher
 
     model, tokenizer, path = load_teacher(cfg)
     model.to(device)
@@ -168,7 +173,7 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
     return LoadedModel(model, tokenizer, info)
 
 
-def _run_config(run_dir: Path) -> Config:
+def run_config(run_dir: Path) -> Config:
     return load_config(R.run_config_file(run_dir))
 
 
@@ -268,9 +273,9 @@ def _run_tasks(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tup
     return tasks, summary, records
 
 
-def _evaluate(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context, out_dir: Path) -> dict:
+def evaluate_model(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context, out_dir: Path) -> dict:
     """Run every task of `suite` on one model; write `<suite>.json` (and the generations) under `out_dir`."""
-    from distill.sampling import save_jsonl
+    from distill.models.sampling import save_jsonl
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t_total = time.perf_counter()
@@ -347,14 +352,14 @@ def _resolve_reference(
     return ref, f"reference: {ck.label}"
 
 
-def _cpu_heap(device: torch.device) -> None:
-    """distill/cpu_heap.py for an evaluation on `device`, before any model loads (a bad setting fails first)."""
-    from distill.cpu_heap import configure_cpu_heap, heap_log_line
+def set_cpu_heap(device: torch.device) -> None:
+    """distill/core/cpu_heap.py for an evaluation on `device`, before any model loads (a bad setting fails first)."""
+    from distill.core.cpu_heap import configure_cpu_heap, heap_log_line
 
     log.info("%s", heap_log_line(*configure_cpu_heap(cuda=device.type == "cuda")))
 
 
-def _context(
+def build_context(
     suite: S.Suite,
     device: torch.device,
     run_cfg: Config | None,
@@ -375,7 +380,7 @@ def _context(
         blocks, blocks_note = run_validation_blocks(run_dir)
         if blocks is None:
             log.warning("%s; perplexity falls back to the task's path / dataset", blocks_note)
-    from distill.precision import resolve_mixed_precision
+    from distill.core.precision import resolve_mixed_precision
 
     # a run's own precision; a model that is not a run's is evaluated in float32
     setting = run_cfg.train.mixed_precision if run_cfg is not None else "no"
@@ -383,118 +388,3 @@ def _context(
     if _needs(suite, "generations"):
         log.info("generation precision: %s (%s)", precision, why)
     return Context(device, reference, note, blocks, blocks_note, precision, run_cfg, teacher)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Public entry points
-
-
-def evaluate_checkpoint(
-    ckpt: str | Path,
-    suite: str | Path,
-    out_dir: str | Path | None = None,
-    overrides: list[str] | None = None,
-    reference: str | None = None,
-) -> dict:
-    """Evaluate one checkpoint on one suite; returns the results as written to `<out_dir>/<suite>.json`.
-
-    `ckpt`: a run directory (evaluates `<run>/final`), a `final/` folder, a `save_pretrained` folder, a hub id,
-    or `embedded:smollm2-135m`. `suite`: a name in `eval/` (`quick`) or a YAML path. `out_dir` defaults to
-    `<run>/eval` (see `Checkpoint.default_out`). `overrides`: `key=value` strings (`n_per_prompt=1`,
-    `templates.max_new_tokens=4`, `device=cpu`). `reference` overrides the suite's fluency reference (a model
-    folder, hub id, `embedded:...`, `teacher` or `none`). A run's teacher is loaded when a task compares the
-    student with it (Winogender's `r_teacher`), as `evaluate_run` has it.
-    """
-    spec = S.load_suite(suite, overrides)
-    ck = resolve_checkpoint(ckpt)
-    out = Path(out_dir) if out_dir is not None else ck.default_out()
-    device = _device(spec.device)
-    _cpu_heap(device)
-    data = prepare_tasks(spec)
-    run_cfg = _run_config(ck.run_dir) if ck.run_dir is not None else None
-    teacher_name = run_cfg.teacher.name_or_path if run_cfg is not None else None
-    lm = load_model(ck, device, role="student" if ck.run_dir is not None else "model", teacher=teacher_name)
-    if run_cfg is not None:
-        lm.info["method"] = method_label(run_cfg)
-    ref = reference if reference is not None else spec.reference
-    ctx = _context(spec, device, run_cfg, ck.run_dir, ref)
-    results = _evaluate(lm, spec, data, ctx, out)
-    teacher = R.read_if_present(R.teacher_results(ck.run_dir, spec.name)) if ck.run_dir else None
-    if Path(ck.path).is_dir():
-        update_model_card(Path(ck.path), spec.name, results, teacher)
-    if ck.run_dir is not None and out == ck.default_out():
-        _log_to_run(ck.run_dir, spec.name, results, teacher.payload if teacher else None)
-    return results
-
-
-def update_model_card(
-    model_dir: Path, suite: str, results: dict, teacher_results: dict | R.SuiteResult | None = None
-) -> None:
-    """Merge the suite's numbers into the model card next to the weights (`card.merge_evaluation`): teacher and
-    this model side by side, in a section a later evaluation with the same suite replaces."""
-    from distill.card import merge_evaluation
-
-    merge_evaluation(model_dir, suite, results, teacher_results)
-
-
-def _log_to_run(run_dir: Path, suite: str, student: dict, teacher: dict | None) -> None:
-    """Figures of the run's teacher and student (`<run>/eval/figures/`) and the results, logged into the run's own
-    W&B run (`tracking.log_evaluation`)."""
-    from distill.evaluation.report import run_figures
-    from distill.sampling import read_jsonl
-    from distill.tracking import log_evaluation
-
-    figures = run_figures(run_dir, suite)
-    gen = R.generations_file(R.eval_dir(run_dir), suite)
-    generations = read_jsonl(gen) if gen.is_file() else []
-    cfg = _run_config(run_dir)
-    mode = cfg.tracking.mode if cfg.tracking.wandb else "disabled"
-    log_evaluation(run_dir, suite, student, teacher, generations, figures, mode=mode)
-
-
-def evaluated_since_training(run_dir: str | Path, suite: str | Path) -> Path | None:
-    """`<run>/eval/<suite>_comparison.md` when `evaluate_run` wrote it after the run's `final/` model, else None."""
-    done = R.comparison_file(run_dir, Path(str(suite)).stem)
-    final = R.final_dir(run_dir) / "config.json"
-    if done.is_file() and final.is_file() and done.stat().st_mtime >= final.stat().st_mtime:
-        return done
-    return None
-
-
-def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | None = None) -> str:
-    """Evaluate a run's teacher and its student (`final/`) on `suite`; return a markdown table of the two side by
-    side (also written to `<run>/eval/<suite>_comparison.md`).
-
-    Results: `<run>/eval/<suite>.json` (student) and `<run>/eval/teacher/<suite>.json`. The teacher is loaded
-    once and is the fluency reference for both (unless the suite names another). Under a multi-process launch
-    only the main process evaluates; the others return an empty string.
-    """
-    from distill.evaluation.report import suite_table
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return ""
-    spec = S.load_suite(suite, overrides)
-    ck = resolve_checkpoint(Path(run_dir))
-    if ck.run_dir is None:
-        raise ModelError(f"{str(run_dir)!r} is not a run directory (no config.yaml); use evaluate_checkpoint")
-    run = ck.run_dir
-    device = _device(spec.device)
-    _cpu_heap(device)
-    data = prepare_tasks(spec)
-    cfg = _run_config(run)
-    teacher = load_run_teacher(cfg, device, run)
-    ctx = _context(spec, device, cfg, run, spec.reference, teacher=teacher)
-    teacher_results = _evaluate(teacher, spec, data, ctx, R.teacher_dir(run))
-    student = load_model(ck, device, role="student", teacher=cfg.teacher.name_or_path)
-    student.info["method"] = method_label(cfg)
-    student_results = _evaluate(student, spec, data, ctx, R.eval_dir(run))
-    update_model_card(Path(ck.path), spec.name, student_results, teacher_results)
-    _log_to_run(run, spec.name, student_results, teacher_results)
-    table = suite_table(
-        [("teacher", teacher_results), (f"student ({student.info['label']})", student_results)]
-    )
-    text = f"{spec.name} suite, {run}: teacher vs student\n\n{table}\n"
-    path = R.comparison_file(run, spec.name)
-    path.write_text(text)
-    log.info("%s suite: teacher vs student in %s", spec.name, path)  # the caller prints the table itself
-    return text

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from distill.errors import DataError, FairDistillError
+from distill.core.errors import DataError, FairDistillError
 from distill.evaluation.stats import bootstrap_ci
 
 DEFAULT_GROUPS = ("American_actors", "American_actresses")

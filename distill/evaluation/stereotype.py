@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distill.errors import DataError, ModelError
+from distill.core.errors import DataError, ModelError
+from distill.core.resources import resource_path
 from distill.evaluation.stats import bootstrap_ci
-from distill.resources import resource_path
 
 if TYPE_CHECKING:  # torch is imported where a model runs, so reports and suite checks load without it
     import torch
@@ -222,7 +222,7 @@ def slot_scores(
     into batches and read at the last position in float32; the model's train/eval mode is restored after."""
     import torch
 
-    from distill.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
+    from distill.models.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -458,7 +458,7 @@ PLOT_SUFFIX = "_winogender.png"
 def transfer_prompts(task_prompts: str | None, run_cfg) -> tuple[str, list[str]]:
     """(which file, its prompts) that decide the seen occupations: the task's file, else the run's own
     `data.prompts` when it sampled its transfer set from prompts, else DEFAULT_PROMPTS."""
-    from distill.data import read_prompts
+    from distill.data.transfer import read_prompts
 
     path = task_prompts
     if path is None and run_cfg is not None and run_cfg.data.source == "teacher_samples":

@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from distill.config import build_section, parse_override
-from distill.errors import ConfigError
+from distill.core.config import build_section, parse_override
+from distill.core.errors import ConfigError
+from distill.core.resources import resource_path
 from distill.evaluation.registry import check_range, did_you_mean, kinds
-from distill.resources import resource_path
 
 SUITE_DIR = "eval"
 # Task names become override prefixes (`templates.n_per_prompt=1`) and JSON keys.

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation._data import load_hub, read_records
-from distill.lm import encode_plain, eval_mode, model_device, pad_token_id, right_pad
-from distill.resources import resource_path
+from distill.models.lm import encode_plain, eval_mode, model_device, pad_token_id, right_pad
 
 BIOS_HUB_ID = "LabHC/bias_in_bios"
 FIELDS = ("hard_text", "profession", "gender")

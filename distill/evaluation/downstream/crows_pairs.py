@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation._data import load_hub
-from distill.evaluation.perplexity import loglik_all
+from distill.evaluation.scoring import loglik_all
 from distill.evaluation.stats import bootstrap_ci
-from distill.resources import resource_path
 
 CROWS_PAIRS_HUB_ID = "nyu-mll/crows_pairs"
 REQUIRED_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")

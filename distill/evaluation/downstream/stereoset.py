@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DataError
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation._data import load_hub
-from distill.evaluation.perplexity import loglik_all
+from distill.evaluation.scoring import loglik_all
 from distill.evaluation.stats import bootstrap_ci
-from distill.resources import resource_path
 
 STEREOSET_HUB_ID = "McGill-NLP/stereoset"
 GOLD_LABELS = ("stereotype", "anti-stereotype", "unrelated")

@@ -1,0 +1,154 @@
+"""`perplexity`: token-weighted perplexity over non-overlapping blocks of held-out text (`evaluation/perplexity.py`),
+or over a run's own validation blocks (`val_blocks.safetensors`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from distill.core.errors import DataError
+from distill.core.resources import resource_path
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, check_range, from_hub, register
+
+log = logging.getLogger(__name__)
+
+WIKITEXT_HUB_ID = "Salesforce/wikitext"
+WIKITEXT_CONFIG = "wikitext-103-raw-v1"
+
+
+@dataclass
+class PerplexityTask:
+    """Token-weighted perplexity over non-overlapping blocks of held-out text."""
+
+    metric: str = "perplexity"
+    """The metric kind (see `registry.kinds()`)."""
+    run_validation: bool = False
+    """When the checkpoint is a run directory, use that run's own validation blocks (read from its
+    `val_blocks.safetensors`) and their block size; otherwise, or when the run has no such file, fall back to
+    `path` / the hub."""
+    path: str | None = None
+    """Local held-out text: .txt (documents separated by blank lines), .jsonl or .parquet (`text_field`); null
+    loads `dataset` from the hub."""
+    dataset: str = WIKITEXT_HUB_ID
+    """Hub dataset used when `path` is null."""
+    dataset_config: str | None = WIKITEXT_CONFIG
+    """Configuration of the hub dataset."""
+    split: str = "test"
+    """Split of the hub dataset."""
+    text_field: str = "text"
+    """Column (hub, .jsonl, .parquet) holding the text."""
+    join: str | None = None
+    """Join all documents into one text with this separator (WikiText stores one line per row: use "");
+    null separates documents with the eos token."""
+    max_documents: int | None = None
+    """Use only the first N documents (null: all)."""
+    block_size: int | None = None
+    """Tokens per block (null: the model's context, at most 1024). Compare models only at the same size."""
+    batch_size: int = 8
+    """Blocks per forward pass."""
+
+
+def check(where: str, task: PerplexityTask, problems: list[str]) -> None:
+    check_range(problems, f"{where}.block_size", task.block_size, 2)
+
+
+def read_texts(path: str, text_field: str) -> list[str]:
+    """Documents of a local held-out file: .txt/.md split on blank lines; .jsonl/.json/.parquet `text_field`."""
+    from distill.evaluation._data import read_records
+
+    p = resource_path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: held-out text file not found")
+    if p.suffix.lower() in (".txt", ".md", ".raw", ""):
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        return [block.strip() for block in text.split("\n\n") if block.strip()]
+    rows = read_records(p)
+    for i, row in enumerate(rows):
+        if text_field not in row or not isinstance(row[text_field], str):
+            raise DataError(
+                f"{p}: row {i} has no text field {text_field!r} (fields: {sorted(row)}); set the task's text_field"
+            )
+    return [row[text_field] for row in rows]
+
+
+def prepare(name: str, task: PerplexityTask) -> dict:
+    from distill.evaluation._data import load_hub
+
+    if task.path:
+        texts, source = read_texts(task.path, task.text_field), task.path
+    else:
+
+        def load() -> list[str]:
+            where = f"{task.dataset} ({task.dataset_config}, {task.split})"
+            ds = load_hub(task.dataset, task.dataset_config, task.split, "set the task's path")
+            if task.text_field not in ds.column_names:
+                raise DataError(f"{where}: no column {task.text_field!r} (columns: {ds.column_names})")
+            return list(ds[task.text_field])
+
+        texts = from_hub(name, task, "path", load)
+        source = f"{task.dataset}/{task.dataset_config}:{task.split}"
+    texts = texts[: task.max_documents]
+    if task.join is not None:
+        texts = [task.join.join(texts)]
+    if not any(t.strip() for t in texts):
+        raise DataError(f"task {name!r}: the held-out text from {source} is empty")
+    return {"texts": texts, "source": source}
+
+
+def run(name: str, task: PerplexityTask, data: dict, lm: LoadedModel, ctx: Context):
+    from distill.evaluation.scoring import perplexity
+    from distill.models.lm import max_positions
+
+    if task.run_validation and ctx.run_blocks is not None:
+        blocks = ctx.run_blocks
+        result = perplexity(lm.model, lm.tokenizer, blocks, batch_size=task.batch_size, device=ctx.device)
+        return {**result, "source": ctx.run_blocks_note, "block_size": int(blocks.shape[1])}, []
+    block_size = task.block_size
+    limit = max_positions(lm.model)
+    if block_size is not None and limit is not None and block_size > limit:
+        log.warning(
+            "%s: block_size %d is above the model's context (%d); using %d", name, block_size, limit, limit
+        )
+        block_size = limit
+    result = perplexity(
+        lm.model,
+        lm.tokenizer,
+        data["texts"],
+        block_size=block_size,
+        batch_size=task.batch_size,
+        device=ctx.device,
+    )
+    source = data["source"]
+    if task.run_validation:
+        source = f"{source} ({ctx.run_blocks_note})"
+    return {**result, "source": source, "block_size": block_size}, []
+
+
+def headline(result: dict) -> dict:
+    return {"ppl": result.get("ppl"), "tokens": result.get("tokens")}
+
+
+def sizes(name: str, r: dict) -> str | None:
+    return f"`{name}`: {r['tokens']:,} tokens ({r.get('source', '')})" if r.get("tokens") else None
+
+
+KIND: Any = register(
+    MetricKind(
+        name="perplexity",
+        settings=PerplexityTask,
+        prepare=prepare,
+        run=run,
+        headline=headline,
+        rows=(Row("ppl", "perplexity", "lower"),),
+        hidden=("tokens",),
+        files=("path",),
+        check=check,
+        needs=lambda task: frozenset({"run_blocks"} if task.run_validation else ()),
+        local_hint="a local .txt (documents separated by blank lines), .jsonl or .parquet file of held-out text",
+        sizes=sizes,
+    )
+)

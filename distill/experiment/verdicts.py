@@ -1,0 +1,487 @@
+"""Seed-level verdicts on occupational stereotype: each seed is one replicate of the whole pipeline.
+
+In an experiment grid whose suite scores Winogender (`eval/winogender.yaml`, or `quick`, which includes it), every
+seed s gives one number per variant and metric m (association r with BLS % women, association with the teacher's
+own scores, spread, lean; over all occupations, and over those unseen in the transfer prompts), plus the run's
+validation perplexity and the teacher's on the same held-out blocks. A variant is compared with the reference
+(plain KD) seed by seed:
+
+    d_s = m(variant, s) - m(reference, s)          mean d over seeds, 95% interval mean +- t(0.975, n-1) sd / sqrt(n)
+
+the paired t interval over seeds (not over occupations or prompts: those intervals are inside each seed's own
+numbers and say nothing about whether another draw of the transfer set, split and batch order would agree). The
+relative change is mean(variant) / mean(reference) - 1. A difference is called lower / higher only when its
+interval excludes 0; with fewer than 2 seeds there is no interval and no verdict.
+
+`write` adds `stereotype.md`, `stereotype.json` and the `stereotype_seeds` figure to the results folder, with the
+targets the project holds itself to checked against the numbers: plain KD keeps >= 70% of the teacher's
+association and spread on unseen occupations; the method cuts both by >= 50% against plain KD with an interval
+that excludes 0; its perplexity is within 3% of plain KD's and <= 1.5x the teacher's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from distill.core.rundir import RunDir
+from distill.evaluation import results as R
+from distill.evaluation.stereotype import pearson
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+# (key in results, label, part of the Winogender result)
+METRICS = (
+    ("r_bls_unseen", "association r with BLS % women, unseen occupations", "unseen", "r_bls"),
+    ("spread_unseen", "spread (nats), unseen occupations", "unseen", "spread"),
+    (
+        "r_teacher_unseen",
+        "association r with the teacher's scores, unseen occupations",
+        "unseen",
+        "r_teacher",
+    ),
+    ("lean_unseen", "lean she - he (nats), unseen occupations", "unseen", "lean"),
+    ("r_bls", "association r with BLS % women, all occupations", "all", "r_bls"),
+    ("spread", "spread (nats), all occupations", "all", "spread"),
+    ("r_teacher", "association r with the teacher's scores, all occupations", "all", "r_teacher"),
+    ("lean", "lean she - he (nats), all occupations", "all", "lean"),
+    ("ppl", "perplexity on the run's held-out blocks", None, None),
+    ("teacher_ppl", "the teacher's perplexity on the same blocks", None, None),
+)
+TARGET_KEEP = 0.70
+TARGET_CUT = 0.50
+TARGET_PPL_VS_REF = 0.03
+TARGET_PPL_VS_TEACHER = 1.5
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with `df` degrees of freedom (nan below 1)."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    # Cornish-Fisher expansion to second order: within 0.001 of the tables above 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, list[float] | None]:
+    """Mean of per-seed paired differences and its 95% t interval over seeds (None below 2 finite seeds)."""
+    d = np.asarray([x for x in diffs if x is not None and math.isfinite(x)], dtype=float)
+    if len(d) == 0:
+        return math.nan, None
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, None
+    h = t975(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return m, [m - h, m + h]
+
+
+def _metrics_log(run: Path) -> list[dict]:
+    path = RunDir(run).metrics
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_perplexities(run: Path) -> tuple[float, float]:
+    """(the student's validation perplexity at the end of training, the teacher's on the same blocks)."""
+    recs = _metrics_log(run)
+    student = next((r["val/ppl"] for r in reversed(recs) if "val/ppl" in r), math.nan)
+    teacher = next((math.exp(r["val/teacher_loss"]) for r in recs if "val/teacher_loss" in r), math.nan)
+    return float(student), float(teacher)
+
+
+def winogender_of(path: Path) -> dict | None:
+    """The Winogender task's result in a `<suite>.json`, or None when the suite has none."""
+    if not Path(path).is_file():
+        return None
+    task = R.read_suite(path).first("winogender")
+    return None if task is None else task.result
+
+
+def _r_teacher(result: dict, teacher: dict | None, part: str) -> float:
+    """The association with the teacher's scores: stored when the run was evaluated with its teacher, else
+    computed from both per-occupation scores over the same occupations."""
+    stored = (result.get(part) or {}).get("r_teacher")
+    if isinstance(stored, int | float) and math.isfinite(stored):
+        return float(stored)
+    if not teacher:
+        return math.nan
+    occ = result["per_occupation"]
+    t_occ = teacher["per_occupation"]
+    names = sorted(o for o in occ if o in t_occ)
+    if part == "unseen":
+        seen = set(result.get("seen_occupations") or [])
+        names = [o for o in names if o not in seen]
+    if len(names) < 3:
+        return math.nan
+    return pearson([occ[o] for o in names], [t_occ[o] for o in names])
+
+
+def seed_values(run: Path, suite: str, teacher: dict | None) -> dict[str, float]:
+    """One run's numbers for every key of `METRICS`."""
+    result = winogender_of(R.student_results(run, suite)) or {}
+    out: dict[str, float] = {}
+    for key, _, part, stat in METRICS:
+        if part is None:
+            continue
+        if stat == "r_teacher":
+            out[key] = _r_teacher(result, teacher, part) if result else math.nan
+        else:
+            v = (result.get(part) or {}).get(stat)
+            out[key] = float(v) if isinstance(v, int | float) else math.nan
+    out["ppl"], out["teacher_ppl"] = run_perplexities(run)
+    return out
+
+
+def teacher_values(teacher: dict | None) -> dict[str, float]:
+    out = {}
+    for key, _, part, stat in METRICS:
+        v = ((teacher or {}).get(part) or {}).get(stat) if part else None
+        out[key] = float(v) if isinstance(v, int | float) else math.nan
+    return out
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if isinstance(x, int | float) and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def compare(
+    per_variant: dict[str, list[dict[str, float]]],
+    reference: str,
+    teacher: dict[str, float],
+    methods: set[str] | None = None,
+) -> dict:
+    """Means over seeds, paired differences against `reference` with their seed-level intervals, relative changes,
+    verdicts, and the targets checked. `per_variant[v][i]` holds seed i's `seed_values`. `methods`: the variants
+    that apply the method (held to cutting the stereotype); the others are plain-KD students (a size sweep),
+    held to keeping the teacher's; None: every variant but the reference is a method."""
+    ref = per_variant[reference]
+    variants = {}
+    for v, seeds in per_variant.items():
+        row: dict = {"n_seeds": len(seeds), "metrics": {}}
+        for key, label, _, _ in METRICS:
+            vals = [s[key] for s in seeds]
+            m, ci = paired_interval(vals)  # the interval of the mean over seeds (one sample)
+            entry: dict = {"label": label, "seeds": vals, "mean": m, "ci": ci}
+            if v != reference and key != "teacher_ppl":
+                d, dci = paired_interval([a - b for a, b in zip(vals, (s[key] for s in ref))])
+                base = _mean(s[key] for s in ref)
+                # a lean can change sign: its ratio to the reference's says nothing
+                relative = (
+                    (m / base - 1)
+                    if base and math.isfinite(base) and not key.startswith("lean")
+                    else math.nan
+                )
+                entry.update(
+                    diff=d,
+                    diff_ci=dci,
+                    relative=relative,
+                    verdict=_verdict(dci) if math.isfinite(d) else "n/a",
+                )
+            row["metrics"][key] = entry
+        variants[v] = row
+    # the teacher's perplexity is measured on each run's own held-out blocks: its mean over the reference's seeds
+    teacher = {**teacher, "ppl": _mean(s["teacher_ppl"] for s in ref)}
+    teacher["teacher_ppl"] = teacher["ppl"]
+    return {
+        "reference": reference,
+        "teacher": teacher,
+        "variants": variants,
+        "targets": _targets(variants, reference, teacher, methods),
+    }
+
+
+def _verdict(ci: list[float] | None) -> str:
+    if ci is None:
+        return "no interval (fewer than 2 seeds)"
+    if ci[0] > 0:
+        return "higher"
+    if ci[1] < 0:
+        return "lower"
+    return "no measurable difference"
+
+
+def _targets(
+    variants: dict, reference: str, teacher: dict[str, float], methods: set[str] | None = None
+) -> list[dict]:
+    """Each target the project holds itself to, with the numbers and whether they meet it: plain-KD students
+    (the reference, and with `methods` given every variant not in it) keep the teacher's stereotype; methods cut
+    it against the reference at the reference's perplexity."""
+    out = []
+    plain = [reference] + [v for v in variants if v != reference and methods is not None and v not in methods]
+    for v in plain:
+        m = variants[v]["metrics"]
+        for key in ("r_bls_unseen", "spread_unseen"):
+            t, p = teacher.get(key, math.nan), m[key]["mean"]
+            keep = p / t if t and math.isfinite(t) else math.nan
+            out.append(
+                {
+                    "target": f"{v} keeps >= {TARGET_KEEP:.0%} of the teacher's {m[key]['label']}",
+                    "value": keep,
+                    "met": bool(math.isfinite(keep) and keep >= TARGET_KEEP),
+                }
+            )
+    for v, row in variants.items():
+        if v in plain:
+            continue
+        m = row["metrics"]
+        for key in ("r_bls_unseen", "spread_unseen"):
+            cut = -m[key]["relative"]
+            ci = m[key]["diff_ci"]
+            out.append(
+                {
+                    "target": f"{v} cuts {m[key]['label']} by >= {TARGET_CUT:.0%} against {reference}, "
+                    "interval excluding 0",
+                    "value": cut,
+                    "met": bool(math.isfinite(cut) and cut >= TARGET_CUT and ci is not None and ci[1] < 0),
+                }
+            )
+        rel = m["ppl"]["relative"]
+        out.append(
+            {
+                "target": f"{v} perplexity within {TARGET_PPL_VS_REF:.0%} of {reference}'s",
+                "value": rel,
+                "met": bool(math.isfinite(rel) and abs(rel) <= TARGET_PPL_VS_REF),
+            }
+        )
+        ratio = m["ppl"]["mean"] / m["teacher_ppl"]["mean"] if m["teacher_ppl"]["mean"] else math.nan
+        out.append(
+            {
+                "target": f"{v} perplexity <= {TARGET_PPL_VS_TEACHER}x the teacher's on the same blocks",
+                "value": ratio,
+                "met": bool(math.isfinite(ratio) and ratio <= TARGET_PPL_VS_TEACHER),
+            }
+        )
+    return out
+
+
+def _f(x, digits: int = 3) -> str:
+    return f"{x:.{digits}g}" if isinstance(x, int | float) and math.isfinite(x) else "n/a"
+
+
+def _ci(ci) -> str:
+    return f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+
+
+def table(payload: dict, labels: dict[str, str]) -> str:
+    """The markdown of `stereotype.md`: one row per metric, one column per model, then the targets."""
+    variants, ref = payload["variants"], payload["reference"]
+    names = list(variants)
+    n = {variants[v]["n_seeds"] for v in names}
+    head = "| metric | teacher | " + " | ".join(
+        labels.get(v, v) + ("" if v == ref else f" (vs {labels.get(ref, ref)})") for v in names
+    )
+    lines = [head + " |", "|---" * (len(names) + 2) + "|"]
+    for key, label, _, _ in METRICS:
+        cells = []
+        for v in names:
+            e = variants[v]["metrics"][key]
+            cell = f"{_f(e['mean'])}{_ci(e['ci'])}"
+            if "diff" in e:
+                rel = f", {_f(100 * e['relative'], 2)}%" if math.isfinite(e["relative"]) else ""
+                cell += f"; {_f(e['diff'])}{_ci(e['diff_ci'])}{rel}: {e['verdict']}"
+            cells.append(cell)
+        teacher = payload["teacher"].get(key, math.nan)
+        lines.append(f"| {label} | {_f(teacher)} | " + " | ".join(cells) + " |")
+    targets = [
+        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({_f(t['value'])})" for t in payload["targets"]
+    ]
+    return (
+        f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} "
+        f"seed{'s' if max(n) != 1 else ''}. Each cell: "
+        "mean over seeds [95% t interval over seeds]; for a method, then its paired difference from "
+        f"{labels.get(ref, ref)} [95% t interval over seeds], the relative change of the mean, and the verdict "
+        "(lower / higher only when the interval excludes 0). Unseen occupations do not appear in the transfer "
+        "prompts.\n\n" + "\n".join(lines) + "\n\nTargets:\n" + "\n".join(targets) + "\n"
+    )
+
+
+def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
+    """`stereotype_seeds`: unseen-occupation association and spread per seed, each method's seeds joined to the
+    reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
+    from matplotlib.ticker import MaxNLocator
+
+    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
+
+    variants, ref = payload["variants"], payload["reference"]
+    names = [ref, *[v for v in variants if v != ref]]
+    keys = (("r_bls_unseen", "association r\nwith BLS % women"), ("spread_unseen", "spread (nats)"))
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 2)
+        for ax, (key, xlabel) in zip(axes, keys):
+            ref_seeds = variants[ref]["metrics"][key]["seeds"]
+            for i, v in enumerate(names):
+                e = variants[v]["metrics"][key]
+                color = PALETTE[i % len(PALETTE)]
+                ax.scatter(e["seeds"], [i] * len(e["seeds"]), color=color, alpha=0.5, s=10)
+                if v != ref:
+                    for a, b in zip(ref_seeds, e["seeds"]):
+                        ax.plot([a, b], [0, i], color="0.75", linewidth=0.6, zorder=0)
+                point(ax, e["mean"], i - 0.18, e["ci"], color, ms=4)
+            t = payload["teacher"].get(key, math.nan)
+            if math.isfinite(t):
+                ax.axvline(t, color=TEACHER_COLOR, linestyle="--", linewidth=0.9, label="teacher")
+            ax.axvline(0, color="black", linewidth=0.6)
+            shown = [textwrap.fill(labels.get(v, v), 16) for v in names]
+            ax.set_yticks(np.arange(len(names)), shown if ax is axes[0] else [])
+            ax.set_ylim(len(names) - 0.5, -0.7)
+            ax.set_xlabel(xlabel)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+            ax.grid(axis="x", alpha=0.3)
+        if axes[1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
+            axes[1].legend(loc="lower right", frameon=False)
+        n = variants[ref]["n_seeds"]
+        left_title(
+            fig,
+            f"Winogender, unseen occupations, {n} seed{'s' if n != 1 else ''}\n"
+            + (
+                "dots: seeds (lines pair them); bars: mean, 95% t CI"
+                if n > 1
+                else "dots: the one seed (lines pair it); no interval from one seed"
+            ),
+        )
+
+    return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
+
+
+def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
+    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity relative
+    to the teacher's on the same held-out blocks (each seed has its own blocks, so the ratio is what compares across
+    seeds); means over seeds with 95% t intervals over seeds both ways; the teacher at (1, its value)."""
+    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+
+    variants, teacher = payload["variants"], payload["teacher"]
+    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
+
+    def bars(m, ci):
+        return None if ci is None else [[m - ci[0]], [ci[1] - m]]
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 2)
+        for ax, (key, ylabel) in zip(axes, keys):
+            for i, (v, row) in enumerate(variants.items()):
+                mt = row["metrics"]
+                ratios = [a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b]
+                x, xci = paired_interval(ratios)
+                y, yci = mt[key]["mean"], mt[key]["ci"]
+                ax.errorbar(
+                    [x], [y], xerr=bars(x, xci), yerr=bars(y, yci), fmt="o", ms=4, capsize=2,
+                    color=PALETTE[i % len(PALETTE)], label=labels.get(v, v),
+                )  # fmt: skip
+            ty = teacher.get(key, math.nan)
+            if math.isfinite(ty):
+                ax.plot([1.0], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xlabel("perplexity / teacher's")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="lower left", frameon=True, framealpha=0.8, fontsize=6)
+        n = max(r["n_seeds"] for r in variants.values())
+        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
+        left_title(fig, f"Stereotype vs perplexity, unseen occupations, {n} seed{'s' * (n != 1)}\n{note}")
+
+    return save_figure(paint, out, "stereotype_tradeoff", 2.6)
+
+
+def draw_size(payload: dict, layers: dict[str, int], teacher_layers: int, out: Path) -> Path:
+    """`stereotype_by_size`: plain-KD students of different depths (a size sweep) against their layer count: the
+    association with BLS % women (all and unseen occupations) and the spread of unseen occupations' scores, with
+    seed-level intervals, and perplexity relative to the teacher's; the teacher at its own depth."""
+    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+
+    variants, teacher = payload["variants"], payload["teacher"]
+    order = sorted(layers, key=layers.get)
+    xs = [layers[v] for v in order]
+    panels = (
+        ((("r_bls", "all 60"), ("r_bls_unseen", "unseen 20")), "association r\nwith BLS % women"),
+        ((("spread", "all 60"), ("spread_unseen", "unseen 20")), "spread (nats)"),
+    )
+
+    def paint(fig, width):
+        axes = fig.subplots(1, 3)
+        for ax, (series, ylabel) in zip(axes, panels):
+            for j, (key, name) in enumerate(series):
+                ms = [variants[v]["metrics"][key] for v in order]
+                ys = [m["mean"] for m in ms]
+                err = [
+                    [y - m["ci"][0] if m["ci"] else 0 for y, m in zip(ys, ms)],
+                    [m["ci"][1] - y if m["ci"] else 0 for y, m in zip(ys, ms)],
+                ]
+                ax.errorbar(xs, ys, yerr=err, marker="o", ms=3.5, capsize=2, color=PALETTE[j], label=name)
+                t = teacher.get(key, math.nan)
+                if math.isfinite(t):
+                    ax.plot([teacher_layers], [t], marker="*", ms=7, color=PALETTE[j], linestyle="none")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xlabel("student layers")
+            ax.set_title(ylabel, fontsize=7)
+            ax.grid(alpha=0.3)
+        ratios = []
+        for v in order:
+            mt = variants[v]["metrics"]
+            ratios.append(
+                paired_interval([a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b])
+            )
+        axes[2].plot(xs, [r[0] for r in ratios], marker="o", ms=3.5, color=PALETTE[2])
+        axes[2].plot([teacher_layers], [1.0], marker="*", ms=7, color=TEACHER_COLOR, linestyle="none")
+        axes[2].set_yscale("log")
+        top = max([r[0] for r in ratios if math.isfinite(r[0])] + [1.0])
+        ticks = [t for t in (0.5, 1, 2, 4, 8, 16, 32) if t <= 2 * top]
+        axes[2].set_yticks(ticks, [f"{t:g}" for t in ticks])
+        axes[2].minorticks_off()
+        axes[2].set_xlabel("student layers")
+        axes[2].set_title("ppl / teacher's", fontsize=7)
+        axes[2].grid(alpha=0.3)
+        axes[0].legend(loc="upper left", frameon=False, fontsize=6)
+        n = max(r["n_seeds"] for r in variants.values())
+        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
+        left_title(
+            fig,
+            f"Plain KD by student depth (teacher: star at {teacher_layers}), {n} seed{'s' * (n != 1)}\n{note}",
+        )
+
+    return save_figure(paint, out, "stereotype_by_size", 2.2)
+
+
+def write(
+    out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
+) -> list[Path]:
+    """Write stereotype.json, stereotype.md and the figures into `out`; return their paths. `sizes`: (each
+    variant's layer count, the teacher's) for a size sweep of plain-KD students, drawn as `stereotype_by_size`."""
+    out = Path(out)
+    (out / "stereotype.json").write_text(json.dumps(finite_or_none(payload), indent=2))
+    (out / "stereotype.md").write_text(table(payload, labels))
+    paths = [
+        out / "stereotype.json",
+        out / "stereotype.md",
+        draw(payload, labels, out),
+        draw_tradeoff(payload, labels, out),
+    ]
+    if sizes is not None:
+        paths.append(draw_size(payload, *sizes, out))
+    return paths
+
+
+def finite_or_none(obj):
+    """`obj` with every non-finite float as None and paths as strings, for JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

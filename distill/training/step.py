@@ -1,0 +1,88 @@
+"""The student's side of a step: its forward on a `StepBatch` and the KD + CE sums against the teacher's `Targets`.
+
+Fused (`kd.fused`, the default where it applies): the student's output projection is folded into the chunked loss
+(`distill.training.fused_loss`), so its [B, T, V] logits are never formed; else `distill.training.losses.kd_ce_sums` on full logits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from distill.core.config import Config
+from distill.counterfactual.twins import StepBatch
+from distill.teacher.targets import Targets
+from distill.training.fused_loss import fused_kd_ce_sums
+from distill.training.losses import LossSums, kd_ce_sums
+
+log = logging.getLogger("distill")
+
+
+def fused_head(cfg: Config, accelerator, student):
+    """(use the fused loss?, the student's output projection): off under FSDP and DeepSpeed, whose sharded head
+    weight exists whole only inside the forward, and for a model whose forward has no `logits_to_keep`."""
+    import inspect
+
+    from accelerate.utils import DistributedType
+
+    if not cfg.kd.fused or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return False, None
+    model = accelerator.unwrap_model(student)
+    head = model.get_output_embeddings()
+    if head is None or "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        log.warning(
+            "%s has no logits_to_keep or output head: the loss runs on full logits", type(model).__name__
+        )
+        return False, None
+    return True, head
+
+
+def student_loss_sums(
+    student, head, batch: StepBatch, targets: Targets, cfg: Config, device, accelerator
+) -> LossSums:
+    """Student forward on the batch's student rows and the KD + CE sums: fused with `head` (the output projection)
+    when given, else on the full logits. `targets.logits` / `targets.hidden` (fused path only) are raw teacher
+    tensors the fused loss forms q from a chunk at a time. With `kd.changed_weight` w != 1 and `targets.changed`,
+    the KD sum counts the changed positions w times: KD + (w - 1) * KD(changed positions), from the same forward."""
+    ids, mask = batch.student_ids.to(device), batch.student_mask.to(device)
+    labels = batch.labels.to(device)
+    T, a, w = cfg.kd.temperature, cfg.kd.alpha, cfg.kd.changed_weight
+    extra = targets.changed is not None and w != 1.0 and targets.logq is not None
+    only_changed = labels.masked_fill(~targets.changed.to(device), -100) if extra else None
+    with accelerator.autocast():
+        if head is None:
+            logits = student(input_ids=ids, attention_mask=mask).logits
+            sums = kd_ce_sums(logits, targets.logq, labels, T, cfg.kd.chunk_size)
+            if extra:
+                sums.kd = (
+                    sums.kd
+                    + (w - 1.0) * kd_ce_sums(logits, targets.logq, only_changed, T, cfg.kd.chunk_size).kd
+                )
+            return sums
+        out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]
+        sums = fused_kd_ce_sums(
+            hidden,
+            head.weight,
+            targets.logq,
+            labels,
+            T,
+            cfg.kd.chunk_size,
+            bias=head.bias,
+            teacher_logits=targets.raw,
+            teacher_head=targets.head,
+            grad_weights=(a, 1 - a) if targets.has_teacher else (0.0, 1.0),
+        )
+        if extra:
+            # only the KD sum of this second pass over the changed positions enters the loss (its CE does not)
+            more = fused_kd_ce_sums(
+                hidden,
+                head.weight,
+                targets.logq,
+                only_changed,
+                T,
+                cfg.kd.chunk_size,
+                bias=head.bias,
+                grad_weights=(a * (w - 1.0), 0.0),
+            )
+            sums.kd = sums.kd + (w - 1.0) * more.kd
+        return sums

@@ -1,0 +1,145 @@
+"""Seed-level verdicts: the t interval over seeds, the teacher association computed from scores, the targets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from distill.experiment import verdicts as SV
+
+
+def test_t_quantiles_match_the_tables():
+    assert SV.t975(1) == 12.706 and SV.t975(4) == 2.776
+    assert SV.t975(40) == pytest.approx(2.021, abs=1e-3)
+    assert SV.t975(200) == pytest.approx(1.972, abs=1e-3)
+    assert math.isnan(SV.t975(0))
+
+
+def test_paired_interval_known_answer():
+    m, ci = SV.paired_interval([1.0, 2.0, 3.0])
+    assert m == 2.0
+    assert ci == pytest.approx([2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)])
+    assert SV.paired_interval([0.5]) == (0.5, None)
+    assert SV.paired_interval([float("nan"), 1.0, 3.0])[0] == 2.0  # non-finite seeds are left out
+
+
+def _run(tmp_path, name, per_occ, stats, ppl, teacher_loss, seen=()):
+    run = tmp_path / name
+    (run / "eval").mkdir(parents=True)
+    result = {"per_occupation": per_occ, "seen_occupations": list(seen), "all": stats, "unseen": stats}
+    payload = {
+        "suite": "winogender",
+        "summary": {},
+        "tasks": {"winogender": {"metric": "winogender", "result": result}},
+    }
+    (run / "eval" / "winogender.json").write_text(json.dumps(payload))
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"step": 0, "val/ppl": 1e5, "val/teacher_loss": teacher_loss})
+        + "\n"
+        + json.dumps({"step": 10, "val/ppl": ppl})
+        + "\n"
+    )
+    return run
+
+
+def test_seed_values_compute_the_teacher_association_when_the_run_has_none(tmp_path):
+    teacher = {"per_occupation": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}}
+    occ = {"a": 2.0, "b": 4.0, "c": 6.0, "d": 8.5}
+    run = _run(
+        tmp_path, "s0", occ, {"r_bls": 0.4, "spread": 1.0, "lean": 0.1}, 50.0, math.log(40.0), seen=["d"]
+    )
+    v = SV.seed_values(run, "winogender", teacher)
+    assert v["r_bls"] == 0.4 and v["spread"] == 1.0 and v["lean"] == 0.1
+    assert v["ppl"] == 50.0 and v["teacher_ppl"] == pytest.approx(40.0)
+    assert v["r_teacher_unseen"] == pytest.approx(1.0)  # a, b, c only: exactly linear
+    assert 0.99 < v["r_teacher"] < 1.0
+
+
+def _seed(r, spread, ppl, teacher_ppl=40.0):
+    out = {k: math.nan for k, *_ in SV.METRICS}
+    out.update(r_bls_unseen=r, spread_unseen=spread, ppl=ppl, teacher_ppl=teacher_ppl)
+    return out
+
+
+def test_compare_paired_by_seed_and_targets():
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0), _seed(0.50, 0.85, 49.0)]
+    # the method halves both in every seed; seed-to-seed variation is shared, so the paired interval is tight
+    method = [_seed(0.20, 0.40, 50.5), _seed(0.18, 0.45, 51.2), _seed(0.24, 0.41, 49.5)]
+    payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher)
+    r = payload["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]
+    assert r["diff"] == pytest.approx(-0.73 / 3)
+    assert r["diff_ci"][1] < 0 and r["verdict"] == "lower"
+    assert r["relative"] == pytest.approx(0.62 / 1.35 - 1)
+    assert (
+        payload["teacher"]["ppl"] == 40.0
+    )  # each run's teacher perplexity, averaged over the reference's seeds
+    assert math.isnan(
+        payload["variants"]["cda_mean"]["metrics"]["lean"]["relative"]
+    )  # a lean's ratio means nothing
+    # keeps (2), cuts (2), perplexity vs plain KD and vs the teacher (2): all met
+    assert len(payload["targets"]) == 6 and all(t["met"] for t in payload["targets"]), payload["targets"]
+
+    weak = [_seed(0.40, 0.85, 50.0), _seed(0.42, 0.96, 55.0), _seed(0.47, 0.80, 49.0)]
+    payload = SV.compare({"plain_kd": plain, "cda_mean": weak}, "plain_kd", teacher)
+    by_name = {t["target"]: t["met"] for t in payload["targets"]}
+    assert not any(v for k, v in by_name.items() if "cuts" in k)
+    assert (
+        payload["variants"]["cda_mean"]["metrics"]["spread_unseen"]["verdict"] == "no measurable difference"
+    )
+
+
+def test_a_size_sweep_holds_plain_kd_students_to_keeping_the_stereotype():
+    """Variants that are not methods (other student sizes under plain KD) are checked for keeping the teacher's
+    stereotype, not for cutting it."""
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
+    small = [_seed(0.10, 0.5, 90.0), _seed(0.05, 0.6, 95.0)]
+    payload = SV.compare({"plain_kd": plain, "drop24": small}, "plain_kd", teacher, methods=set())
+    targets = {t["target"]: t for t in payload["targets"]}
+    keep = targets["drop24 keeps >= 70% of the teacher's association r with BLS % women, unseen occupations"]
+    assert keep["value"] == pytest.approx(0.075 / 0.5) and not keep["met"]
+    assert not any(t.startswith("drop24 cuts") or "drop24 perplexity" in t for t in targets)
+
+
+def test_write_table_and_figure(tmp_path):
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
+    method = [_seed(0.30, 0.6, 50.5), _seed(0.28, 0.7, 51.2)]
+    payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher)
+    paths = SV.write(tmp_path, payload, {"plain_kd": "plain KD", "cda_mean": "CDA + mean"})
+    md = (tmp_path / "stereotype.md").read_text()
+    assert "| association r with BLS % women, unseen occupations | 0.5 |" in md
+    assert "CDA + mean (vs plain KD)" in md
+    assert "- NOT met: cda_mean cuts association r with BLS % women, unseen occupations by >= 50%" in md
+    assert json.loads((tmp_path / "stereotype.json").read_text())["variants"]["cda_mean"]["n_seeds"] == 2
+    assert (tmp_path / "stereotype_seeds_wide.pdf").is_file()
+    assert [p.name for p in paths[-2:]] == ["stereotype_seeds.png", "stereotype_tradeoff.png"]
+    assert all(p.stat().st_size > 1000 for p in paths[-2:])
+
+
+def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
+    from distill.core.config import load_config, method_label
+
+    def label(*o):
+        return method_label(load_config("recipes/debug.yaml", list(o)))
+
+    assert label("augment.mode=append", "perturb.kind=mean") == "CDA + mean"
+    assert label("augment.mode=append", "perturb.kind=mean", "perturb.lam=0.25") == "CDA + mean (lam 0.25)"
+    assert label("augment.mode=off", "perturb.kind=mean", "perturb.lam=0.25") == "mean (lam 0.25) targets"
+    assert label("augment.mode=off", "perturb.kind=none") == "plain KD"
+
+
+def test_a_size_sweep_draws_the_stereotype_by_depth(tmp_path):
+    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0, "r_bls": 0.5, "spread": 1.0}
+    runs = {
+        "d2": [_seed(0.45, 0.9, 40.0), _seed(0.40, 0.95, 41.0)],
+        "d6": [_seed(0.40, 0.8, 50.0), _seed(0.42, 0.85, 51.0)],
+        "d24": [_seed(0.05, 0.3, 300.0), _seed(0.0, 0.35, 320.0)],
+    }
+    payload = SV.compare(runs, "d6", teacher, methods=set())
+    paths = SV.write(tmp_path, payload, {}, ({"d2": 28, "d6": 24, "d24": 6}, 30))
+    assert (tmp_path / "stereotype_by_size.png") in paths
+    assert (tmp_path / "stereotype_by_size.png").stat().st_size > 1000
