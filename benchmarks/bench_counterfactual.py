@@ -40,8 +40,8 @@ from _common import (  # noqa: E402
     time_interleaved,
 )
 
-from distill.core.config import load_config  # noqa: E402
 from distill.core.precision import autocast, resolve_mixed_precision  # noqa: E402
+from distill.core.recipe import load_config  # noqa: E402
 from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
 from distill.data.transfer import next_token_labels  # noqa: E402
 from distill.teacher.targets import batch_targets  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
 from bench_counterfactual import load_models, make_batch, method_step  # noqa: E402
 
-from distill.core.config import load_config  # noqa: E402
+from distill.core.recipe import load_config  # noqa: E402
 from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
 from distill.data.transfer import pack, tokenize_documents  # noqa: E402
 

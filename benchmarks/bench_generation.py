@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, sync  # noqa: E402
 
-from distill.core.config import load_config  # noqa: E402
+from distill.core.recipe import load_config  # noqa: E402
 from distill.models.sampling import generate  # noqa: E402
 
 TARGET = 4.0

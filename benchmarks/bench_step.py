@@ -62,10 +62,10 @@ from _common import (  # noqa: E402
 )
 from bench_counterfactual import load_models, make_batch  # noqa: E402
 
-from distill.core.config import load_config  # noqa: E402
 from distill.core.precision import autocast  # noqa: E402
+from distill.core.recipe import load_config  # noqa: E402
 from distill.counterfactual.twins import Counterfactuals, make_step_batch  # noqa: E402
-from distill.models.loading import set_attention  # noqa: E402
+from distill.models.attention import set_attention  # noqa: E402
 from distill.teacher.cache import TeacherCache, build_cache, teacher_head  # noqa: E402
 from distill.teacher.targets import Targets, batch_targets  # noqa: E402
 from distill.training.losses import combine  # noqa: E402

@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from _common import ROOT, machine, pick_device, ratio_line, time_interleaved  # noqa: E402
 from bench_counterfactual import load_models, make_batch, targets_for_step  # noqa: E402
 
-from distill.core.config import load_config  # noqa: E402
 from distill.core.precision import autocast, resolve_mixed_precision  # noqa: E402
+from distill.core.recipe import load_config  # noqa: E402
 from distill.counterfactual.twins import Counterfactuals, StepBatch, make_step_batch  # noqa: E402
 from distill.data.transfer import next_token_labels  # noqa: E402
 from distill.teacher.cache import TeacherCache, build_cache, teacher_head  # noqa: E402

@@ -50,7 +50,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _cmd_train(args) -> int:
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.training.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
@@ -65,7 +65,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from distill.core.config import config_to_yaml, load_config
+    from distill.core.recipe import config_to_yaml, load_config
     from distill.training.preflight import preflight
 
     cfg = load_config(args.recipe, args.overrides)
@@ -75,7 +75,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_inspect_twins(args) -> int:
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.counterfactual.inspect import inspect_twins
 
     sys.stdout.write(inspect_twins(load_config(args.recipe, args.overrides), args.show) + "\n")
@@ -84,7 +84,7 @@ def _cmd_inspect_twins(args) -> int:
 
 def _cmd_eval(args) -> int:
     from distill.reporting.evaluate import evaluate_checkpoint
-    from distill.reporting.report import suite_table
+    from distill.reporting.tables import suite_table
 
     result = evaluate_checkpoint(args.ckpt, args.suite, out_dir=args.out, overrides=args.overrides)
     sys.stdout.write(suite_table([(result["model"]["label"], result)]) + "\n")
@@ -95,7 +95,7 @@ def _cmd_compare(args) -> int:
     """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
     from pathlib import Path
 
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.core.rundir import RunDir
     from distill.evaluation import results as R
     from distill.reporting.evaluate import evaluate_checkpoint

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.core.resources import resource_path
 from distill.data.transfer import build_blocks, read_prompts
 from distill.evaluation import stereotype as S
 from distill.evaluation.scoring import perplexity
-from distill.models.loading import build_student, load_teacher, prune_layers
+from distill.models.loading import build_student, load_teacher
+from distill.models.pruning import prune_layers
 
 
 def _scores(model, tokenizer, prompts, stats, seen, teacher_scores, val) -> dict:

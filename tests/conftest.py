@@ -154,7 +154,7 @@ def smollm2_tokenizer():
 
     from transformers import AutoTokenizer
 
-    from distill.models.loading import embedded_gguf_path
+    from distill.models.embedded import embedded_gguf_path
 
     root = Path(__file__).resolve().parents[1] / ".cache" / "fairdistill"
     for d in (root / "embedded" / "smollm2-135m", root / "tokenizers" / "smollm2-135m"):

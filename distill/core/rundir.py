@@ -22,9 +22,10 @@ import shutil
 import time
 from pathlib import Path
 
-from distill.core.config import Config, config_to_yaml, load_config
+from distill.core.config import Config
 from distill.core.errors import ConfigError, FairDistillError
 from distill.core.files import atomic_write
+from distill.core.recipe import config_to_yaml, load_config
 
 log = logging.getLogger("distill")
 

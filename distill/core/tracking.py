@@ -211,7 +211,7 @@ def log_evaluation(
     try:
         import wandb
 
-        from distill.core.config import load_config
+        from distill.core.recipe import load_config
 
         step = max((r.get("step", 0) for r in read_metrics(run.metrics)), default=0)
         wb = active_wandb_run(run_id)

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# A kind's `check` reports an out-of-range number with the recipe's own rule, re-exported so kinds import one module.
-from distill.core.config import check_range as check_range
 from distill.core.errors import DataError
+
+# A kind's `check` reports an out-of-range number with the recipe's own rule, re-exported so kinds import one module.
+from distill.core.recipe import check_range as check_range
 
 if TYPE_CHECKING:  # torch loads where a model runs, so suite checks and reports start without it
     import torch

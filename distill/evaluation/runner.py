@@ -25,15 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.core.config import (
-    EMBEDDED_MODELS,
-    EMBEDDED_PREFIX,
-    Config,
-    DataConfig,
-    load_config,
-)
+from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig
 from distill.core.errors import DataError, FairDistillError, ModelError
 from distill.core.files import atomic_write
+from distill.core.recipe import load_config
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
 from distill.evaluation.registry import Context, LoadedModel, kind
@@ -75,9 +70,9 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
 
     `cache_dir` is where an embedded model is converted once (default: the recipes' `data.cache_dir`).
     """
+    from distill.models.embedded import materialize_embedded
     from distill.models.loading import check_local_dir as _check_local_dir
     from distill.models.loading import is_local_path as _is_local
-    from distill.models.loading import materialize_embedded
 
     text = str(ckpt)
     if text.startswith(EMBEDDED_PREFIX):

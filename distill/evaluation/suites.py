@@ -31,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from distill.core.config import build_section, parse_override
 from distill.core.errors import ConfigError
+from distill.core.recipe import parse_override
 from distill.core.resources import resource_path
+from distill.core.sections import build_section
 from distill.evaluation.registry import check_range, did_you_mean, kinds
 
 SUITE_DIR = "eval"

@@ -157,8 +157,8 @@ def variant_overrides(grid: Grid, variant: str, seed: int) -> list[str]:
 
 def run_grid(grid: Grid) -> Path:
     """Train and evaluate everything missing; then summarise. Returns the results folder."""
-    from distill.core.config import load_config
     from distill.core.cpu_heap import release_free_memory
+    from distill.core.recipe import load_config
     from distill.reporting.evaluate import evaluate_checkpoint, evaluate_run
     from distill.training.loop import train
 
@@ -303,7 +303,8 @@ def _verdict(diff_ci: tuple[float, float], per_seed: list[float], lower_is_bette
 
 def variant_label(grid: Grid, variant: str) -> str:
     """The method's name of a variant ("plain KD", "CDA + mean"), from its recipe as the grid builds it."""
-    from distill.core.config import load_config, method_label
+    from distill.core.config import method_label
+    from distill.core.recipe import load_config
 
     return method_label(load_config(grid.base, [*grid.common, *grid.variants[variant]]))
 
@@ -623,7 +624,7 @@ def _ci_or_none(ci) -> list | None:
 
 def _draw_gap(payload: dict, labels: list[str], out: Path) -> Path:
     """`pronoun_gap`: each method's mean |gap| with its interval, each seed as a tick, the teacher as a line."""
-    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
+    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, point, save_figure
 
     rows, teacher, seeds = payload["variants"], payload.get("teacher"), payload.get("seeds") or []
     t_gap = teacher["pronoun_gap"] if teacher and _finite(teacher.get("pronoun_gap")) else None
@@ -667,7 +668,7 @@ def _draw_gap(payload: dict, labels: list[str], out: Path) -> Path:
 
 def _draw_share(payload: dict, labels: list[str], out: Path) -> Path:
     """`female_share`: each method's female share of gendered continuations with its interval."""
-    from distill.reporting.report import PALETTE, left_title, point, save_figure
+    from distill.reporting.figures import PALETTE, left_title, point, save_figure
 
     rows, seeds = payload["variants"], payload.get("seeds") or []
 

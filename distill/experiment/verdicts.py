@@ -313,7 +313,7 @@ def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
     reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
     from matplotlib.ticker import MaxNLocator
 
-    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, point, save_figure
+    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, point, save_figure
 
     variants, ref = payload["variants"], payload["reference"]
     names = [ref, *[v for v in variants if v != ref]]
@@ -361,7 +361,7 @@ def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
     """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity relative
     to the teacher's on the same held-out blocks (each seed has its own blocks, so the ratio is what compares across
     seeds); means over seeds with 95% t intervals over seeds both ways; the teacher at (1, its value)."""
-    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, save_figure
 
     variants, teacher = payload["variants"], payload["teacher"]
     keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
@@ -400,7 +400,7 @@ def draw_size(payload: dict, layers: dict[str, int], teacher_layers: int, out: P
     """`stereotype_by_size`: plain-KD students of different depths (a size sweep) against their layer count: the
     association with BLS % women (all and unseen occupations) and the spread of unseen occupations' scores, with
     seed-level intervals, and perplexity relative to the teacher's; the teacher at its own depth."""
-    from distill.reporting.report import PALETTE, TEACHER_COLOR, left_title, save_figure
+    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, save_figure
 
     variants, teacher = payload["variants"], payload["teacher"]
     order = sorted(layers, key=layers.get)

@@ -86,13 +86,13 @@ def _write(path: Path, meta: dict, body: str) -> None:
 
 
 def _fmt(v: Any) -> str:
-    from distill.reporting.report import fmt
+    from distill.reporting.tables import fmt
 
     return fmt(v)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    from distill.reporting.report import markdown_table
+    from distill.reporting.tables import markdown_table
 
     return markdown_table(header, [[str(c) for c in r] for r in rows])
 
@@ -465,7 +465,7 @@ def merge_evaluation(
     side, intervals, sample sizes) and its `model-index` entry, replacing those of an earlier evaluation with the
     same suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
     from distill.evaluation.results import SuiteResult
-    from distill.reporting.report import suite_table
+    from distill.reporting.tables import suite_table
 
     results = SuiteResult.of(results)
     teacher_results = SuiteResult.of(teacher_results) if teacher_results else None

@@ -19,7 +19,8 @@ from distill.evaluation import runner
 from distill.evaluation import suites as S
 from distill.models.sampling import read_jsonl
 from distill.reporting.card import merge_evaluation
-from distill.reporting.report import run_figures, suite_table
+from distill.reporting.figures import run_figures
+from distill.reporting.tables import suite_table
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
     only; nothing is written. An embedded model reports the shape recorded for it (for SmolLM2 before its first
     conversion, the numbers its GGUF file holds); a hub model not in the local cache reports (None, None, None):
     it is checked when it loads."""
-    from distill.models.loading import EMBEDDED, check_local_dir, is_local_path
+    from distill.models.embedded import EMBEDDED
+    from distill.models.loading import check_local_dir, is_local_path
 
     name = cfg.teacher.name_or_path
     if name.startswith(EMBEDDED_PREFIX):

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from distill.core.config import Config, config_to_yaml, save_config
+from distill.core.config import Config
 from distill.core.errors import FairDistillError
 from distill.core.files import atomic_save_tensors, atomic_write
+from distill.core.recipe import config_to_yaml, save_config
 from distill.core.rundir import RunDir, peak_disk_bytes
 from distill.core.tracking import MetricsLog
 from distill.counterfactual import her_decide
@@ -142,13 +143,9 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 
 def _load(r: Run, t_setup: float) -> None:
     """Transfer blocks, teacher, student and twins; `r.timings` gets the load and data seconds."""
-    from distill.models.loading import (
-        build_student,
-        check_attention,
-        check_prune,
-        check_tokenizers,
-        load_teacher,
-    )
+    from distill.models.attention import check_attention
+    from distill.models.loading import build_student, check_tokenizers, load_teacher
+    from distill.models.pruning import check_prune
 
     cfg, accelerator = r.cfg, r.accelerator
     device = accelerator.device
@@ -203,7 +200,8 @@ def _load(r: Run, t_setup: float) -> None:
 
 def _prune(r: Run) -> None:
     """Rank the teacher's layers on the transfer blocks and build the student from the kept ones."""
-    from distill.models.loading import build_student, prune_layers
+    from distill.models.loading import build_student
+    from distill.models.pruning import prune_layers
 
     cfg = r.cfg
     with r.accelerator.main_process_first():  # the others read the main process's cached scores: one choice
@@ -245,7 +243,8 @@ def _targets_and_optimizer(r: Run) -> None:
     )
     total, warmup, min_lr = r.total_steps, cfg.train.warmup_frac, cfg.train.min_lr_frac
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_lr))
-    from distill.models.loading import drop_tied_weights, set_attention
+    from distill.models.attention import set_attention
+    from distill.models.loading import drop_tied_weights
 
     kernel = set_attention(r.student, cfg.train.attention)
     if r.main:

@@ -19,7 +19,7 @@ RATIO = re.compile(r"^\S.* -?[0-9.e+-]+ \(target (<=|>=) [0-9.]+\) (met|MISSED)$
 def embedded_teacher() -> Path:
     """The embedded SmolLM2-135M converted under .cache/ (once; about 30 s), as `make distill` leaves it: these
     benchmarks read its tokenizer and weights, and they run in CI rather than skip."""
-    from distill.models.loading import materialize_embedded
+    from distill.models.embedded import materialize_embedded
 
     folder = materialize_embedded("smollm2-135m", ROOT / ".cache" / "fairdistill")
     assert (folder / "config.json").is_file() and folder / "config.json" == EMBEDDED

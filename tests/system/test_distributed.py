@@ -86,8 +86,8 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
     from conftest import list_checkpoints
     from safetensors.torch import load_file
 
-    from distill.core.config import load_config
     from distill.core.errors import FairDistillError
+    from distill.core.recipe import load_config
     from distill.core.tracking import read_metrics
     from distill.training.loop import train
 
@@ -158,7 +158,7 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
 if __name__ == "__main__":
     import logging
 
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.training.loop import train
 
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import debug_overrides, list_checkpoints, make_gpt2
 
-from distill.core.config import load_config
 from distill.core.errors import ConfigError, FairDistillError
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics, redact
 from distill.training.loop import train
 

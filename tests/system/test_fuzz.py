@@ -7,8 +7,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.core.config import Config, config_from_dict, load_config, parse_override
+from distill.core.config import Config
 from distill.core.errors import ConfigError, FairDistillError, WordListError
+from distill.core.recipe import config_from_dict, load_config, parse_override
 from distill.counterfactual.wordlists import load_lexicon
 
 SECTIONS = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.models.loading import build_student
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_recipe_builds_its_student_at_true_depth(recipe):
     assert cfg.student.init == "teacher_layers"
     teacher = _tiny_teacher(arch, depth)
     if cfg.student.prune.drop:  # ranked on the teacher: here on random blocks of its tiny stand-in
-        from distill.models.loading import prune_layers
+        from distill.models.pruning import prune_layers
 
         blocks = torch.randint(
             0, 64, (cfg.student.prune.blocks, 16), generator=torch.Generator().manual_seed(0)

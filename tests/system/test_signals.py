@@ -56,7 +56,7 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, teacher_dir):
     assert not (run_dir / "final").exists()
 
     # resume (fewer total steps would change the schedule; same command) -- run in-process, to the end
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.training.loop import train
 
     cfg = load_config(_args(tmp_path, teacher_dir, 60)[0], _args(tmp_path, teacher_dir, 60)[1:])

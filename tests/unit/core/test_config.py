@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.config import AUGMENT_MODES, Config, load_config, parse_override
+from distill.core.config import AUGMENT_MODES, Config
 from distill.core.errors import ConfigError
+from distill.core.recipe import load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted(glob.glob(str(ROOT / "recipes" / "**" / "*.yaml"), recursive=True))

@@ -8,13 +8,13 @@ import os
 import pytest
 from conftest import debug_overrides
 
-from distill.core.config import load_config
 from distill.core.precision import (
     CPU_BF16_FLAGS,
     cpu_bf16_flags,
     emulated_bf16_warning,
     resolve_mixed_precision,
 )
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.training.loop import train
 

@@ -48,7 +48,7 @@ def test_data_files_and_the_twin_cache_key_resolve_away_from_the_checkout(tmp_pa
     another folder, as they are when loaded."""
     import torch
 
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.counterfactual.twins import Counterfactuals
     from distill.data.transfer import _expand_files
 

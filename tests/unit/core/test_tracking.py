@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import debug_overrides
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.core.tracking import MetricsLog, read_metrics, wandb_run_id
 from distill.training.loop import train
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import debug_overrides
 
-from distill.core.config import load_config
 from distill.core.errors import ConfigError
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.counterfactual.perturb import changed_positions, own_rows
 from distill.counterfactual.twins import Counterfactuals, make_step_batch

@@ -13,8 +13,8 @@ import torch
 from conftest import CORPUS, debug_overrides, make_gpt2
 
 from distill.cli import main
-from distill.core.config import load_config
 from distill.core.errors import ConfigError, FairDistillError
+from distill.core.recipe import load_config
 from distill.counterfactual import her_decide
 from distill.counterfactual.align import (
     CounterfactualBuilder,
@@ -271,7 +271,7 @@ SUBSET_CORRECT = 38
 def smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.models.loading import materialize_embedded
+    from distill.models.embedded import materialize_embedded
 
     path = materialize_embedded("smollm2-135m", ROOT / ".cache" / "fairdistill")
     return AutoModelForCausalLM.from_pretrained(

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from distill.core.config import load_config
 from distill.core.errors import DataError
+from distill.core.recipe import load_config
 from distill.data.transfer import build_blocks, iter_file_documents, pack, read_prompts, split_blocks
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from conftest import CORPUS, debug_overrides
 
-from distill.core.config import load_config
 from distill.core.parallel import ordered_map
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.counterfactual.twins import Counterfactuals, build_twins, make_step_batch
 from distill.data.transfer import tokenize_documents

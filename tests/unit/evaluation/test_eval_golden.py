@@ -15,7 +15,7 @@ import pytest
 from distill.evaluation.results import SuiteResult
 from distill.evaluation.runner import headline
 from distill.reporting.card import _hub_datasets, _sizes, _suite_metrics
-from distill.reporting.report import suite_table
+from distill.reporting.tables import suite_table
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 COLUMNS = ("teacher", "method", "plain_kd")

@@ -16,7 +16,8 @@ from distill.evaluation.registry import MetricKind, Row, kinds, register, unregi
 from distill.evaluation.results import SuiteResult, read_folder, read_suite
 from distill.evaluation.suites import load_suite
 from distill.reporting.evaluate import evaluate_checkpoint
-from distill.reporting.report import suite_table, write_report
+from distill.reporting.report import write_report
+from distill.reporting.tables import suite_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

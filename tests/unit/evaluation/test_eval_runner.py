@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import debug_overrides, make_gpt2
 
-from distill.core.config import load_config, save_config
 from distill.core.errors import DataError, ModelError
+from distill.core.recipe import load_config, save_config
 from distill.evaluation.polarity import classify_gender, gender_word_lists
 from distill.evaluation.runner import resolve_checkpoint, to_strict_json
 from distill.models.sampling import read_jsonl

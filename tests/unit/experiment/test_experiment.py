@@ -151,7 +151,7 @@ def test_bad_data_seed_is_named(tmp_path):
     ],
 )
 def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.data.transfer import data_seed
     from distill.experiment.grid import variant_overrides
 

@@ -121,7 +121,8 @@ def test_write_table_and_figure(tmp_path):
 
 
 def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
-    from distill.core.config import load_config, method_label
+    from distill.core.config import method_label
+    from distill.core.recipe import load_config
 
     def label(*o):
         return method_label(load_config("recipes/debug.yaml", list(o)))

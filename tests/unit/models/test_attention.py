@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import debug_overrides, make_gpt2, make_llama
 
-from distill.core.config import load_config
 from distill.core.errors import ConfigError, ModelError
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
-from distill.models.loading import set_attention
+from distill.models.attention import set_attention
 from distill.training.loop import train
 
 

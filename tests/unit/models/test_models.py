@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import make_gpt2, make_llama
 
-from distill.core.config import StudentConfig, load_config
+from distill.core.config import StudentConfig
 from distill.core.errors import ModelError
+from distill.core.recipe import load_config
 from distill.models.loading import build_student, check_vocab, load_teacher, student_from_teacher_layers
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import debug_overrides, make_gpt2, make_llama
 
-from distill.core.config import StudentConfig, load_config
+from distill.core.config import StudentConfig
 from distill.core.errors import ConfigError, ModelError
-from distill.models.loading import block_influence, check_prune, decoder_layers, prune_layers, prune_selection
+from distill.core.recipe import load_config
+from distill.models.pruning import block_influence, check_prune, decoder_layers, prune_layers, prune_selection
 
 
 def _silence(model, index: int) -> None:

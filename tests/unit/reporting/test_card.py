@@ -12,7 +12,7 @@ import yaml
 from conftest import debug_overrides, make_gpt2
 from markdown_it import MarkdownIt
 
-from distill.core.config import load_config, save_config
+from distill.core.recipe import load_config, save_config
 from distill.reporting.card import merge_evaluation, read_front_matter, teacher_hub, write_card
 
 NUMBER = re.compile(r"^-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?( \[-?\d[\d.e+-]*, -?\d[\d.e+-]*\])?$")

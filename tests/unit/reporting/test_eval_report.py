@@ -8,7 +8,9 @@ import json
 import pytest
 
 from distill.core.errors import DataError
-from distill.reporting.report import collect_columns, fmt, suite_table, write_report
+from distill.reporting.columns import collect_columns
+from distill.reporting.report import write_report
+from distill.reporting.tables import fmt, suite_table
 
 GROUPS = ["nursing_specialties", "engineering_branches", "dance_occupations"]
 PROFESSIONS = ["nurse", "engineer", "pilot"]

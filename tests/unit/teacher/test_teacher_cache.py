@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import debug_overrides
 
-from distill.core.config import load_config
 from distill.core.errors import ConfigError, FairDistillError
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.teacher.cache import TeacherCache, compress, expand
 from distill.training.loop import train

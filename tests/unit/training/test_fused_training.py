@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import debug_overrides
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.counterfactual.twins import Counterfactuals, make_step_batch
 from distill.teacher.targets import Targets, batch_targets

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PROFESSIONS, make_gpt2
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.training.loop import train
 

@@ -117,8 +117,8 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_by_check(
 
 
 def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_when_loaded(tmp_path, short_vocab_dir, capsys):
-    from distill.core.config import load_config
     from distill.core.errors import ModelError
+    from distill.core.recipe import load_config
 
     cfg = load_config("recipes/debug.yaml", [f"teacher.name_or_path={short_vocab_dir}"])
     with pytest.raises(ModelError, match=r"has 400 tokens but the model's embedding has 390 rows"):
@@ -137,7 +137,7 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_when_loaded(tmp_path
 def test_the_embedded_teachers_recorded_shape_is_its_gguf_metadata():
     import gguf
 
-    from distill.models.loading import EMBEDDED, embedded_gguf_path
+    from distill.models.embedded import EMBEDDED, embedded_gguf_path
 
     fields = gguf.GGUFReader(embedded_gguf_path("smollm2-135m")).fields
     assert int(fields["llama.block_count"].parts[-1][0]) == EMBEDDED["smollm2-135m"]["layers"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from reference import teacher_targets
 
-from distill.core.config import load_config
+from distill.core.recipe import load_config
 from distill.counterfactual.perturb import gather_twin
 from distill.counterfactual.twins import Counterfactuals, make_step_batch
 from distill.teacher.targets import batch_targets

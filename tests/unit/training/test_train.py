@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import debug_overrides, list_checkpoints
 
-from distill.core.config import load_config
 from distill.core.errors import ConfigError
+from distill.core.recipe import load_config
 from distill.core.tracking import read_metrics
 from distill.training.loop import train
 
