@@ -114,7 +114,9 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_experiment(args) -> int:
-    from distill.experiment.grid import load_grid, run_grid, summarise
+    from distill.experiment.grid import load_grid
+    from distill.experiment.runs import run_grid
+    from distill.experiment.summary import summarise
 
     grid = load_grid(args.grid)
     if args.seeds:
@@ -143,7 +145,7 @@ def _cmd_experiment(args) -> int:
     shown = [out / n for n in ("table.md", "stereotype.md") if (out / n).is_file()]
     sys.stdout.write("".join(p.read_text() + "\n" for p in shown) + f"results: {out}\n")
     if args.check_against:
-        from distill.experiment.grid import check_reproduction
+        from distill.experiment.reproduction import check_reproduction
 
         text, ok = check_reproduction(args.check_against, out / "results.json")
         (out / "reproduction.md").write_text(text)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def _remove(path: Path) -> None:
@@ -91,3 +95,43 @@ def model_fingerprint(model) -> str:
         h.update(f"{name}{tuple(t.shape)}{float(t.sum()):.10e}{float(t.abs().sum()):.10e}".encode())
     h.update(str(next(iter(model.parameters())).dtype).encode())
     return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JSON and JSON Lines
+
+
+def to_strict_json(obj: Any) -> Any:
+    """Plain JSON data: NaN and infinities -> None (JSON has no NaN), numpy scalars and arrays -> Python,
+    tuples -> lists, paths -> strings."""
+    if isinstance(obj, dict):
+        return {str(k): to_strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_strict_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
+    """Write one JSON object per line (UTF-8, non-ASCII kept), creating parent folders; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return p
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """One JSON object per line of a JSON Lines file (`save_jsonl`, `metrics.jsonl`, generations); blank lines skipped."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -144,5 +144,3 @@ def build_section(cls: type, data: Any, where: str, problems: list[str]) -> Any:
         return cls(**kwargs)
     except TypeError as e:  # only reachable through a bug in the schema itself
         raise AssertionError(e) from e
-
-

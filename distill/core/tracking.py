@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.core.files import atomic_write
+from distill.core.files import atomic_write, read_jsonl
 from distill.core.rundir import RunDir
 
 _SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd)$", re.IGNORECASE)
@@ -61,10 +61,6 @@ class MetricsLog:
         with self.path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,7 +209,7 @@ def log_evaluation(
 
         from distill.core.recipe import load_config
 
-        step = max((r.get("step", 0) for r in read_metrics(run.metrics)), default=0)
+        step = max((r.get("step", 0) for r in read_jsonl(run.metrics)), default=0)
         wb = active_wandb_run(run_id)
         if wb is None:
             cfg = load_config(run.config)

@@ -494,24 +494,6 @@ def g_word_groups(lexicon) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     return out
 
 
-TWIN_KEYS = (
-    "twin_ids",
-    "twin_mask",
-    "align",
-    "align_inv",
-    "changed",
-    "wordstart",
-    "keep",
-    "pair",
-    "twin_wordstart",
-    "twin_keep",
-    "twin_pair",
-    "words",
-    "covered",
-)
-"""What `twin_batch` returns for a micro-batch (and the twin table stores per block)."""
-
-
 def twin_batch(builder: CounterfactualBuilder, x: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
     """The twins of rows x [B, T], as tensors: twin_ids/twin_mask [B, T]; align/align_inv [B, T] (-1: none);
     changed [B] bool; wordstart/twin_wordstart [B, T] bool, keep/twin_keep [B, T] long, pair/twin_pair [B, T, 2]

@@ -42,8 +42,6 @@ from distill.counterfactual.swap import Swapper, rule_branch
 
 log = logging.getLogger(__name__)
 
-DECIDERS = ("rule", "teacher")
-"""`augment.her_decider` values: `rule` (the swapper's rule alone) or `teacher` (the teacher decides)."""
 MODES = ("fallback", "all")
 """Which occurrences the LM decides: those of the rule's fallback step, or all."""
 MODE = "fallback"

@@ -30,7 +30,6 @@ _POSSESSIVE = re.compile(r"'s\b|'(?!\w)")
 TITLE_ONLY_WORDS: frozenset[str] = frozenset({"miss"})
 _TITLE_FOLLOWS = re.compile(r"\.?\s+[A-Z]")
 # The first word of the following text, and whether it continues with a hyphen ("well-known", "so-called").
-_NEXT_WORD = re.compile(r"\s*(\w+)(-\w)?")
 # How much of the text after a one-to-many word the rule is shown (characters); it needs only the next word.
 _LOOKAHEAD = 64
 

@@ -24,9 +24,6 @@ from distill.data.transfer import next_token_labels
 
 log = logging.getLogger("distill")
 
-SWITCHES = ("wordstart", "keep", "pair")
-"""The position-aware switches of a row (`distill.counterfactual.perturb`); a twin's are the same names prefixed `twin_`."""
-
 
 def build_twins(cf: Counterfactuals, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The twins of rows x [B, T] (`distill.counterfactual.align.twin_batch`)."""

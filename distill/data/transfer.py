@@ -23,13 +23,13 @@ from distill.core.files import (
     atomic_write,
     digest,
     model_fingerprint,
+    read_jsonl,
     tokenizer_fingerprint,
 )
 from distill.core.resources import resource_glob, resource_path
+from distill.data.documents import check_text, iter_file_documents
 
 log = logging.getLogger(__name__)
-
-TEXT_SUFFIXES = (".txt", ".md")
 
 
 def data_seed(cfg: Config) -> int:
@@ -65,69 +65,6 @@ def _expand_files(patterns: list[str]) -> list[Path]:
             raise DataError(f"data.files: {pat!r} matches no file; check the path or glob")
         files += [m for m in matches if m.is_file()]
     return files
-
-
-def _check_text(value, where: str, field: str) -> str:
-    if not isinstance(value, str):
-        raise DataError(
-            f"{where}: field {field!r} must hold text, got {type(value).__name__}; set data.text_field to a text column"
-        )
-    return value
-
-
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    what = e.msg.removesuffix(" at")  # "Invalid control character at" ends with it
-                    raise DataError(
-                        f"{path}:{i}: not valid JSON ({what} at column {e.colno}); fix or drop the line"
-                    ) from None
-                if not isinstance(row, dict) or text_field not in row:
-                    keys = list(row) if isinstance(row, dict) else type(row).__name__
-                    raise DataError(
-                        f"{path}:{i}: no field {text_field!r} (found {keys}); set data.text_field"
-                    )
-                yield _check_text(row[text_field], f"{path}:{i}", text_field)
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: not UTF-8 text ({e.reason}); convert it or drop it from data.files"
-        ) from None
-
-
-def iter_file_documents(paths: list[Path], text_field: str) -> Iterator[str]:
-    """Documents from local files: .txt splits on blank lines; .jsonl and .parquet read `text_field`."""
-    for path in paths:
-        suffix = path.suffix.lower()
-        if suffix in TEXT_SUFFIXES:
-            try:
-                text = path.read_text(encoding="utf-8-sig")  # a BOM is an editor's mark, not text
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it or drop it from data.files"
-                ) from None
-            for block in text.split("\n\n"):
-                if block.strip():
-                    yield block.strip()
-        elif suffix == ".jsonl":
-            yield from _iter_jsonl(path, text_field)
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            if text_field not in table.column_names:
-                raise DataError(
-                    f"{path}: no column {text_field!r} (found {table.column_names}); set data.text_field"
-                )
-            for i, value in enumerate(table.column(text_field).to_pylist()):
-                yield _check_text(value, f"{path} row {i}", text_field)
-        else:
-            raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .jsonl or .parquet")
 
 
 def _scan_file(path: Path, text_field: str) -> tuple[int, int]:
@@ -206,7 +143,7 @@ def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:
             raise DataError(
                 f"dataset {cfg.name!r} row {i} has no field {cfg.text_field!r} (fields: {list(row)}); set data.text_field"
             )
-        yield _check_text(row[cfg.text_field], f"dataset {cfg.name!r} row {i}", cfg.text_field)
+        yield check_text(row[cfg.text_field], f"dataset {cfg.name!r} row {i}", cfg.text_field)
 
 
 def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[str]:
@@ -234,7 +171,7 @@ def sample_teacher_documents(cfg: Config, teacher, tokenizer, device) -> list[st
     )
     cache = Path(d.cache_dir) / "samples" / f"{key}.jsonl"
     if cache.is_file():
-        docs = [json.loads(line)["text"] for line in cache.read_text().splitlines() if line.strip()]
+        docs = [r["text"] for r in read_jsonl(cache)]
         log.info("transfer set: %d teacher samples from cache %s", len(docs), cache)
         return docs
     log.info(

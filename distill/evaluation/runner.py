@@ -15,19 +15,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig
 from distill.core.errors import DataError, FairDistillError, ModelError
-from distill.core.files import atomic_write
+from distill.core.files import atomic_write, to_strict_json
 from distill.core.recipe import load_config
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
@@ -202,26 +200,6 @@ def headline(metric: str, result: dict) -> dict:
 # Writing results
 
 
-def to_strict_json(obj: Any) -> Any:
-    """Plain JSON data: NaN and infinities -> None (JSON has no NaN), numpy scalars and arrays -> Python,
-    tuples -> lists, paths -> strings."""
-    if isinstance(obj, dict):
-        return {str(k): to_strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_strict_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_strict_json(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _write_json(path: Path, payload: dict) -> None:
     text = json.dumps(to_strict_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
     atomic_write(path, text)  # a reader never sees half a file
@@ -270,7 +248,7 @@ def _run_tasks(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tup
 
 def evaluate_model(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context, out_dir: Path) -> dict:
     """Run every task of `suite` on one model; write `<suite>.json` (and the generations) under `out_dir`."""
-    from distill.models.sampling import save_jsonl
+    from distill.core.files import save_jsonl
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t_total = time.perf_counter()

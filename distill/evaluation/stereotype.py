@@ -477,31 +477,6 @@ def profession_probe_stereotype(
     return {**stereotype_stats(scores, stats, n_boot=n_boot, seed=seed), "stats": stats_path}
 
 
-def plot_results(
-    paths: Sequence[str | Path], labels: Sequence[str] | None, out: str | Path, task: str | None = None
-) -> Path:
-    """One scatter figure of several models from their suite result files (`<suite>.json`), in the given order."""
-    import json
-
-    series, stats, seen = [], {}, None
-    for i, p in enumerate(paths):
-        payload = json.loads(Path(p).read_text(encoding="utf-8"))
-        found = [
-            (n, t)
-            for n, t in payload.get("tasks", {}).items()
-            if t.get("metric") == "winogender" and (task is None or n == task)
-        ]
-        if not found:
-            raise DataError(f"{p}: no winogender task in these results")
-        r = found[0][1]["result"]
-        stats = stats or r["stats"]
-        if seen is None and r.get("seen_occupations") is not None:
-            seen = set(r["seen_occupations"])
-        label = labels[i] if labels else (payload.get("model") or {}).get("label", Path(p).stem)
-        series.append((label, r["per_occupation"], r["all"]))
-    return stereotype_plot(series, stats, out, seen=seen)
-
-
 def live_probe(
     model: torch.nn.Module,
     tokenizer,

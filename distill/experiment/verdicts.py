@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.core.files import read_jsonl, to_strict_json
 from distill.core.rundir import RunDir
 from distill.evaluation import results as R
 from distill.evaluation.stereotype import pearson
+from distill.reporting.tables import fmt, fmt_ci, markdown_table
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
 _T975 = (
@@ -88,9 +90,7 @@ def paired_interval(diffs: list[float]) -> tuple[float, list[float] | None]:
 
 def _metrics_log(run: Path) -> list[dict]:
     path = RunDir(run).metrics
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.is_file() else []
 
 
 def run_perplexities(run: Path) -> tuple[float, float]:
@@ -267,36 +267,28 @@ def _targets(
     return out
 
 
-def _f(x, digits: int = 3) -> str:
-    return f"{x:.{digits}g}" if isinstance(x, int | float) and math.isfinite(x) else "n/a"
-
-
-def _ci(ci) -> str:
-    return f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
-
-
 def table(payload: dict, labels: dict[str, str]) -> str:
     """The markdown of `stereotype.md`: one row per metric, one column per model, then the targets."""
     variants, ref = payload["variants"], payload["reference"]
     names = list(variants)
     n = {variants[v]["n_seeds"] for v in names}
-    head = "| metric | teacher | " + " | ".join(
+    header = ["metric", "teacher"] + [
         labels.get(v, v) + ("" if v == ref else f" (vs {labels.get(ref, ref)})") for v in names
-    )
-    lines = [head + " |", "|---" * (len(names) + 2) + "|"]
+    ]
+    lines = []
     for key, label, _, _ in METRICS:
         cells = []
         for v in names:
             e = variants[v]["metrics"][key]
-            cell = f"{_f(e['mean'])}{_ci(e['ci'])}"
+            cell = f"{fmt(e['mean'])}{fmt_ci(e['ci'])}"
             if "diff" in e:
-                rel = f", {_f(100 * e['relative'], 2)}%" if math.isfinite(e["relative"]) else ""
-                cell += f"; {_f(e['diff'])}{_ci(e['diff_ci'])}{rel}: {e['verdict']}"
+                rel = f", {fmt(100 * e['relative'], 2)}%" if math.isfinite(e["relative"]) else ""
+                cell += f"; {fmt(e['diff'])}{fmt_ci(e['diff_ci'])}{rel}: {e['verdict']}"
             cells.append(cell)
         teacher = payload["teacher"].get(key, math.nan)
-        lines.append(f"| {label} | {_f(teacher)} | " + " | ".join(cells) + " |")
+        lines.append([label, fmt(teacher), *cells])
     targets = [
-        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({_f(t['value'])})" for t in payload["targets"]
+        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({fmt(t['value'])})" for t in payload["targets"]
     ]
     return (
         f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} "
@@ -304,7 +296,7 @@ def table(payload: dict, labels: dict[str, str]) -> str:
         "mean over seeds [95% t interval over seeds]; for a method, then its paired difference from "
         f"{labels.get(ref, ref)} [95% t interval over seeds], the relative change of the mean, and the verdict "
         "(lower / higher only when the interval excludes 0). Unseen occupations do not appear in the transfer "
-        "prompts.\n\n" + "\n".join(lines) + "\n\nTargets:\n" + "\n".join(targets) + "\n"
+        "prompts.\n\n" + markdown_table(header, lines) + "\n\nTargets:\n" + "\n".join(targets) + "\n"
     )
 
 
@@ -461,7 +453,7 @@ def write(
     """Write stereotype.json, stereotype.md and the figures into `out`; return their paths. `sizes`: (each
     variant's layer count, the teacher's) for a size sweep of plain-KD students, drawn as `stereotype_by_size`."""
     out = Path(out)
-    (out / "stereotype.json").write_text(json.dumps(finite_or_none(payload), indent=2))
+    (out / "stereotype.json").write_text(json.dumps(to_strict_json(payload), indent=2))
     (out / "stereotype.md").write_text(table(payload, labels))
     paths = [
         out / "stereotype.json",
@@ -472,16 +464,3 @@ def write(
     if sizes is not None:
         paths.append(draw_size(payload, *sizes, out))
     return paths
-
-
-def finite_or_none(obj):
-    """`obj` with every non-finite float as None and paths as strings, for JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite_or_none(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

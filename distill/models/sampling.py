@@ -9,10 +9,8 @@ mask (a padded row sees the positions it would see alone), and the KV cache make
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -213,19 +211,3 @@ def generate(
                 results[i][k] = tokenizer.decode(toks, skip_special_tokens=True)
             bar.update(len(batch))
     return results
-
-
-def save_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write one JSON object per line (UTF-8, non-ASCII kept), creating parent folders; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return p
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a file written by `save_jsonl` (blank lines skipped)."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -23,6 +23,7 @@ import yaml
 from distill.core.config import EMBEDDED_PREFIX, Config, method_label
 from distill.core.files import atomic_write
 from distill.core.rundir import RunDir
+from distill.reporting.tables import fmt, markdown_table
 
 if TYPE_CHECKING:
     from distill.evaluation.results import SuiteResult
@@ -85,18 +86,6 @@ def _write(path: Path, meta: dict, body: str) -> None:
     atomic_write(path, f"---\n{head}---\n{body.lstrip()}")  # a reader never sees half a card
 
 
-def _fmt(v: Any) -> str:
-    from distill.reporting.tables import fmt
-
-    return fmt(v)
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    from distill.reporting.tables import markdown_table
-
-    return markdown_table(header, [[str(c) for c in r] for r in rows])
-
-
 def _metric_entry(kind: str, name: str, value: Any) -> dict | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -109,10 +98,10 @@ def _metric_entry(kind: str, name: str, value: Any) -> dict | None:
 
 def _training_numbers(run_dir: Path) -> tuple[dict, dict]:
     """(first record, last values) of `metrics.jsonl`: step 0 holds the teacher's validation loss and probe."""
-    from distill.core.tracking import read_metrics
+    from distill.core.files import read_jsonl
 
     path = RunDir(run_dir).metrics
-    recs = read_metrics(path) if path.is_file() else []
+    recs = read_jsonl(path) if path.is_file() else []
     last: dict = {}
     for r in recs:
         last.update(r)
@@ -205,21 +194,21 @@ def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:
     return [
         [
             "validation perplexity (held-out blocks of the transfer set)",
-            _fmt(_ppl(first.get("val/teacher_loss"))),
-            _fmt(_ppl(first.get("val/loss"))),
-            _fmt(_ppl(last.get("val/loss"))),
+            fmt(_ppl(first.get("val/teacher_loss"))),
+            fmt(_ppl(first.get("val/loss"))),
+            fmt(_ppl(last.get("val/loss"))),
         ],
         [
             f"pronoun probe mean |gap| {probe}",
-            _fmt(first.get("probe/teacher_pronoun_gap")),
-            _fmt(first.get("probe/pronoun_gap")),
-            _fmt(last.get("probe/pronoun_gap")),
+            fmt(first.get("probe/teacher_pronoun_gap")),
+            fmt(first.get("probe/pronoun_gap")),
+            fmt(last.get("probe/pronoun_gap")),
         ],
         [
             f"pronoun probe mean he - she {probe}",
-            _fmt(first.get("probe/teacher_he_minus_she")),
-            _fmt(first.get("probe/he_minus_she")),
-            _fmt(last.get("probe/he_minus_she")),
+            fmt(first.get("probe/teacher_he_minus_she")),
+            fmt(first.get("probe/he_minus_she")),
+            fmt(last.get("probe/he_minus_she")),
         ],
     ]
 
@@ -364,9 +353,11 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
             f"It was trained to copy its teacher **without the teacher's gender preference** where the context does "
             f"not decide it ({label})."
         )
-    made = _table(["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name, run_dir))
+    made = markdown_table(
+        ["setting", "value"], _made_rows(cfg, last, model, precision, teacher_name, run_dir)
+    )
     header = ["metric", "teacher", "student at step 0", f"student at step {last.get('step')}"]
-    trained = _table(header, _training_rows(cfg, first, last))
+    trained = markdown_table(header, _training_rows(cfg, first, last))
     body = f"""
 # {cfg.run.name}
 
@@ -396,7 +387,7 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
 - **What they do not show**: bias that is not about he/she words (race, religion, age, nationality, non-binary
   gender), bias in tasks other than next-word prediction, or behaviour on other prompts. The word lists are English
   and binary; a small gap is not evidence that the model is fair.
-- **Utility**: its validation perplexity is {rel} ({_fmt(student_ppl)} vs {_fmt(teacher_ppl)}): it writes
+- **Utility**: its validation perplexity is {rel} ({fmt(student_ppl)} vs {fmt(teacher_ppl)}): it writes
   much less fluent text than the teacher. It may also carry biases of the teacher that these probes do
   not measure.
 - **Intended use**: research on debiasing during distillation. Not for deployment, chat or any decision about people.

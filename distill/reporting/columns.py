@@ -48,9 +48,6 @@ def _run_label(run_dir: Path, model: dict, fallback: str) -> str:
     return fallback
 
 
-
-
-
 def collect_columns(runs: list[str | Path]) -> list[Column]:
     """Columns for `runs`: each distinct teacher once (from the first run that has it), then each student."""
     teachers: dict[str, Column] = {}
@@ -108,5 +105,3 @@ def collect_columns(runs: list[str | Path]) -> list[Column]:
 def suite_order(names: set[str]) -> list[str]:
     first = [s for s in SUITE_ORDER if s in names]
     return first + sorted(names - set(first))
-
-

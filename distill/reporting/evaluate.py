@@ -13,11 +13,11 @@ from pathlib import Path
 
 from distill.core.config import method_label
 from distill.core.errors import ModelError
+from distill.core.files import read_jsonl
 from distill.core.tracking import log_evaluation
 from distill.evaluation import results as R
 from distill.evaluation import runner
 from distill.evaluation import suites as S
-from distill.models.sampling import read_jsonl
 from distill.reporting.card import merge_evaluation
 from distill.reporting.figures import run_figures
 from distill.reporting.tables import suite_table

@@ -295,5 +295,3 @@ def run_figures(run_dir: str | Path, suite: str) -> list[Path]:
         c.results = {k: v for k, v in c.results.items() if k == suite}
     columns = [c for c in columns if c.results]
     return [png for _, png in draw_figures(columns, R.figures_dir(run_dir))] if columns else []
-
-

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,6 @@ from distill.reporting.figures import draw_figures
 from distill.reporting.tables import markdown_table, suite_rows
 
 log = logging.getLogger(__name__)
-
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
 def _count(n: Any) -> str:

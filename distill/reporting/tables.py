@@ -15,10 +15,9 @@ NOT_EVALUATED = "-"
 UNDEFINED = "n/a"
 
 
-
-
-def fmt(v: Any) -> str:
-    """A number for a table: 3 significant digits (1 decimal from 100 up); undefined -> `n/a`."""
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number for a table or a sentence: `digits` significant digits (1 decimal from 100 up); undefined
+    (None, NaN, infinite, not a number) -> `n/a`. The one number formatter of reports, cards and experiments."""
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
@@ -26,7 +25,14 @@ def fmt(v: Any) -> str:
     x = number(v)
     if x is None:
         return UNDEFINED
-    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.{digits}g}"
+
+
+def fmt_ci(ci: Any) -> str:
+    """` [low, high]` of a 95% interval for a table cell, or "" when there is none or either end is undefined."""
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or number(ci[0]) is None or number(ci[1]) is None:
+        return ""
+    return f" [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def _cell(summary: dict | None, row: Row) -> str:
@@ -97,5 +103,3 @@ def suite_table(columns: list[tuple[str, dict | None]]) -> str:
     """Markdown table of one suite with the models side by side; `columns` are (label, `<suite>.json` payload)."""
     header, rows = suite_rows(columns)
     return markdown_table(header, rows)
-
-

@@ -87,8 +87,8 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
     from safetensors.torch import load_file
 
     from distill.core.errors import FairDistillError
+    from distill.core.files import read_jsonl
     from distill.core.recipe import load_config
-    from distill.core.tracking import read_metrics
     from distill.training.loop import train
 
     one = train(load_config("recipes/debug.yaml", _overrides(tmp_path, dropout_free_teacher, "one", 4)))
@@ -102,8 +102,8 @@ def test_two_processes_match_one_and_resume(tmp_path, dropout_free_teacher):
     assert "2 processes" in resumed.stderr
 
     # the loss trajectory and every other logged number: same steps, same values within float32 rounding
-    rec_one = {r["step"]: r for r in read_metrics(one / "metrics.jsonl")}
-    recs_two = read_metrics(two / "metrics.jsonl")
+    rec_one = {r["step"]: r for r in read_jsonl(one / "metrics.jsonl")}
+    recs_two = read_jsonl(two / "metrics.jsonl")
     rec_two = {r["step"]: r for r in recs_two}
     assert len(rec_two) == len(recs_two), "a step was written twice (more than one writer, or a bad resume)"
     assert sorted(rec_two) == sorted(rec_one) == [0, 1, 2, 3, 4]

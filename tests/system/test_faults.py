@@ -7,8 +7,9 @@ import torch
 from conftest import debug_overrides, list_checkpoints, make_gpt2
 
 from distill.core.errors import ConfigError, FairDistillError
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics, redact
+from distill.core.tracking import redact
 from distill.training.loop import train
 
 
@@ -51,7 +52,7 @@ def test_non_finite_loss_can_be_skipped_and_counted(tmp_path, nan_teacher):
 
     state = json.loads((run_dir / "checkpoints" / "step_4" / "trainer_state.json").read_text())
     assert state["state"]["skipped_nan"] == 4
-    assert read_metrics(run_dir / "metrics.jsonl")
+    assert read_jsonl(run_dir / "metrics.jsonl")
 
 
 def test_unwritable_output_dir_is_found_before_training(tmp_path, teacher_dir):
@@ -159,7 +160,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_whole_one(
     # resumed from step 2: the same weights and losses as an uninterrupted run, every step logged once
     a, b = _final_weights(ref), _final_weights(run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r]
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
     assert steps == [1, 2, 3, 4]
 
 
@@ -279,9 +280,9 @@ def test_a_disk_that_fills_up_during_a_save_keeps_the_last_good_checkpoint(
     ckpts = run_dir / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_1", "step_2"]
     assert all(checkpoint_problem(p) is None for p in list_checkpoints(run_dir))
-    logged = read_metrics(run_dir / "metrics.jsonl")
+    logged = read_jsonl(run_dir / "metrics.jsonl")
     assert max(r["step"] for r in logged) == 3  # the step's log line was written before the save
 
     monkeypatch.setattr(Accelerator, "save_state", real_save)  # space freed: the same command resumes
     assert main(args) == 0
-    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == [1, 2, 3, 4]

@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import debug_overrides, list_checkpoints
 
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(tmp_path, teacher_dir
     def last_step():
         m = run_dir / "metrics.jsonl"
         try:
-            return max((r["step"] for r in read_metrics(m)), default=-1) if m.is_file() else -1
+            return max((r["step"] for r in read_jsonl(m)), default=-1) if m.is_file() else -1
         except ValueError:  # a line being written right now
             return -1
 
@@ -106,9 +106,9 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(tmp_path, teacher_dir
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    la = {r["step"]: r.get("train/loss") for r in read_metrics(ref / "metrics.jsonl")}
-    lb = {r["step"]: r.get("train/loss") for r in read_metrics(run_dir / "metrics.jsonl")}
+    la = {r["step"]: r.get("train/loss") for r in read_jsonl(ref / "metrics.jsonl")}
+    lb = {r["step"]: r.get("train/loss") for r in read_jsonl(run_dir / "metrics.jsonl")}
     assert la == lb, kills
-    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
     assert len(steps) == len(set(steps))
     assert len(kills) == 3

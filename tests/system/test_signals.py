@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import debug_overrides
 
-from distill.core.tracking import read_metrics
+from distill.core.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, teacher_dir):
     metrics = tmp_path / "runs" / "debug" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if metrics.is_file() and any(r["step"] >= 3 for r in read_metrics(metrics)):
+        if metrics.is_file() and any(r["step"] >= 3 for r in read_jsonl(metrics)):
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended early: {proc.communicate()[1][-2000:]}")
@@ -61,7 +61,7 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, teacher_dir):
 
     cfg = load_config(_args(tmp_path, teacher_dir, 60)[0], _args(tmp_path, teacher_dir, 60)[1:])
     train(cfg)
-    steps = [r["step"] for r in read_metrics(metrics)]
+    steps = [r["step"] for r in read_jsonl(metrics)]
     assert steps[-1] == 60 and len(steps) == len(set(steps))
     assert (run_dir / "final" / "model.safetensors").is_file()
     assert json.loads((run_dir / "checkpoints" / "step_60" / "trainer_state.json").read_text())["step"] == 60

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from distill.core.errors import DataError
 from distill.core.resources import resource_path
-from distill.evaluation._data import load_hub, read_records
+from distill.data.documents import read_records
+from distill.evaluation._data import load_hub
 from distill.models.lm import encode_plain, eval_mode, model_device, pad_token_id, right_pad
 
 BIOS_HUB_ID = "LabHC/bias_in_bios"

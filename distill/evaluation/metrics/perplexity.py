@@ -54,25 +54,16 @@ def check(where: str, task: PerplexityTask, problems: list[str]) -> None:
 
 
 def read_texts(path: str, text_field: str) -> list[str]:
-    """Documents of a local held-out file: .txt/.md split on blank lines; .jsonl/.json/.parquet `text_field`."""
-    from distill.evaluation._data import read_records
+    """Documents of a local held-out file, read as the transfer set reads `data.files`
+    (`data.documents.iter_file_documents`): text splits on blank lines; .jsonl/.json/.parquet read `text_field`."""
+    from distill.data.documents import iter_file_documents
 
     p = resource_path(path)
     if not p.is_file():
         raise DataError(f"{path}: held-out text file not found")
-    if p.suffix.lower() in (".txt", ".md", ".raw", ""):
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        return [block.strip() for block in text.split("\n\n") if block.strip()]
-    rows = read_records(p)
-    for i, row in enumerate(rows):
-        if text_field not in row or not isinstance(row[text_field], str):
-            raise DataError(
-                f"{p}: row {i} has no text field {text_field!r} (fields: {sorted(row)}); set the task's text_field"
-            )
-    return [row[text_field] for row in rows]
+    return list(
+        iter_file_documents([p], text_field, field_hint="the task's text_field", files_hint="the task's path")
+    )
 
 
 def prepare(name: str, task: PerplexityTask) -> dict:

@@ -8,6 +8,7 @@ import os
 import pytest
 from conftest import debug_overrides
 
+from distill.core.files import read_jsonl
 from distill.core.precision import (
     CPU_BF16_FLAGS,
     cpu_bf16_flags,
@@ -15,7 +16,6 @@ from distill.core.precision import (
     resolve_mixed_precision,
 )
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.training.loop import train
 
 
@@ -77,7 +77,7 @@ def _run(tmp_path, teacher_dir, precision: str, caplog):
     )
     with caplog.at_level(logging.INFO, logger="distill"):
         run_dir = train(cfg)
-    return [r for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r]
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
 
 
 BF16_LOSS_TOLERANCE = 0.02

@@ -8,8 +8,9 @@ import time
 import pytest
 from conftest import debug_overrides
 
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import MetricsLog, read_metrics, wandb_run_id
+from distill.core.tracking import MetricsLog, wandb_run_id
 from distill.training.loop import train
 
 SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu", "probe.max_professions=8"]
@@ -111,4 +112,4 @@ def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):
     for s in (1, 2, 3):
         log.write(s, {"train/loss": float(s)})
     MetricsLog(tmp_path / "m.jsonl", resume_step=2)
-    assert [r["step"] for r in read_metrics(tmp_path / "m.jsonl")] == [1, 2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [1, 2]

@@ -10,8 +10,8 @@ import torch
 from conftest import debug_overrides
 
 from distill.core.errors import ConfigError
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.counterfactual.perturb import changed_positions, own_rows
 from distill.counterfactual.twins import Counterfactuals, make_step_batch
 from distill.teacher.targets import modified_targets
@@ -108,5 +108,5 @@ def test_a_weighted_run_logs_the_share_it_weighs(tmp_path, teacher_dir, one_thre
     extra = ["augment.mode=append", "perturb.kind=mean", "kd.changed_weight=5", "train.eval_every=0"]
     extra.append("kd.changed_tv=1e-4")  # the tiny random teacher moves little: a low threshold
     run = train(load_config("recipes/debug.yaml", base + extra))
-    lines = [m for m in read_metrics(run / "metrics.jsonl") if "train/weighted_frac" in m]
+    lines = [m for m in read_jsonl(run / "metrics.jsonl") if "train/weighted_frac" in m]
     assert lines and all(0.0 < m["train/weighted_frac"] < 1.0 for m in lines)

@@ -9,7 +9,8 @@ import torch
 
 from distill.core.errors import DataError
 from distill.core.recipe import load_config
-from distill.data.transfer import build_blocks, iter_file_documents, pack, read_prompts, split_blocks
+from distill.data.documents import iter_file_documents
+from distill.data.transfer import build_blocks, pack, read_prompts, split_blocks
 
 
 def _cfg(tmp_path, files, *extra):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from conftest import CORPUS, debug_overrides
 
+from distill.core.files import read_jsonl
 from distill.core.parallel import ordered_map
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.counterfactual.twins import Counterfactuals, build_twins, make_step_batch
 from distill.data.transfer import tokenize_documents
 from distill.training.loop import train
@@ -61,7 +61,7 @@ def test_training_with_workers_equals_training_without(tmp_path, teacher_dir, on
             "perturb.kind=mean",
             f"data.num_workers={workers}",
         )
-        recs = read_metrics(train(load_config("recipes/debug.yaml", over)) / "metrics.jsonl")
+        recs = read_jsonl(train(load_config("recipes/debug.yaml", over)) / "metrics.jsonl")
         return [r for r in recs if "train/loss" in r]
 
     a, b = run(0), run(2)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distill.core.errors import ConfigError
-from distill.models.sampling import generate, read_jsonl, row_seed, save_jsonl
+from distill.core.files import read_jsonl, save_jsonl
+from distill.models.sampling import generate, row_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

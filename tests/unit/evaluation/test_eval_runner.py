@@ -13,10 +13,10 @@ import pytest
 from conftest import debug_overrides, make_gpt2
 
 from distill.core.errors import DataError, ModelError
+from distill.core.files import read_jsonl, to_strict_json
 from distill.core.recipe import load_config, save_config
 from distill.evaluation.polarity import classify_gender, gender_word_lists
-from distill.evaluation.runner import resolve_checkpoint, to_strict_json
-from distill.models.sampling import read_jsonl
+from distill.evaluation.runner import resolve_checkpoint
 from distill.reporting.evaluate import evaluate_checkpoint, evaluate_run
 
 # Test-sized `quick`: 18 groups x 4 prompts x 1 sample of 4 tokens, 8 professions, few bootstrap resamples.

@@ -282,7 +282,7 @@ def test_winogender_suite_on_a_model_folder(tmp_path, tokenizer):
     assert headline("winogender", r)["n_unseen"] == r["unseen"]["n"]
 
 
-def test_plot_results_draws_one_panel_per_model(tmp_path, tokenizer):
+def test_stereotype_plot_draws_one_panel_per_model(tmp_path, tokenizer):
     stats = S.load_occupation_stats()
     rng = np.random.default_rng(0)
     series = []

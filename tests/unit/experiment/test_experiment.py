@@ -10,7 +10,8 @@ import yaml
 from conftest import debug_overrides
 
 from distill.core.errors import ConfigError
-from distill.experiment.grid import load_grid, run_grid
+from distill.experiment.grid import load_grid
+from distill.experiment.runs import run_grid
 
 
 @pytest.mark.slow
@@ -91,7 +92,8 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     assert (out / "stereotype_seeds.png").stat().st_size > 1000
 
     # the archive (scores, configs, metrics; no weights) rebuilds the same verdicts, and only the given seeds
-    from distill.experiment.grid import archive_runs, summarise
+    from distill.experiment.grid import archive_runs
+    from distill.experiment.summary import summarise
 
     grid = load_grid(grid_file)
     assert archive_runs(grid, tmp_path / "archive") == [
@@ -132,7 +134,7 @@ def test_bad_grid_is_named(tmp_path):
 def test_bad_data_seed_is_named(tmp_path):
     g = tmp_path / "g.yaml"
     g.write_text("base: recipes/debug.yaml\nvariants: {plain_kd: []}\ndata_seed: per-seed\n")
-    with pytest.raises(ConfigError, match="data_seed 'per-seed' is not one of fixed, per_seed"):
+    with pytest.raises(ConfigError, match="data_seed must be one of 'fixed', 'per_seed', got 'per-seed'"):
         load_grid(g)
 
 
@@ -167,13 +169,13 @@ def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
 def test_the_command_prints_the_stereotype_verdicts_of_a_winogender_grid(tmp_path, monkeypatch, capsys):
     """A grid on the winogender suite has no probe table: `distill experiment` prints stereotype.md instead (and
     exits 0), never a missing table.md."""
-    import distill.experiment.grid
+    import distill.experiment.summary
     from distill.cli import main
 
     out = tmp_path / "results"
     out.mkdir()
     (out / "stereotype.md").write_text("Occupational stereotype on Winogender over 5 seeds.\n")
-    monkeypatch.setattr(distill.experiment.grid, "summarise", lambda grid: out)
+    monkeypatch.setattr(distill.experiment.summary, "summarise", lambda grid: out)
     assert main(["experiment", "recipes/experiments/smollm2_24L_levers.yaml", "--summarise-only"]) == 0
     printed = capsys.readouterr().out
     assert "Occupational stereotype on Winogender over 5 seeds." in printed and f"results: {out}" in printed
@@ -192,7 +194,7 @@ def test_a_bad_seed_list_is_named(capsys):
 def test_sentiment_gap_known_answer():
     import numpy as np
 
-    from distill.experiment.grid import _sentiment_gap
+    from distill.experiment.summary import _sentiment_gap
 
     gap, (lo, hi) = _sentiment_gap([(np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0]))])
     assert gap == 0.5 and lo == hi == 0.5
@@ -207,7 +209,7 @@ def test_sentiment_gap_known_answer():
 
 
 def test_check_reproduction_names_what_moved(tmp_path):
-    from distill.experiment.grid import check_reproduction
+    from distill.experiment.reproduction import check_reproduction
 
     def results(path, gap, share):
         row = {
@@ -231,7 +233,7 @@ def test_check_reproduction_names_what_moved(tmp_path):
 
 
 def test_commands_name_the_seeds_when_a_run_was_limited_to_some():
-    from distill.experiment.grid import make_command
+    from distill.experiment.summary import make_command
 
     grid = load_grid("recipes/experiments/smollm2_24L_fp32.yaml")
     assert make_command(grid) == "make experiment GRID=recipes/experiments/smollm2_24L_fp32.yaml"

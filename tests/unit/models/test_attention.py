@@ -13,8 +13,8 @@ import torch
 from conftest import debug_overrides, make_gpt2, make_llama
 
 from distill.core.errors import ConfigError, ModelError
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.models.attention import set_attention
 from distill.training.loop import train
 
@@ -151,7 +151,7 @@ def _run(tmp_path, teacher_dir, attention: str, caplog, monkeypatch):
     )
     with caplog.at_level(logging.INFO, logger="distill"):
         run_dir = train(cfg)
-    return run_dir, [r for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r], len(calls)
+    return run_dir, [r for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r], len(calls)
 
 
 def test_a_run_trains_with_eager_attention_and_exports_a_student_that_loads_with_the_default(

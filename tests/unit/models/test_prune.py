@@ -129,7 +129,7 @@ def test_prune_without_a_list_validates():
 def test_a_run_with_a_pruned_student(tmp_path, teacher_dir):
     from transformers import AutoModelForCausalLM
 
-    from distill.core.tracking import read_metrics
+    from distill.core.files import read_jsonl
     from distill.training.loop import train
 
     cfg = load_config(
@@ -149,6 +149,6 @@ def test_a_run_with_a_pruned_student(tmp_path, teacher_dir):
     assert len(pruned["scores"]) == 4 and len(pruned["dropped"]) == 2 and len(pruned["layers"]) == 2
     assert sorted(pruned["layers"] + pruned["dropped"]) == [0, 1, 2, 3]
     assert AutoModelForCausalLM.from_pretrained(run_dir / "final").config.num_hidden_layers == 2
-    recs = read_metrics(run_dir / "metrics.jsonl")
+    recs = read_jsonl(run_dir / "metrics.jsonl")
     assert "probe/stereo_r_bls" in recs[0] and "probe/teacher_stereo_spread" in recs[0]
     assert "probe/stereo_r_teacher" in recs[-1]

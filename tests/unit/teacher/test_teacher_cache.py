@@ -7,8 +7,8 @@ import torch
 from conftest import debug_overrides
 
 from distill.core.errors import ConfigError, FairDistillError
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.teacher.cache import TeacherCache, compress, expand
 from distill.training.loop import train
 
@@ -69,7 +69,7 @@ def _cfg(tmp_path, teacher_dir, *extra):
 def _losses(run_dir):
     return [
         (r["train/loss_kd"], r["train/loss_ce"])
-        for r in read_metrics(run_dir / "metrics.jsonl")
+        for r in read_jsonl(run_dir / "metrics.jsonl")
         if "train/loss" in r
     ]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import debug_overrides
 
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.counterfactual.twins import Counterfactuals, make_step_batch
 from distill.teacher.targets import Targets, batch_targets
 from distill.training.loop import train
@@ -80,7 +80,7 @@ def test_a_fused_run_equals_an_unfused_run(tmp_path, teacher_dir, one_thread):
             cfg = load_config("recipes/debug.yaml", base + method + [f"kd.fused={fused}", f"run.name={name}"])
             runs[name] = [
                 (r["train/loss_kd"], r["train/loss_ce"])
-                for r in read_metrics(train(cfg) / "metrics.jsonl")
+                for r in read_jsonl(train(cfg) / "metrics.jsonl")
                 if "train/loss" in r
             ]
     for kind in ("none", "mean"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import PROFESSIONS, make_gpt2
 
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.training.loop import train
 
 FEMALE_CODED = PROFESSIONS[::2]  # nurse, engineer, secretary, chef: arbitrary, the point is the skew
@@ -83,7 +83,7 @@ def _run(root, tmp_path, name, *extra):
             *extra,
         ],
     )
-    recs = read_metrics(train(cfg) / "metrics.jsonl")
+    recs = read_jsonl(train(cfg) / "metrics.jsonl")
     return [r["probe/pronoun_gap"] for r in recs if "probe/pronoun_gap" in r], recs[0]
 
 

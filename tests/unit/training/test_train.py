@@ -9,8 +9,8 @@ import torch
 from conftest import debug_overrides, list_checkpoints
 
 from distill.core.errors import ConfigError
+from distill.core.files import read_jsonl
 from distill.core.recipe import load_config
-from distill.core.tracking import read_metrics
 from distill.training.loop import train
 
 
@@ -27,7 +27,7 @@ def test_debug_run_end_to_end(tmp_path, teacher_dir):
     cfg = _cfg(tmp_path, teacher_dir, "train.max_steps=6", "train.lr=3e-3")
     run_dir = train(cfg)
     assert (run_dir / "config.yaml").is_file()
-    recs = read_metrics(run_dir / "metrics.jsonl")
+    recs = read_jsonl(run_dir / "metrics.jsonl")
     steps = [r["step"] for r in recs]
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 6
     train_lines = [r for r in recs if "train/loss" in r]
@@ -69,7 +69,7 @@ def test_debug_run_end_to_end(tmp_path, teacher_dir):
     # resume: asking for more steps continues from step 6, appending without duplicate steps
     cfg2 = _cfg(tmp_path, teacher_dir, "train.max_steps=8", "train.lr=3e-3")
     train(cfg2)
-    steps2 = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    steps2 = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
     assert steps2[: len(steps)] == steps
     assert steps2[-1] == 8 and len(set(steps2)) == len(steps2)
 
@@ -87,8 +87,8 @@ def test_resume_equals_uninterrupted(tmp_path, teacher_dir):
     wb = load_file(str(b / "final" / "model.safetensors"))
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
-    la = {r["step"]: r.get("train/loss") for r in read_metrics(a / "metrics.jsonl")}
-    lb = {r["step"]: r.get("train/loss") for r in read_metrics(b / "metrics.jsonl")}
+    la = {r["step"]: r.get("train/loss") for r in read_jsonl(a / "metrics.jsonl")}
+    lb = {r["step"]: r.get("train/loss") for r in read_jsonl(b / "metrics.jsonl")}
     assert la == lb
 
 
@@ -114,7 +114,7 @@ def test_every_method_combination_runs(tmp_path, teacher_dir, mode, kind):
         "tracking.wandb=false",
     )
     run_dir = train(cfg)
-    recs = read_metrics(run_dir / "metrics.jsonl")
+    recs = read_jsonl(run_dir / "metrics.jsonl")
     assert all(json.dumps(r) for r in recs)
     assert any("train/loss" in r for r in recs)
 
@@ -162,7 +162,7 @@ def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_
             "train.attention=eager",
         )
     )
-    steps = [r["step"] for r in read_metrics(again / "metrics.jsonl") if "train/loss" in r]
+    steps = [r["step"] for r in read_jsonl(again / "metrics.jsonl") if "train/loss" in r]
     assert steps[-1] == 3
 
 
@@ -185,7 +185,7 @@ def test_the_debug_recipe_as_shipped_is_tiny(tmp_path, monkeypatch, one_thread):
     assert written < 10 * 2**20, written  # the SmolLM2 version (recipes/smoke.yaml) writes ~1 GB
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_2", "step_4"]
     assert (run_dir / "final" / "model.safetensors").stat().st_size < 2**20
-    recs = read_metrics(run_dir / "metrics.jsonl")
+    recs = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in recs if "train/loss" in r] == [1, 2, 3, 4]
     final = (run_dir / "final" / "model.safetensors").read_bytes()
     train(load_config(root / "recipes/debug.yaml", ["tracking.wandb=false"]))  # already finished: a no-op
@@ -205,11 +205,11 @@ def test_each_probe_runs_once(tmp_path, teacher_dir, monkeypatch):
     )
     assert len(calls) == 4
     table = json.loads((run_dir / "probe.json").read_text())
-    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    last = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert table["student"]["pronoun_gap"] == last["probe/pronoun_gap"]
     assert (
         table["teacher"]["pronoun_gap"]
-        == read_metrics(run_dir / "metrics.jsonl")[0]["probe/teacher_pronoun_gap"]
+        == read_jsonl(run_dir / "metrics.jsonl")[0]["probe/teacher_pronoun_gap"]
     )
 
 
