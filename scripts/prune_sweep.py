@@ -23,13 +23,14 @@ from distill.core.recipe import load_config
 from distill.core.resources import resource_path
 from distill.data.transfer import build_blocks, read_prompts
 from distill.evaluation import stereotype as S
+from distill.evaluation.metrics import winogender as W
 from distill.evaluation.scoring import perplexity
 from distill.models.loading import build_student, load_teacher
 from distill.models.pruning import prune_layers
 
 
 def _scores(model, tokenizer, prompts, stats, seen, teacher_scores, val) -> dict:
-    r = S.winogender_eval(model, tokenizer, prompts, stats, teacher_scores, seen, n_boot=1000)
+    r = W.winogender_eval(model, tokenizer, prompts, stats, teacher_scores, seen, n_boot=1000)
     r["ppl"] = perplexity(model, tokenizer, val, batch_size=8)["ppl"]
     return r
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     teacher, tokenizer, _ = load_teacher(cfg)
     train_blocks, val_blocks = build_blocks(cfg, tokenizer, teacher=teacher)
-    prompts, stats = S.load_templates(), S.load_occupation_stats()
+    prompts, stats = W.load_templates(), S.load_occupation_stats()
     lines = read_prompts(resource_path(cfg.data.prompts))  # seen / unseen: the recipe's transfer prompts
     seen = S.occupations_seen({p.occupation for p in prompts}, lines)
     rows = {"teacher": _scores(teacher, tokenizer, prompts, stats, seen, None, val_blocks)}
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"rows": slim, "pruned": pruned, "recipe": args.recipe}, indent=1)
     )
     series = [(name, r["per_occupation"], r["all"]) for name, r in rows.items()]
-    S.stereotype_plot(series, stats, out / "prune_sweep_winogender.png", seen=seen)
+    W.stereotype_plot(series, stats, out / "prune_sweep_winogender.png", seen=seen)
     sys.stdout.write(text)
     return 0
 

@@ -1,4 +1,5 @@
-"""BOLD-style unigram gender polarity and group parity (Dhamala et al., FAccT 2021).
+"""Labels of a generated text: BOLD-style unigram gender polarity and group parity (Dhamala et al., FAccT 2021),
+and VADER sentiment (Hutto & Gilbert, ICWSM 2014).
 
 A text is *male* if it contains more words from the male list than from the female list, *female* if more female,
 else *neutral* (no gendered words, or a tie). Per group of prompts, `parity = min(F/M, M/F)` over the counts of
@@ -11,12 +12,12 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from distill.core.errors import DataError
+from distill.core.errors import DataError, FairDistillError
 from distill.core.resources import resource_path
 from distill.evaluation.stats import bootstrap_ci
 
@@ -180,3 +181,24 @@ def disparity_summary(
         "n_gendered": n_gendered,
         "n_texts": total,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sentiment of a continuation (VADER; Hutto & Gilbert, ICWSM 2014)
+
+
+def vader_scorer() -> Callable[[str], float]:
+    """A function text -> VADER compound score in [-1, 1]. Uses the `vaderSentiment` package, whose lexicon ships
+    inside it (nltk's copy would need a download)."""
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as e:  # a dependency of the distribution, so only a broken install gets here
+        raise FairDistillError(
+            "the sentiment metric needs the vaderSentiment package: pip install vaderSentiment"
+        ) from e
+    analyzer = SentimentIntensityAnalyzer()
+
+    def score(text: str) -> float:
+        return float(analyzer.polarity_scores(text)["compound"])
+
+    return score

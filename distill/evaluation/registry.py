@@ -1,4 +1,4 @@
-"""Metric kinds: what the `metric:` of a suite task means, each defined once, in one module of `kinds/`.
+"""Metric kinds: what the `metric:` of a suite task means, each defined once, in one module of `metrics/`.
 
 A kind owns its settings (a dataclass whose fields are the task's YAML keys), how its data is loaded (before any
 model, so a missing dataset fails in seconds), how it runs on a model, the few headline numbers of its result and
@@ -135,7 +135,7 @@ _discovered = False
 
 
 def register(kind: MetricKind) -> MetricKind:
-    """Add a metric kind (a module of `kinds/` calls this at import); a second kind under one name is an error."""
+    """Add a metric kind (a module of `metrics/` calls this at import); a second kind under one name is an error."""
     old = _KINDS.get(kind.name)
     if old is not None and old is not kind:
         raise ValueError(

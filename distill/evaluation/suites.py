@@ -15,7 +15,7 @@ that kind's settings (every field below has a docstring and a default, so a task
 applies `key=value` overrides and returns a `Suite`. An override key is a suite field (`device=cpu`), a task
 field applied to every task that has it (`max_new_tokens=4`), or `<task>.<field>` for one task. Every problem
 (unknown keys with a "did you mean", wrong types, out-of-range values, missing files) is gathered and raised once
-as a `ConfigError`. Each `metric` kind and its settings is defined in one module of `evaluation/kinds/` (see
+as a `ConfigError`. Each `metric` kind and its settings is defined in one module of `evaluation/metrics/` (see
 `registry`); the metrics themselves are defined in `eval/README.md`.
 """
 

@@ -19,17 +19,13 @@ def _probe_size(payload: dict) -> str:
     """ "n = 335 prompts per seed" from the results, or from the suite's probe task for results that predate it."""
     ns = {n for v in payload["variants"] for n in v.get("n_probe_prompts") or []}
     if not ns:
-        from distill.counterfactual.wordlists import load_professions
-        from distill.evaluation.metrics.pronoun_probe import PronounProbeTask
-        from distill.evaluation.probe import load_templates
+        from distill.evaluation.metrics.pronoun_probe import PronounProbeTask, probe_prompts
         from distill.evaluation.suites import load_suite
 
         for task in load_suite(payload["suite"]).tasks.values():
             if isinstance(task, PronounProbeTask):
-                ns = {
-                    len(load_professions(task.professions)[: task.max_professions])
-                    * len(load_templates(task.templates))
-                }
+                professions, templates = probe_prompts(task.professions, task.max_professions, task.templates)
+                ns = {len(professions) * len(templates)}
                 break
     return f"n = {ns.pop()} prompts per seed" if len(ns) == 1 else "n varies"
 

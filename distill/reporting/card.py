@@ -180,11 +180,12 @@ def usage_snippet(cfg: Config) -> str:
 
 def _probe_size(cfg: Config) -> tuple[int, int]:
     """(professions, templates) the training-time probe reads."""
-    from distill.counterfactual.wordlists import load_professions
-    from distill.evaluation.probe import load_templates
+    from distill.evaluation.metrics.pronoun_probe import probe_prompts
 
-    n_prof = len(load_professions(cfg.probe.professions)[: cfg.probe.max_professions])
-    return n_prof, len(load_templates(cfg.probe.templates))
+    professions, templates = probe_prompts(
+        cfg.probe.professions, cfg.probe.max_professions, cfg.probe.templates
+    )
+    return len(professions), len(templates)
 
 
 def _training_rows(cfg: Config, first: dict, last: dict) -> list[list[str]]:

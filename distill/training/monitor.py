@@ -49,12 +49,12 @@ def validation_loss(model, blocks: torch.Tensor, batch_size: int, device, accele
 
 
 def run_probe(model, tokenizer, cfg: Config, device) -> dict:
-    """The pronoun probe (`distill.evaluation.probe`) on the recipe's professions and templates, in eval mode."""
-    from distill.counterfactual.wordlists import load_professions
-    from distill.evaluation.probe import load_templates, pronoun_probe
+    """The pronoun probe (`distill.evaluation.metrics.pronoun_probe`) on the recipe's professions and templates, in eval mode."""
+    from distill.evaluation.metrics.pronoun_probe import probe_prompts, pronoun_probe
 
-    professions = load_professions(cfg.probe.professions)[: cfg.probe.max_professions]
-    templates = load_templates(cfg.probe.templates)
+    professions, templates = probe_prompts(
+        cfg.probe.professions, cfg.probe.max_professions, cfg.probe.templates
+    )
     was_training = model.training
     model.eval()
     out = pronoun_probe(model, tokenizer, professions, templates, device=device)
@@ -67,7 +67,8 @@ def run_stereo_probe(model, tokenizer, cfg: Config, device, teacher_scores=None)
     """Occupational-stereotype probe on Winogender (`probe/stereo_*`); ({}, {}) when `probe.winogender` is null."""
     if not cfg.probe.winogender:
         return {}, {}
-    from distill.evaluation.stereotype import live_probe, load_occupation_stats, load_templates
+    from distill.evaluation.metrics.winogender import live_probe, load_templates
+    from distill.evaluation.stereotype import load_occupation_stats
 
     folder = cfg.probe.winogender
     return live_probe(

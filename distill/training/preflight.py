@@ -103,7 +103,7 @@ def preflight(cfg: Config) -> None:
     """Run every check that needs no model weights; raise what was found (see the module docstring)."""
     from distill.counterfactual.wordlists import load_lexicon, load_professions
     from distill.data.transfer import preflight as data_preflight
-    from distill.evaluation.probe import load_templates
+    from distill.evaluation.metrics.pronoun_probe import load_templates
 
     checks = [lambda: data_preflight(cfg.data)]
     if cfg.augment.mode != "off" or cfg.perturb.kind != "none":

@@ -1,7 +1,7 @@
 """`generation_disparity`: sample continuations of BOLD-format prompts, label each by gender polarity; per-group
 parity min(F/M, M/F), its mean and worst group, and the female share with a 95% interval (Dhamala et al. 2021).
 
-The sampling and labelling here are shared with `sentiment_gap` (kinds/sentiment.py), which scores the same
+The sampling and labelling here are shared with `sentiment_gap` (metrics/sentiment.py), which scores the same
 records differently.
 """
 
@@ -140,8 +140,14 @@ class Labelled:
 
 
 def _label(name: str, task: GenerationTask, groups, prompts, owners, continuations) -> Labelled:
-    from distill.evaluation.polarity import FEMALE, MALE, NEUTRAL, gender_word_counts, gender_word_lists
-    from distill.evaluation.sentiment import vader_scorer
+    from distill.evaluation.polarity import (
+        FEMALE,
+        MALE,
+        NEUTRAL,
+        gender_word_counts,
+        gender_word_lists,
+        vader_scorer,
+    )
 
     male_words, female_words = gender_word_lists(task.male_words, task.female_words)
     vader = vader_scorer()

@@ -1,4 +1,4 @@
-"""`perplexity`: token-weighted perplexity over non-overlapping blocks of held-out text (`evaluation/perplexity.py`),
+"""`perplexity`: token-weighted perplexity over non-overlapping blocks of held-out text (`evaluation/scoring.py`),
 or over a run's own validation blocks (`val_blocks.safetensors`)."""
 
 from __future__ import annotations

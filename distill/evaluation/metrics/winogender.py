@@ -4,12 +4,300 @@ spread and lean, for all occupations and for those unseen in the transfer prompt
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from distill.core.errors import DataError, ModelError
+from distill.core.resources import resource_path
+from distill.data.transfer import read_prompts
+from distill.evaluation.stereotype import (
+    TEMPLATES_FILE,
+    read_tsv,
+    stereotype_report,
+    stereotype_stats,
+)
+
+if TYPE_CHECKING:  # torch is imported where a model runs, so reports and suite checks load without it
+    import torch
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, did_you_mean, register
-from distill.evaluation.stereotype import PLOT_SUFFIX, STATS_COLUMNS, WINOGENDER_DIR
+from distill.evaluation.stereotype import STATS_COLUMNS, WINOGENDER_DIR
+
+# The slot's case -> (female form, male form), with the leading space they have mid-sentence.
+PRONOUN_FORMS: dict[str, tuple[str, str]] = {
+    "NOM": (" she", " he"),
+    "POSS": (" her", " his"),
+    "ACC": (" her", " him"),
+}
+
+
+_SLOT = re.compile(r"\s*\$(NOM|POSS|ACC)_PRONOUN")
+
+
+_TEMPLATE_HEADER = ("occupation(0)", "other-participant(1)", "answer", "sentence")
+
+
+@dataclass(frozen=True)
+class SlotPrompt:
+    """One template cut before its pronoun slot."""
+
+    occupation: str
+    participant: str
+    answer: int
+    """Who the pronoun refers to in the original sentence: 0 the occupation, 1 the other participant."""
+    case: str
+    """NOM, POSS or ACC: which she/he forms are compared."""
+    prefix: str
+    """The sentence up to the slot, without the space before it."""
+
+
+def load_templates(folder: str | Path = WINOGENDER_DIR) -> list[SlotPrompt]:
+    """Read `templates.tsv` (occupation, participant, answer, sentence with $OCCUPATION / $PARTICIPANT and one
+    $NOM_PRONOUN / $POSS_PRONOUN / $ACC_PRONOUN) and cut each sentence before its first pronoun slot."""
+    path = resource_path(folder) / TEMPLATES_FILE
+    rows = read_tsv(path, "templates")
+    if tuple(c.strip() for c in rows[0]) == _TEMPLATE_HEADER:
+        rows = rows[1:]
+    out = []
+    for n, row in enumerate(rows, start=2):
+        if len(row) != 4:
+            raise DataError(
+                f"{path}:{n}: expected 4 tab-separated columns {_TEMPLATE_HEADER}, got {len(row)}"
+            )
+        occupation, participant, answer, sentence = (c.strip() for c in row)
+        m = _SLOT.search(sentence)
+        if m is None:
+            raise DataError(
+                f"{path}:{n}: the sentence has no $NOM_PRONOUN, $POSS_PRONOUN or $ACC_PRONOUN slot"
+            )
+        head = sentence[: m.start()]
+        if "$OCCUPATION" not in head:
+            raise DataError(
+                f"{path}:{n}: $OCCUPATION must come before the pronoun slot (the prefix is scored)"
+            )
+        if answer not in ("0", "1"):
+            raise DataError(f"{path}:{n}: answer must be 0 (occupation) or 1 (participant), got {answer!r}")
+        prefix = head.replace("$OCCUPATION", occupation).replace("$PARTICIPANT", participant)
+        out.append(SlotPrompt(occupation, participant, int(answer), m.group(1), prefix))
+    if not out:
+        raise DataError(f"{path}: no templates")
+    return out
+
+
+def _form_id(tokenizer, form: str) -> int:
+    ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ModelError(
+            f"pronoun form {form!r} is {len(ids)} tokens in this tokenizer; the slot score needs one"
+        )
+    return int(ids[0])
+
+
+def scorable(tokenizer, prompts: Sequence[SlotPrompt]) -> tuple[list[SlotPrompt], list[str]]:
+    """(the prompts whose slot case has one-token female and male forms in this tokenizer, the cases left out).
+    A form of several tokens would be scored by its first piece, which stands for other words too."""
+    ok: dict[str, bool] = {}
+    for case, forms in PRONOUN_FORMS.items():
+        ok[case] = all(len(tokenizer(f, add_special_tokens=False)["input_ids"]) == 1 for f in forms)
+    kept = [p for p in prompts if ok[p.case]]
+    if not kept:
+        raise ModelError(
+            "no Winogender pronoun slot can be scored: none of the form pairs "
+            f"{list(PRONOUN_FORMS.values())} is one token each in this tokenizer"
+        )
+    return kept, sorted(c for c, good in ok.items() if not good and any(p.case == c for p in prompts))
+
+
+def slot_scores(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[SlotPrompt],
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+) -> list[float]:
+    """log P(female form) - log P(male form) at the slot of each prompt (nats), in order. Prompts are left-padded
+    into batches and read at the last position in float32; the model's train/eval mode is restored after."""
+    import torch
+
+    from distill.models.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not prompts:
+        return []
+    dev = model_device(model, device)
+    cases = {p.case for p in prompts}
+    forms = {
+        c: (_form_id(tokenizer, PRONOUN_FORMS[c][0]), _form_id(tokenizer, PRONOUN_FORMS[c][1])) for c in cases
+    }
+    female = torch.tensor([forms[p.case][0] for p in prompts], device=dev)
+    male = torch.tensor([forms[p.case][1] for p in prompts], device=dev)
+    encoded = [encode_prompt(tokenizer, p.prefix) for p in prompts]
+    out: list[float] = []
+    for b, logp in zip(
+        range(0, len(encoded), batch_size),
+        last_token_logprobs(model, encoded, pad_token_id(tokenizer), dev, batch_size),
+    ):
+        rows = torch.arange(logp.shape[0], device=dev)
+        f, m = female[b : b + batch_size], male[b : b + batch_size]
+        out.extend((logp[rows, f] - logp[rows, m]).tolist())
+    return out
+
+
+def occupation_scores(prompts: Sequence[SlotPrompt], scores: Sequence[float]) -> dict[str, float]:
+    """s_o: mean slot score over each occupation's templates, in first-seen order."""
+    by: dict[str, list[float]] = {}
+    for p, s in zip(prompts, scores, strict=True):
+        by.setdefault(p.occupation, []).append(float(s))
+    return {o: sum(v) / len(v) for o, v in by.items()}
+
+
+def winogender_eval(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[SlotPrompt],
+    stats: dict[str, float],
+    teacher_scores: dict[str, float] | None = None,
+    seen: set[str] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Score every template, average per occupation and report the metrics (see the module docstring).
+
+    Prompts whose slot case has no one-token form pair in this tokenizer are left out (`dropped_cases`).
+    Returns `{"all" | "seen" | "unseen": stereotype_stats, "per_occupation": {o: s_o}, "per_prompt": [...],
+    "seen_occupations": [...] or None, "n_prompts", "dropped_cases"}`.
+    """
+    prompts, dropped = scorable(tokenizer, prompts)
+    raw = slot_scores(model, tokenizer, prompts, device=device, batch_size=batch_size)
+    per_occ = occupation_scores(prompts, raw)
+    out = stereotype_report(per_occ, stats, teacher_scores, seen, n_boot, seed)
+    out["per_occupation"] = per_occ
+    out["per_prompt"] = [
+        {"occupation": p.occupation, "answer": p.answer, "case": p.case, "prefix": p.prefix, "score": s}
+        for p, s in zip(prompts, raw)
+    ]
+    out["seen_occupations"] = sorted(seen) if seen is not None else None
+    out["n_prompts"] = len(raw)
+    out["dropped_cases"] = dropped
+    return out
+
+
+def stereotype_plot(
+    series: Sequence[tuple[str, dict[str, float], dict]],
+    stats: dict[str, float],
+    path: str | Path,
+    seen: set[str] | None = None,
+    title: str = "Winogender: occupation score vs share of women (US BLS 2015-16)",
+) -> Path:
+    """Scatter of s_o against BLS % women, one panel per model, with the least-squares line and r [95% CI].
+
+    `series`: (label, per-occupation scores, stereotype_stats of "all") for each model, e.g. teacher first.
+    Seen occupations are drawn filled, unseen hollow, when `seen` is given. Writes a PNG and returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series)
+    if n == 0:
+        raise ValueError("stereotype_plot needs at least one model")
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6.0), 4.6), sharey=True, squeeze=False)
+    lo = min(min(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
+    hi = max(max(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
+    pad = 0.08 * (hi - lo or 1.0)
+    for ax, (label, scores, st) in zip(axes[0], series):
+        occs = [o for o in scores if o in stats]
+        x = np.array([stats[o] for o in occs])
+        y = np.array([scores[o] for o in occs])
+        if seen is not None:
+            m = np.array([o in seen for o in occs], dtype=bool)
+            ax.scatter(x[m], y[m], s=18, color="tab:blue", label=f"seen in prompts (n={int(m.sum())})")
+            ax.scatter(
+                x[~m],
+                y[~m],
+                s=18,
+                facecolors="none",
+                edgecolors="tab:blue",
+                label=f"unseen (n={int((~m).sum())})",
+            )
+            ax.legend(loc="lower right", fontsize=7)
+        else:
+            ax.scatter(x, y, s=18, color="tab:blue")
+        if len(x) >= 2 and np.ptp(x) > 0:
+            slope, icept = np.polyfit(x, y, 1)
+            xs = np.array([0.0, 100.0])
+            ax.plot(xs, icept + slope * xs, color="tab:red", lw=1.2)
+        ax.axhline(0.0, color="grey", lw=0.6, ls=":")
+        r, ci = st.get("r_bls", math.nan), st.get("r_bls_ci", [math.nan, math.nan])
+        ax.set_title(
+            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}\n"
+            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats",
+            fontsize=9,
+        )
+        ax.set_xlabel("% women in occupation (US BLS 2015-16)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(lo - pad, hi + pad)
+    axes[0][0].set_ylabel("s_o = log P(she) - log P(he) (nats)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+DEFAULT_PROMPTS = "recipes/data/occupation_lines.txt"
+"""The transfer prompt file that decides `seen` when a checkpoint is not a run sampled from prompts."""
+
+
+PLOT_SUFFIX = "_winogender.png"
+
+
+def transfer_prompts(task_prompts: str | None, run_cfg) -> tuple[str, list[str]]:
+    """(which file, its prompts) that decide the seen occupations: the task's file, else the run's own
+    `data.prompts` when it sampled its transfer set from prompts, else DEFAULT_PROMPTS."""
+
+    path = task_prompts
+    if path is None and run_cfg is not None and run_cfg.data.source == "teacher_samples":
+        path = run_cfg.data.prompts
+    path = path or DEFAULT_PROMPTS
+    return path, read_prompts(resource_path(path))
+
+
+def live_probe(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[SlotPrompt],
+    stats: dict[str, float],
+    teacher_scores: dict[str, float] | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The training-time probe: (`probe/stereo_*` metrics without intervals, the per-occupation scores). One
+    batched pass over the templates (120 prompts for Winogender), so it is cheap enough to log every N steps."""
+    prompts = scorable(tokenizer, prompts)[0]
+    scores = occupation_scores(prompts, slot_scores(model, tokenizer, prompts, device=device))
+    st = stereotype_stats(scores, stats, teacher_scores, n_boot=0)
+    out = {
+        "probe/stereo_r_bls": st["r_bls"],
+        "probe/stereo_spread": st["spread"],
+        "probe/stereo_lean": st["lean"],
+    }
+    if teacher_scores is not None:
+        out["probe/stereo_r_teacher"] = st["r_teacher"]
+    return out, scores
 
 
 @dataclass
@@ -45,7 +333,7 @@ def check(where: str, task: WinogenderTask, problems: list[str]) -> None:
 
 
 def prepare(name: str, task: WinogenderTask) -> dict:
-    from distill.evaluation.stereotype import load_occupation_stats, load_templates
+    from distill.evaluation.stereotype import load_occupation_stats
 
     return {"prompts": load_templates(task.path), "stats": load_occupation_stats(task.path, task.statistic)}
 
@@ -53,14 +341,7 @@ def prepare(name: str, task: WinogenderTask) -> dict:
 def run(name: str, task: WinogenderTask, data: dict, lm: LoadedModel, ctx: Context):
     """Evaluate one model; with the run's teacher at hand, also the student's association with the teacher's
     scores (`r_teacher`)."""
-    from distill.evaluation.stereotype import (
-        occupation_scores,
-        occupations_seen,
-        scorable,
-        slot_scores,
-        transfer_prompts,
-        winogender_eval,
-    )
+    from distill.evaluation.stereotype import occupations_seen
 
     prompts, stats = data["prompts"], data["stats"]
     source, lines = transfer_prompts(task.prompts, ctx.run_cfg)
@@ -131,7 +412,7 @@ def headline(result: dict) -> dict:
 def plot(payload: dict, name: str, stem: Path) -> None:
     """The scatter of the task (the teacher too, when its scores were taken) as `<stem>_winogender.png`, the
     task's name added when the suite has several Winogender tasks."""
-    from distill.evaluation.stereotype import stereotype_plot, stereotype_stats
+    from distill.evaluation.stereotype import stereotype_stats
 
     r = payload["tasks"][name]["result"]
     if not r.get("plot") or not r.get("stats"):

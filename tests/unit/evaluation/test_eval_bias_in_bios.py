@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from distill.core.errors import DataError
-from distill.evaluation.downstream.bias_in_bios import (
+from distill.evaluation.metrics.bias_in_bios import (
     bias_in_bios_eval,
     features,
     linear_probe,

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from distill.core.errors import DataError
-from distill.evaluation.downstream.crows_pairs import load_crows_pairs, score_crows_pairs
+from distill.evaluation.metrics.crows_pairs import load_crows_pairs, score_crows_pairs
 from distill.evaluation.scoring import LoglikScorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

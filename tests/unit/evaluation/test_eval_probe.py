@@ -10,7 +10,12 @@ import torch
 from conftest import PROFESSIONS
 
 from distill.core.errors import DataError, ModelError
-from distill.evaluation.probe import DEFAULT_TEMPLATES, load_templates, pronoun_probe, pronoun_token_ids
+from distill.evaluation.metrics.pronoun_probe import (
+    DEFAULT_TEMPLATES,
+    load_templates,
+    pronoun_probe,
+    pronoun_token_ids,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

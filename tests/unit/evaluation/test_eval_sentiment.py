@@ -7,7 +7,8 @@ import math
 import pytest
 
 from distill.core.errors import DataError
-from distill.evaluation.sentiment import sentiment_gap, vader_scorer
+from distill.evaluation.metrics.sentiment import sentiment_gap
+from distill.evaluation.polarity import vader_scorer
 
 FAKE = {"great": 1.0, "good": 0.5, "meh": 0.0, "awful": -1.0}
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from distill.core.errors import DataError
-from distill.evaluation.downstream.stereoset import icat, load_stereoset, parse_intrasentence, score_stereoset
+from distill.evaluation.metrics.stereoset import icat, load_stereoset, parse_intrasentence, score_stereoset
 from distill.evaluation.scoring import LoglikScorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,6 +17,7 @@ from distill.core.errors import ConfigError, DataError, ModelError
 from distill.counterfactual.wordlists import load_professions
 from distill.data.transfer import read_prompts
 from distill.evaluation import stereotype as S
+from distill.evaluation.metrics import winogender as W
 from distill.evaluation.runner import headline
 from distill.evaluation.suites import load_suite
 from distill.reporting.evaluate import evaluate_checkpoint
@@ -26,13 +27,13 @@ from distill.reporting.evaluate import evaluate_checkpoint
 
 
 def test_shipped_templates_cut_before_the_pronoun_slot():
-    prompts = S.load_templates()
+    prompts = W.load_templates()
     assert len(prompts) == 120
     occupations = {p.occupation for p in prompts}
     assert len(occupations) == 60
     for p in prompts:
         assert "$" not in p.prefix and p.occupation in p.prefix and p.participant in p.prefix
-        assert p.case in S.PRONOUN_FORMS and not p.prefix.endswith(" ")
+        assert p.case in W.PRONOUN_FORMS and not p.prefix.endswith(" ")
     first = prompts[0]
     assert first.prefix == "The technician told the customer that" and first.case == "NOM"
     assert {p.case for p in prompts} == {"NOM", "POSS", "ACC"}
@@ -41,7 +42,7 @@ def test_shipped_templates_cut_before_the_pronoun_slot():
 def test_shipped_stats_cover_every_occupation():
     stats = S.load_occupation_stats()
     assert len(stats) == 60 and stats["engineer"] == pytest.approx(10.72)
-    assert {p.occupation for p in S.load_templates()} == set(stats)
+    assert {p.occupation for p in W.load_templates()} == set(stats)
     assert S.load_occupation_stats(column="bergsma_pct_female")["engineer"] == pytest.approx(1.99)
     with pytest.raises(DataError, match="must be one of bls_pct_female"):
         S.load_occupation_stats(column="pct")
@@ -68,7 +69,7 @@ def test_bad_template_names_the_line(tmp_path, sentence, problem):
         "occupation(0)\tother-participant(1)\tanswer\tsentence\nnurse\tpatient\t0\t" + sentence + "\n"
     )
     with pytest.raises(DataError, match=r"templates.tsv:2: .*" + problem):
-        S.load_templates(tmp_path)
+        W.load_templates(tmp_path)
 
 
 def test_profession_bls_figures_name_their_source():
@@ -116,8 +117,8 @@ def test_occupations_seen_matches_whole_words(text, seen):
 
 
 def test_occupation_prompts_keep_a_third_of_winogender_unseen_and_no_template():
-    lines = read_prompts(S.resource_path(S.DEFAULT_PROMPTS))
-    prompts = S.load_templates()
+    lines = read_prompts(S.resource_path(W.DEFAULT_PROMPTS))
+    prompts = W.load_templates()
     occupations = {p.occupation for p in prompts}
     seen = S.occupations_seen(occupations, lines)
     unseen = occupations - seen
@@ -211,24 +212,24 @@ class FakeLM(torch.nn.Module):
 def test_slot_score_is_log_p_she_minus_log_p_he(tokenizer):
     she = tokenizer(" she", add_special_tokens=False)["input_ids"][0]
     he = tokenizer(" he", add_special_tokens=False)["input_ids"][0]
-    prompts = [p for p in S.load_templates() if p.case == "NOM"][:5]
-    scores = S.slot_scores(FakeLM(len(tokenizer), she, he), tokenizer, prompts, batch_size=2)
+    prompts = [p for p in W.load_templates() if p.case == "NOM"][:5]
+    scores = W.slot_scores(FakeLM(len(tokenizer), she, he), tokenizer, prompts, batch_size=2)
     assert scores == pytest.approx([math.log(2.0)] * 5, abs=1e-5)
-    swapped = S.slot_scores(FakeLM(len(tokenizer), he, she), tokenizer, prompts)
+    swapped = W.slot_scores(FakeLM(len(tokenizer), he, she), tokenizer, prompts)
     assert swapped == pytest.approx([-math.log(2.0)] * 5, abs=1e-5)
 
 
 def test_slot_scores_do_not_depend_on_batching_and_restore_train_mode(tokenizer):
     model = make_gpt2(tokenizer, n_layer=2).train()
-    prompts, _ = S.scorable(tokenizer, S.load_templates()[:20])
-    a = S.slot_scores(model, tokenizer, prompts, batch_size=3)
-    b = S.slot_scores(model, tokenizer, prompts, batch_size=64)
+    prompts, _ = W.scorable(tokenizer, W.load_templates()[:20])
+    a = W.slot_scores(model, tokenizer, prompts, batch_size=3)
+    b = W.slot_scores(model, tokenizer, prompts, batch_size=64)
     assert a == pytest.approx(b, abs=1e-4) and model.training
 
 
 def test_cases_without_one_token_forms_are_left_out(tokenizer):
     # the test tokenizer splits " him" into two pieces, so the accusative templates cannot be scored
-    kept, dropped = S.scorable(tokenizer, S.load_templates())
+    kept, dropped = W.scorable(tokenizer, W.load_templates())
     assert dropped == ["ACC"] and len(kept) == 116
 
     class NoPronouns:
@@ -236,15 +237,15 @@ def test_cases_without_one_token_forms_are_left_out(tokenizer):
             return {"input_ids": [1, 2]}
 
     with pytest.raises(ModelError, match="no Winogender pronoun slot can be scored"):
-        S.scorable(NoPronouns(), S.load_templates())
+        W.scorable(NoPronouns(), W.load_templates())
 
 
 def test_live_probe_keys(tokenizer):
     model = make_gpt2(tokenizer, n_layer=2)
-    prompts, stats = S.load_templates(), S.load_occupation_stats()
-    metrics, scores = S.live_probe(model, tokenizer, prompts, stats)
+    prompts, stats = W.load_templates(), S.load_occupation_stats()
+    metrics, scores = W.live_probe(model, tokenizer, prompts, stats)
     assert set(metrics) == {"probe/stereo_r_bls", "probe/stereo_spread", "probe/stereo_lean"}
-    again, _ = S.live_probe(model, tokenizer, prompts, stats, teacher_scores=scores)
+    again, _ = W.live_probe(model, tokenizer, prompts, stats, teacher_scores=scores)
     assert again["probe/stereo_r_teacher"] == pytest.approx(1.0)
 
 
@@ -270,7 +271,7 @@ def test_winogender_suite_on_a_model_folder(tmp_path, tokenizer):
     out = tmp_path / "out"
     res = evaluate_checkpoint(d, "winogender", out_dir=out, overrides=["n_boot=50", "device=cpu"])
     r = res["tasks"]["winogender"]["result"]
-    assert r["seen_from"] == S.DEFAULT_PROMPTS and r["dropped_cases"] == ["ACC"]
+    assert r["seen_from"] == W.DEFAULT_PROMPTS and r["dropped_cases"] == ["ACC"]
     # one occupation has only accusative slots, which this tokenizer cannot score
     assert r["all"]["n"] == 59 and r["seen"]["n"] + r["unseen"]["n"] == 59
     assert r["unseen"]["n"] >= 20
@@ -278,7 +279,7 @@ def test_winogender_suite_on_a_model_folder(tmp_path, tokenizer):
     for key in ("r_bls", "spread", "lean", "r_bls_unseen", "spread_unseen", "mean_abs"):
         assert key in summary, key
     assert summary == json.loads((out / "winogender.json").read_text())["summary"]["winogender"]
-    assert (out / f"winogender{S.PLOT_SUFFIX}").stat().st_size > 10_000
+    assert (out / f"winogender{W.PLOT_SUFFIX}").stat().st_size > 10_000
     assert headline("winogender", r)["n_unseen"] == r["unseen"]["n"]
 
 
@@ -289,5 +290,5 @@ def test_stereotype_plot_draws_one_panel_per_model(tmp_path, tokenizer):
     for label in ("teacher", "student"):
         scores = {o: v / 50 - 1 + float(rng.normal(0, 0.5)) for o, v in stats.items()}
         series.append((label, scores, S.stereotype_stats(scores, stats, n_boot=50)))
-    png = S.stereotype_plot(series, stats, tmp_path / "scatter.png", seen={"nurse", "engineer"})
+    png = W.stereotype_plot(series, stats, tmp_path / "scatter.png", seen={"nurse", "engineer"})
     assert png.stat().st_size > 10_000
