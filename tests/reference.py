@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.counterfactual.perturb import Exchange, perturbed_log_targets
+from distill.counterfactual.exchange import Exchange
+from distill.counterfactual.perturb import perturbed_log_targets
 
 
 def kd_reference(

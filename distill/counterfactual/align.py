@@ -42,61 +42,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.core.errors import WordListError
-from distill.counterfactual.perturb import Exchange
+from distill.counterfactual.exchange import gendered_exchange
 from distill.counterfactual.swap import case_like
+from distill.counterfactual.tokens import is_word_char, token_strings, word_can_start_after
 
 log = logging.getLogger(__name__)
-
-_SPACE_MARKERS = ("Ġ", "▁")
-
-
-def token_strings(tokenizer) -> list[str]:
-    """Surface text of every token id, with its leading space (byte-level and sentencepiece vocabularies)."""
-    vocab_size = len(tokenizer)
-    toks = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    out = []
-    for t in toks:
-        if t is None:
-            out.append("")
-            continue
-        s = tokenizer.convert_tokens_to_string([t])
-        if t.startswith(_SPACE_MARKERS) and not s.startswith(" "):
-            s = " " + s
-        out.append(s)
-    return out
-
-
-def _is_w(ch: str) -> bool:
-    """A word character as the text swapper's `\\w+` sees it."""
-    return ch.isalnum() or ch == "_"
-
-
-def word_can_start_after(tokenizer, strings: list[str]) -> list[bool]:
-    """Per token t: can a token without a leading space start a new word right after t?
-
-    Decided by the tokenizer's own pre-tokenizer (a new pre-token begins there), and by the text swapper's word
-    runs (`\\w+`: after a digit or underscore a word goes on). With no pre-tokenizer (e.g. sentencepiece-style
-    vocabularies without one), a word starts after anything that is not a word character.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    pre = getattr(backend, "pre_tokenizer", None)
-    out = []
-    for s in strings:
-        if s[-1:] and _is_w(s[-1]):
-            if pre is None or s[-1].isdigit() or s[-1] == "_":
-                out.append(False)
-                continue
-        elif pre is None:
-            out.append(True)
-            continue
-        if pre is None:
-            out.append(False)
-            continue
-        pieces = pre.pre_tokenize_str(s + "ab")
-        start = pieces[-1][1][0] if pieces else 0
-        out.append(start >= len(s) - (1 if s.endswith(" ") else 0))
-    return out
 
 
 @dataclass
@@ -164,9 +114,9 @@ class CounterfactualBuilder:
             self._lead.append(lead)
             self._body.append(body)
             self._alpha.append(bool(body) and body.isalpha())
-            self._wall.append(bool(body) and all(_is_w(c) for c in body))
-            self._wstart.append(bool(body) and _is_w(body[0]))
-            self._wend.append(bool(body) and _is_w(body[-1]))
+            self._wall.append(bool(body) and all(is_word_char(c) for c in body))
+            self._wstart.append(bool(body) and is_word_char(body[0]))
+            self._wend.append(bool(body) and is_word_char(body[-1]))
         self._starts_after = word_can_start_after(tokenizer, self.strings)
         self._encode_cache: dict[str, list[int]] = {}
         self.decisions: dict[str, dict[int, str]] | None = None
@@ -359,78 +309,6 @@ class CounterfactualBuilder:
         )
 
 
-def gendered_vocabulary(tokenizer, word_pairs: list[tuple[str, str]], strings: list[str] | None = None):
-    """G and pi of the one-to-one pairs: (pi [V] long, g_mask [V] bool, token pairs). See `gendered_exchange`."""
-    ex, stats = gendered_exchange(tokenizer, word_pairs, (), strings)
-    return ex.pi, ex.g_mask, stats["token_pairs"]
-
-
-def gendered_exchange(
-    tokenizer,
-    word_pairs: list[tuple[str, str]],
-    word_groups=(),
-    strings: list[str] | None = None,
-) -> tuple[Exchange, dict]:
-    """The exchange from gendered word pairs (lowercase, male/female), word groups (female words, male words) and
-    the tokenizer.
-
-    A token is in G when it is a whole gendered word (any of lower / Title / UPPER case, with or without a
-    leading space) and its counterpart in the same form is a single token too (pairs), or when the word belongs to a
-    group that has a single-token word on both sides in that form. Returns the `Exchange` and coverage counts.
-    """
-    strings = strings if strings is not None else token_strings(tokenizer)
-    index: dict[str, int] = {}
-    for i, s in enumerate(strings):
-        index.setdefault(s, i)
-    V = len(strings)
-    pi = torch.arange(V)
-    used = torch.zeros(V, dtype=torch.bool)
-    pairs: list[tuple[int, int]] = []
-    single = 0
-    for a, b in word_pairs:
-        hit = False
-        for fa, fb in ((a, b), (a.capitalize(), b.capitalize()), (a.upper(), b.upper())):
-            for lead in ("", " "):
-                ia, ib = index.get(lead + fa), index.get(lead + fb)
-                if ia is None or ib is None or ia == ib or used[ia] or used[ib]:
-                    continue  # not single tokens, or a token already paired (first listed pair wins)
-                pi[ia], pi[ib] = ib, ia
-                used[ia] = used[ib] = True
-                pairs.append((ia, ib))
-                hit = hit or (lead == " " and fa == a)
-        single += hit
-    fams: list[tuple[list[int], list[int]]] = []
-    group_names = []
-    for female, male in word_groups:
-        forms = 0
-        for case in (str.lower, str.capitalize, str.upper):
-            for lead in ("", " "):
-                f = [index[lead + case(w)] for w in female if lead + case(w) in index]
-                m = [index[lead + case(w)] for w in male if lead + case(w) in index]
-                f = [t for t in dict.fromkeys(f) if not used[t]]
-                m = [t for t in dict.fromkeys(m) if not used[t] and t not in f]
-                if f and m:
-                    used[f] = used[m] = True
-                    fams.append((f, m))
-                    forms += 1
-        if forms:
-            group_names.append(f"{'/'.join(female)} <-> {'/'.join(male)} in {forms} surface forms")
-    W = max([max(len(f), len(m)) for f, m in fams], default=0)
-    groups = torch.full((len(fams), 2, W), -1, dtype=torch.long)
-    for k, (f, m) in enumerate(fams):
-        groups[k, 0, : len(f)] = torch.tensor(f)
-        groups[k, 1, : len(m)] = torch.tensor(m)
-    if not pairs and not fams:
-        raise WordListError(
-            f"none of the {len(word_pairs)} gendered word pairs is a single token pair in this tokenizer's vocabulary "
-            f"({V} tokens); check augment.pairs, or that the tokenizer matches the teacher"
-        )
-    bare = torch.tensor([not s.startswith(" ") for s in strings]) & used
-    ex = Exchange(pi=pi, groups=groups, bare=bare, g_mask=used.clone())
-    stats = {"pairs": len(word_pairs), "pairs_single": single, "groups": group_names, "token_pairs": pairs}
-    return ex, stats
-
-
 def pad_rows(rows: list[list[int]], length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad (or cut) rows to `length`: ids [B, length], attention_mask [B, length]."""
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -448,50 +326,6 @@ def invert_alignment(align: list[int], twin_len: int) -> list[int]:
         if 0 <= j < twin_len:
             inv[j] = i
     return inv
-
-
-def g_word_pairs(lexicon, use_names: bool = False) -> list[tuple[str, str]]:
-    """(male, female) one-to-one word pairs whose tokens make up G's pairs (names too when used). The one-to-many
-    words, and a pair that shares a word with them (mr/mrs, with ms and miss -> mr), are exchanged as groups
-    (`g_word_groups`), not pairs."""
-    grouped = {w for f, m in g_word_groups(lexicon) for w in f + m}
-    pairs = list(lexicon.pairs) + (list(lexicon.names) if use_names else [])
-    return [(a, b) for a, b in pairs if a not in grouped and b not in grouped]
-
-
-def g_word_groups(lexicon) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """The one-to-many words as exchange groups: (female words, male words) of each connected set of rules
-    (her -> his | him, his -> her | hers, ...: {her, hers} against {his, him})."""
-    parent: dict[str, str] = {}
-
-    def find(w: str) -> str:
-        while parent.setdefault(w, w) != w:
-            w = parent[w]
-        return w
-
-    gender: dict[str, str] = {}
-    for rule in lexicon.one_to_many:
-        gender[rule.word] = rule.gender
-        for other in (rule.before_noun, rule.otherwise):
-            gender.setdefault(other, "female" if rule.gender == "male" else "male")
-            parent[find(rule.word)] = find(other)
-    for (
-        male,
-        female,
-    ) in lexicon.pairs:  # a pair that shares a word with a group joins it (mr/mrs with ms -> mr)
-        if male in gender or female in gender:
-            gender[male], gender[female] = "male", "female"
-            parent[find(male)] = find(female)
-    comps: dict[str, list[str]] = {}
-    for w in gender:
-        comps.setdefault(find(w), []).append(w)
-    out = []
-    for words in comps.values():
-        words = sorted(words)
-        out.append(
-            (tuple(w for w in words if gender[w] == "female"), tuple(w for w in words if gender[w] == "male"))
-        )
-    return out
 
 
 def twin_batch(builder: CounterfactualBuilder, x: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:

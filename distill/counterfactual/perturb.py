@@ -37,149 +37,20 @@ gradients (the teacher is frozen).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from distill.counterfactual.exchange import (
+    Exchange,
+    as_exchange,
+    cached_local_index,
+    exchange_g,
+    transpose_pairs,
+)
 
 NEEDS_TWIN = frozenset({"mean", "max", "expmean"})
 """The kinds whose formula reads the teacher's distribution on the twin x~."""
 KINDS = ("none", "mean", "max", "expmean", "pair_equalize")
-
-
-@dataclass
-class Exchange:
-    """How the role-reversed distribution is mapped back onto x's vocabulary, sparse over G.
-
-    pi [V] long: involution of the one-to-one pairs (identity elsewhere, and on group words). groups [K, 2, W]
-    long: per group family (one surface form: lead space and case), its female and male tokens, -1 padded.
-    bare [V] bool: tokens of G with no leading space, exchanged only at word starts. g_mask [V] bool: G, the
-    columns of pairs and groups (where `max` and `expmean` act).
-    """
-
-    pi: torch.Tensor
-    groups: torch.Tensor
-    bare: torch.Tensor
-    g_mask: torch.Tensor
-    extra: torch.Tensor | None = None
-    """[V] bool, outside G: the first differing pieces of multi-token pairs (` n` of ` n`+`iece` against
-    ` nephew`), exchanged only at the positions a twin names (`local`)."""
-
-    @classmethod
-    def from_pi(cls, pi: torch.Tensor) -> Exchange:
-        """Pairs only, every token exchanged at every position (the plain involution)."""
-        V = pi.shape[0]
-        g = pi != torch.arange(V, device=pi.device)
-        return cls(pi, torch.empty(0, 2, 0, dtype=torch.long), torch.zeros(V, dtype=torch.bool), g)
-
-    def to(self, device) -> Exchange:
-        extra = None if self.extra is None else self.extra.to(device)
-        return Exchange(*(t.to(device) for t in (self.pi, self.groups, self.bare, self.g_mask)), extra)
-
-    def cols(self) -> torch.Tensor:
-        """[n] the columns of G, ascending: all the dense part of the exchange touches."""
-        return self.g_mask.nonzero(as_tuple=True)[0]
-
-    def family(self) -> torch.Tensor:
-        """[V, F] for each token, the tokens exchanged with it (its pair, or its whole group), padded with itself;
-        `keep` switches a whole family off at a position."""
-        V = self.pi.shape[0]
-        K, _, W = self.groups.shape
-        width = max(2, 2 * W)
-        fam = torch.arange(V, device=self.pi.device).unsqueeze(1).repeat(1, width)
-        fam[:, 1] = self.pi
-        for k in range(K):
-            members = self.groups[k].reshape(-1)
-            members = members[members >= 0]
-            row = torch.cat([members, members[:1].expand(width - members.numel())])
-            fam[members] = row
-        return fam
-
-
-def as_exchange(pi: torch.Tensor | Exchange) -> Exchange:
-    return pi if isinstance(pi, Exchange) else Exchange.from_pi(pi)
-
-
-def _log_share(logp_g: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
-    """log(p(v) / p(group)) for the group's local columns `loc`; an all-zero group splits evenly."""
-    part = logp_g[..., loc]
-    total = torch.logsumexp(part, dim=-1, keepdim=True)
-    even = torch.full_like(part, -math.log(loc.numel()))
-    return torch.where(torch.isfinite(total), part - total, even)
-
-
-def exchange_g(
-    raw: torch.Tensor,
-    own: torch.Tensor,
-    ex: Exchange,
-    local: dict,
-    wordstart: torch.Tensor | None = None,
-    keep: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The exchange restricted to G's columns. raw: the other world's log-probs there [..., n]; own: this world's
-    (the split inside a group); wordstart [...] bool; keep [...] long token or -1. Returns [..., n]."""
-    new = raw[..., local["pi"]]
-    for f_loc, m_loc in local["groups"]:
-        f_mass = torch.logsumexp(raw[..., f_loc], dim=-1, keepdim=True)
-        m_mass = torch.logsumexp(raw[..., m_loc], dim=-1, keepdim=True)
-        new[..., f_loc] = m_mass + _log_share(own, f_loc)
-        new[..., m_loc] = f_mass + _log_share(own, m_loc)
-    if wordstart is not None and local["bare"].numel():
-        b = local["bare"]
-        new[..., b] = torch.where(wordstart.unsqueeze(-1), new[..., b], raw[..., b])
-    if keep is not None:
-        hit = keep >= 0
-        if hit.any():
-            fam = local["family"][keep[hit]]  # [m, F] local columns, -1 outside G
-            rows = new[hit]
-            src = raw[hit]
-            ok = fam >= 0
-            idx = fam.clamp(min=0)
-            rows.scatter_(1, idx, torch.where(ok, src.gather(1, idx), rows.gather(1, idx)))
-            new[hit] = rows
-    return new
-
-
-def transpose_pairs(r: torch.Tensor, pair: torch.Tensor) -> None:
-    """In place: at each position with pair [..., 2] >= 0, exchange r's two columns (a local transposition of a
-    multi-token pair's first differing pieces, outside G). Touches only those positions."""
-    hit = pair[..., 0] >= 0
-    if hit.any():
-        rows, ab = r[hit], pair[hit]
-        rows.scatter_(1, ab, rows.gather(1, ab.flip(1)))
-        r[hit] = rows
-
-
-def local_index(ex: Exchange) -> dict:
-    """G-local versions of the exchange's index tensors (positions within `ex.cols()`)."""
-    cols = ex.cols()
-    V = ex.pi.shape[0]
-    to_local = torch.full((V,), -1, dtype=torch.long, device=cols.device)
-    to_local[cols] = torch.arange(cols.numel(), device=cols.device)
-    groups = []
-    for k in range(ex.groups.shape[0]):
-        f, m = ex.groups[k, 0], ex.groups[k, 1]
-        groups.append((to_local[f[f >= 0]], to_local[m[m >= 0]]))
-    return {
-        "cols": cols,
-        "to_local": to_local,
-        "pi": to_local[ex.pi[cols]],
-        "groups": groups,
-        "bare": to_local[ex.bare.nonzero(as_tuple=True)[0]],
-        "family": to_local[ex.family()],
-    }
-
-
-_LOCAL_CACHE: dict[int, tuple[Exchange, dict]] = {}
-
-
-def _local(ex: Exchange) -> dict:
-    hit = _LOCAL_CACHE.get(id(ex))
-    if hit is None or hit[0] is not ex:
-        if len(_LOCAL_CACHE) > 16:
-            _LOCAL_CACHE.clear()
-        hit = (ex, local_index(ex))
-        _LOCAL_CACHE[id(ex)] = hit
-    return hit[1]
 
 
 def gather_twin(
@@ -210,7 +81,7 @@ def gather_twin(
         flat = (twin_rows.unsqueeze(1) * T2 + idx).reshape(-1)
         r = twin_logp.reshape(R * T2, V).index_select(0, flat).view(*align.shape, V)
     # The exchange is the identity outside G: move only G's columns (a full-vocabulary index_select costs ~6x more)
-    loc = _local(ex)
+    loc = cached_local_index(ex)
     cols = loc["cols"]
     if ex.groups.shape[0] and own_logp is None:
         raise ValueError("word groups split their mass in x's own ratio: pass own_logp")
@@ -245,7 +116,7 @@ def combine_logp(
     if kind == "pair_equalize":
         # Within p alone: each pair (and each group, as a whole) gets the mean of its two sides, i.e. p exchanged
         # with itself and averaged; the identity off G.
-        loc = _local(ex)
+        loc = cached_local_index(ex)
         cols = loc["cols"]
         own = logp[..., cols]
         swapped = exchange_g(own, own, ex, loc, wordstart, keep)
@@ -413,7 +284,7 @@ def _mean_targets(
     n_twin = int(sel.sum()) if mode == "append" else 0
     out = torch.empty((B + n_twin, T, V), dtype=logp.dtype, device=dev)
     flat_all = logp.reshape(-1, V)
-    loc = _local(ex)
+    loc = cached_local_index(ex)
     cols = loc["cols"]
 
     def fill(

@@ -19,7 +19,8 @@ from distill.core.config import Config
 from distill.core.files import atomic_save_tensors, digest, tensor_digest, tokenizer_fingerprint
 from distill.core.resources import resource_path
 from distill.counterfactual import her_decide
-from distill.counterfactual.perturb import Exchange, twin_rows_for
+from distill.counterfactual.exchange import Exchange
+from distill.counterfactual.perturb import twin_rows_for
 from distill.data.transfer import next_token_labels
 
 log = logging.getLogger("distill")
@@ -54,7 +55,8 @@ class Counterfactuals:
     """Builds the twins of a micro-batch and decides which rows the student trains on."""
 
     def __init__(self, cfg: Config, tokenizer, rank: int = 0, world: int = 1):
-        from distill.counterfactual.align import CounterfactualBuilder, g_word_groups, g_word_pairs
+        from distill.counterfactual.align import CounterfactualBuilder
+        from distill.counterfactual.exchange import g_word_groups, g_word_pairs
         from distill.counterfactual.swap import Swapper
         from distill.counterfactual.wordlists import load_lexicon
 

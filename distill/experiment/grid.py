@@ -1,16 +1,7 @@
-"""The experiment: does counterfactual role reversal reduce disparity, and at what utility cost?
+"""An experiment grid (`recipes/experiments/*.yaml`): a base recipe, the variants (override lists), the seeds and
+the evaluation suite, checked as recipes are; each run's name and overrides; archiving finished runs.
 
-A grid YAML (`recipes/experiments/*.yaml`) names a base recipe, the variants (override lists), the seeds and the
-evaluation suite. `run_grid` trains every variant x seed that has no `final/` yet (a stopped grid resumes where
-it stopped, each run from its own checkpoints), evaluates each student with the suite (and the teacher once), and
-`summarise` writes `results/`: the table (markdown + JSON), the plots and the exact commands.
-
-Uncertainty: the pronoun probe is compared prompt by prompt against the reference variant (plain KD). The
-difference in mean |gap| is averaged over seeds and given a 95% bootstrap interval over prompts; a difference is
-called a win (or a loss) only when that interval excludes zero **and** every seed's own difference has the same
-sign. Generation disparity (female share among gendered continuations) is compared the same way, resampling
-continuations. Everything else is reported as "no measurable difference".
-"""
+`runs.run_grid` trains and evaluates a grid, `summary.summarise` writes its results."""
 
 from __future__ import annotations
 

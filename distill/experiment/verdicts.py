@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,10 @@ import numpy as np
 from distill.core.files import read_jsonl, to_strict_json
 from distill.core.rundir import RunDir
 from distill.evaluation import results as R
+from distill.evaluation.stats import paired_interval
 from distill.evaluation.stereotype import pearson
+from distill.experiment.figures import draw_size, draw_stereotype, draw_tradeoff
 from distill.reporting.tables import fmt, fmt_ci, markdown_table
-
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 
 # (key in results, label, part of the Winogender result)
 METRICS = (
@@ -63,29 +57,6 @@ TARGET_KEEP = 0.70
 TARGET_CUT = 0.50
 TARGET_PPL_VS_REF = 0.03
 TARGET_PPL_VS_TEACHER = 1.5
-
-
-def t975(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom (nan below 1)."""
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    # Cornish-Fisher expansion to second order: within 0.001 of the tables above 30
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def paired_interval(diffs: list[float]) -> tuple[float, list[float] | None]:
-    """Mean of per-seed paired differences and its 95% t interval over seeds (None below 2 finite seeds)."""
-    d = np.asarray([x for x in diffs if x is not None and math.isfinite(x)], dtype=float)
-    if len(d) == 0:
-        return math.nan, None
-    m = float(d.mean())
-    if len(d) < 2:
-        return m, None
-    h = t975(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
-    return m, [m - h, m + h]
 
 
 def _metrics_log(run: Path) -> list[dict]:
@@ -300,153 +271,6 @@ def table(payload: dict, labels: dict[str, str]) -> str:
     )
 
 
-def draw(payload: dict, labels: dict[str, str], out: Path) -> Path:
-    """`stereotype_seeds`: unseen-occupation association and spread per seed, each method's seeds joined to the
-    reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
-    from matplotlib.ticker import MaxNLocator
-
-    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, point, save_figure
-
-    variants, ref = payload["variants"], payload["reference"]
-    names = [ref, *[v for v in variants if v != ref]]
-    keys = (("r_bls_unseen", "association r\nwith BLS % women"), ("spread_unseen", "spread (nats)"))
-
-    def paint(fig, width):
-        axes = fig.subplots(1, 2)
-        for ax, (key, xlabel) in zip(axes, keys):
-            ref_seeds = variants[ref]["metrics"][key]["seeds"]
-            for i, v in enumerate(names):
-                e = variants[v]["metrics"][key]
-                color = PALETTE[i % len(PALETTE)]
-                ax.scatter(e["seeds"], [i] * len(e["seeds"]), color=color, alpha=0.5, s=10)
-                if v != ref:
-                    for a, b in zip(ref_seeds, e["seeds"]):
-                        ax.plot([a, b], [0, i], color="0.75", linewidth=0.6, zorder=0)
-                point(ax, e["mean"], i - 0.18, e["ci"], color, ms=4)
-            t = payload["teacher"].get(key, math.nan)
-            if math.isfinite(t):
-                ax.axvline(t, color=TEACHER_COLOR, linestyle="--", linewidth=0.9, label="teacher")
-            ax.axvline(0, color="black", linewidth=0.6)
-            shown = [textwrap.fill(labels.get(v, v), 16) for v in names]
-            ax.set_yticks(np.arange(len(names)), shown if ax is axes[0] else [])
-            ax.set_ylim(len(names) - 0.5, -0.7)
-            ax.set_xlabel(xlabel)
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
-            ax.grid(axis="x", alpha=0.3)
-        if axes[1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
-            axes[1].legend(loc="lower right", frameon=False)
-        n = variants[ref]["n_seeds"]
-        left_title(
-            fig,
-            f"Winogender, unseen occupations, {n} seed{'s' if n != 1 else ''}\n"
-            + (
-                "dots: seeds (lines pair them); bars: mean, 95% t CI"
-                if n > 1
-                else "dots: the one seed (lines pair it); no interval from one seed"
-            ),
-        )
-
-    return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
-
-
-def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
-    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity relative
-    to the teacher's on the same held-out blocks (each seed has its own blocks, so the ratio is what compares across
-    seeds); means over seeds with 95% t intervals over seeds both ways; the teacher at (1, its value)."""
-    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, save_figure
-
-    variants, teacher = payload["variants"], payload["teacher"]
-    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
-
-    def bars(m, ci):
-        return None if ci is None else [[m - ci[0]], [ci[1] - m]]
-
-    def paint(fig, width):
-        axes = fig.subplots(1, 2)
-        for ax, (key, ylabel) in zip(axes, keys):
-            for i, (v, row) in enumerate(variants.items()):
-                mt = row["metrics"]
-                ratios = [a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b]
-                x, xci = paired_interval(ratios)
-                y, yci = mt[key]["mean"], mt[key]["ci"]
-                ax.errorbar(
-                    [x], [y], xerr=bars(x, xci), yerr=bars(y, yci), fmt="o", ms=4, capsize=2,
-                    color=PALETTE[i % len(PALETTE)], label=labels.get(v, v),
-                )  # fmt: skip
-            ty = teacher.get(key, math.nan)
-            if math.isfinite(ty):
-                ax.plot([1.0], [ty], marker="*", ms=8, color=TEACHER_COLOR, linestyle="none", label="teacher")
-            ax.axhline(0, color="black", linewidth=0.6)
-            ax.set_xlabel("perplexity / teacher's")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[0].legend(loc="lower left", frameon=True, framealpha=0.8, fontsize=6)
-        n = max(r["n_seeds"] for r in variants.values())
-        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
-        left_title(fig, f"Stereotype vs perplexity, unseen occupations, {n} seed{'s' * (n != 1)}\n{note}")
-
-    return save_figure(paint, out, "stereotype_tradeoff", 2.6)
-
-
-def draw_size(payload: dict, layers: dict[str, int], teacher_layers: int, out: Path) -> Path:
-    """`stereotype_by_size`: plain-KD students of different depths (a size sweep) against their layer count: the
-    association with BLS % women (all and unseen occupations) and the spread of unseen occupations' scores, with
-    seed-level intervals, and perplexity relative to the teacher's; the teacher at its own depth."""
-    from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, save_figure
-
-    variants, teacher = payload["variants"], payload["teacher"]
-    order = sorted(layers, key=layers.get)
-    xs = [layers[v] for v in order]
-    panels = (
-        ((("r_bls", "all 60"), ("r_bls_unseen", "unseen 20")), "association r\nwith BLS % women"),
-        ((("spread", "all 60"), ("spread_unseen", "unseen 20")), "spread (nats)"),
-    )
-
-    def paint(fig, width):
-        axes = fig.subplots(1, 3)
-        for ax, (series, ylabel) in zip(axes, panels):
-            for j, (key, name) in enumerate(series):
-                ms = [variants[v]["metrics"][key] for v in order]
-                ys = [m["mean"] for m in ms]
-                err = [
-                    [y - m["ci"][0] if m["ci"] else 0 for y, m in zip(ys, ms)],
-                    [m["ci"][1] - y if m["ci"] else 0 for y, m in zip(ys, ms)],
-                ]
-                ax.errorbar(xs, ys, yerr=err, marker="o", ms=3.5, capsize=2, color=PALETTE[j], label=name)
-                t = teacher.get(key, math.nan)
-                if math.isfinite(t):
-                    ax.plot([teacher_layers], [t], marker="*", ms=7, color=PALETTE[j], linestyle="none")
-            ax.axhline(0, color="black", linewidth=0.6)
-            ax.set_xlabel("student layers")
-            ax.set_title(ylabel, fontsize=7)
-            ax.grid(alpha=0.3)
-        ratios = []
-        for v in order:
-            mt = variants[v]["metrics"]
-            ratios.append(
-                paired_interval([a / b for a, b in zip(mt["ppl"]["seeds"], mt["teacher_ppl"]["seeds"]) if b])
-            )
-        axes[2].plot(xs, [r[0] for r in ratios], marker="o", ms=3.5, color=PALETTE[2])
-        axes[2].plot([teacher_layers], [1.0], marker="*", ms=7, color=TEACHER_COLOR, linestyle="none")
-        axes[2].set_yscale("log")
-        top = max([r[0] for r in ratios if math.isfinite(r[0])] + [1.0])
-        ticks = [t for t in (0.5, 1, 2, 4, 8, 16, 32) if t <= 2 * top]
-        axes[2].set_yticks(ticks, [f"{t:g}" for t in ticks])
-        axes[2].minorticks_off()
-        axes[2].set_xlabel("student layers")
-        axes[2].set_title("ppl / teacher's", fontsize=7)
-        axes[2].grid(alpha=0.3)
-        axes[0].legend(loc="upper left", frameon=False, fontsize=6)
-        n = max(r["n_seeds"] for r in variants.values())
-        note = "bars: 95% t intervals over seeds" if n > 1 else "one seed: no intervals over seeds"
-        left_title(
-            fig,
-            f"Plain KD by student depth (teacher: star at {teacher_layers}), {n} seed{'s' * (n != 1)}\n{note}",
-        )
-
-    return save_figure(paint, out, "stereotype_by_size", 2.2)
-
-
 def write(
     out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
 ) -> list[Path]:
@@ -458,7 +282,7 @@ def write(
     paths = [
         out / "stereotype.json",
         out / "stereotype.md",
-        draw(payload, labels, out),
+        draw_stereotype(payload, labels, out),
         draw_tradeoff(payload, labels, out),
     ]
     if sizes is not None:

@@ -26,7 +26,7 @@ from distill.core.rundir import RunDir
 from distill.reporting.tables import fmt, markdown_table
 
 if TYPE_CHECKING:
-    from distill.evaluation.results import SuiteResult
+    pass
 
 CARD = "README.md"
 TAG = "fairdistill"
@@ -81,12 +81,12 @@ def read_front_matter(path: Path) -> tuple[dict, str]:
     return {}, text
 
 
-def _write(path: Path, meta: dict, body: str) -> None:
+def write_front_matter(path: Path, meta: dict, body: str) -> None:
     head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
     atomic_write(path, f"---\n{head}---\n{body.lstrip()}")  # a reader never sees half a card
 
 
-def _metric_entry(kind: str, name: str, value: Any) -> dict | None:
+def metric_entry(kind: str, name: str, value: Any) -> dict | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return {"type": kind, "name": name, "value": round(float(value), 4)}
@@ -318,10 +318,10 @@ def _front_matter(cfg: Config, last: dict, hub: str | None, lic: str | None) -> 
     meta["tags"] = tags
     n_prof, _ = _probe_size(cfg)
     entries = (
-        _metric_entry(
+        metric_entry(
             "perplexity", "validation perplexity (held-out transfer-set blocks)", _ppl(last.get("val/loss"))
         ),
-        _metric_entry(
+        metric_entry(
             "pronoun_gap",
             f"pronoun probe mean |gap| (nats), {n_prof} professions",
             last.get("probe/pronoun_gap"),
@@ -400,110 +400,8 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
 Every metric is defined in fairdistill's `eval/README.md`.
 """
     path = Path(folder) / CARD
-    _write(path, _front_matter(cfg, last, hub, lic), body)
+    write_front_matter(path, _front_matter(cfg, last, hub, lic), body)
     return path
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Evaluations merged into the card
-
-
-def _suite_metrics(results: SuiteResult) -> list[dict]:
-    """`model-index` metrics of one suite's results: every headline number of every task that a kind names."""
-    out = []
-    for m in results.metrics():
-        if m.row is not None and (
-            e := _metric_entry(f"{m.task}/{m.key}", f"{m.task}: {m.row.label}", m.value)
-        ):
-            out.append(e)
-    return out
-
-
-def _sizes(results: SuiteResult) -> list[str]:
-    """One line per task saying how many prompts, texts or tokens its numbers rest on."""
-    from distill.evaluation.registry import kinds
-
-    lines = []
-    for task in results.tasks.values():
-        known = kinds().get(task.metric or "")
-        if known is not None and known.sizes is not None and (line := known.sizes(task.name, task.result)):
-            lines.append(line)
-    return lines
-
-
-def _hub_datasets(results: SuiteResult) -> list[str]:
-    """The Hub datasets the suite's tasks read (those without a local `path`)."""
-    from distill.evaluation.registry import kinds
-
-    out = []
-    for t in (results.settings.get("tasks") or {}).values():
-        if not isinstance(t, dict) or t.get("path"):
-            continue
-        known = kinds().get(t.get("metric") or "")
-        if isinstance(t.get("dataset"), str):
-            out.append(t["dataset"])
-        elif known is not None and known.hub_dataset is not None and (name := known.hub_dataset(t)):
-            out.append(name)
-    return out
-
-
-def merge_evaluation(
-    model_dir: Path,
-    suite: str,
-    results: dict | SuiteResult,
-    teacher_results: dict | SuiteResult | None = None,
-) -> bool:
-    """Merge one suite's results into the card next to the weights: its section (teacher and this model side by
-    side, intervals, sample sizes) and its `model-index` entry, replacing those of an earlier evaluation with the
-    same suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
-    from distill.evaluation.results import SuiteResult
-    from distill.reporting.tables import suite_table
-
-    results = SuiteResult.of(results)
-    teacher_results = SuiteResult.of(teacher_results) if teacher_results else None
-
-    path = Path(model_dir) / CARD
-    if not path.is_file():
-        return False
-    meta, body = read_front_matter(path)
-    if TAG not in (meta.get("tags") or []):
-        return False
-    mark = EVAL_MARK.format(suite=suite)
-    cols = ([("teacher", teacher_results)] if teacher_results else []) + [("this model", results)]
-    description = results.description.strip()
-    sizes = "\n".join(f"- {line}" for line in _sizes(results))
-    section = (
-        f"{mark}\n### Suite `{suite}`\n\n"
-        + (f"{description}\n\n" if description else "")
-        + f"{suite_table(cols)}\n\n"
-        + (f"What the numbers rest on:\n\n{sizes}\n\n" if sizes else "")
-        + "Intervals (in brackets) are 95% percentile bootstraps; the numbers without one (parity, perplexity, "
-        "fluency) have none computed. `n/a` is undefined (e.g. no gendered text).\n" + f"{mark}\n"
-    )
-    if mark in body:
-        head, _, rest = body.partition(mark)
-        _, _, tail = rest.partition(mark)
-        body = head.rstrip("\n") + "\n\n" + section + "\n" + tail.lstrip("\n")
-    else:
-        anchor = "\n## Bias and limitations"
-        head, found, tail = body.partition(anchor)
-        body = head.rstrip("\n") + "\n\n" + section + (found + tail if found else "")
-
-    index = meta.setdefault("model-index", [{"name": model_dir.name, "results": []}])
-    entries = index[0].setdefault("results", [])
-    dataset = {"type": f"fairdistill/{suite}", "name": f"fairdistill `{suite}` suite"}
-    entries[:] = [e for e in entries if (e.get("dataset") or {}).get("type") != dataset["type"]]
-    hub_data = _hub_datasets(results)
-    if hub_data:  # the Hub datasets this evaluation read (BOLD, WikiText, ...), listed once
-        meta["datasets"] = list(dict.fromkeys([*(meta.get("datasets") or []), *hub_data]))
-    metrics = _suite_metrics(results)
-    if metrics:
-        entries.append(
-            {
-                "task": {"type": "text-generation", "name": "Text Generation"},
-                "dataset": dataset,
-                "metrics": metrics,
-            }
-        )
-    _write(path, meta, body)
-    return True

@@ -18,7 +18,7 @@ from distill.core.tracking import log_evaluation
 from distill.evaluation import results as R
 from distill.evaluation import runner
 from distill.evaluation import suites as S
-from distill.reporting.card import merge_evaluation
+from distill.reporting.card_evaluation import merge_evaluation
 from distill.reporting.figures import run_figures
 from distill.reporting.tables import suite_table
 

@@ -114,11 +114,12 @@ def preflight(cfg: Config) -> None:
         lambda: _check_models(cfg),
     ]
     if cfg.probe.winogender:
-        from distill.evaluation import stereotype
+        from distill.evaluation.metrics import winogender
+        from distill.evaluation.stereotype import load_occupation_stats
 
         checks += [
-            lambda: stereotype.load_templates(cfg.probe.winogender),
-            lambda: stereotype.load_occupation_stats(cfg.probe.winogender),
+            lambda: winogender.load_templates(cfg.probe.winogender),
+            lambda: load_occupation_stats(cfg.probe.winogender),
         ]
     found: list[FairDistillError] = []
     for check in checks:

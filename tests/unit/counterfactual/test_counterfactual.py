@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from distill.core.errors import WordListError
-from distill.counterfactual.align import (
-    CounterfactualBuilder,
-    g_word_groups,
-    g_word_pairs,
-    gendered_vocabulary,
-    invert_alignment,
-)
+from distill.counterfactual.align import CounterfactualBuilder, invert_alignment
+from distill.counterfactual.exchange import g_word_groups, g_word_pairs, gendered_vocabulary
 from distill.counterfactual.swap import Swapper
 from distill.counterfactual.wordlists import load_lexicon
 

@@ -16,12 +16,8 @@ from distill.cli import main
 from distill.core.errors import ConfigError, FairDistillError
 from distill.core.recipe import load_config
 from distill.counterfactual import her_decide
-from distill.counterfactual.align import (
-    CounterfactualBuilder,
-    block_key,
-    g_word_groups,
-    g_word_pairs,
-)
+from distill.counterfactual.align import CounterfactualBuilder, block_key
+from distill.counterfactual.exchange import g_word_groups, g_word_pairs
 from distill.counterfactual.swap import Swapper
 from distill.counterfactual.twins import Counterfactuals
 from distill.counterfactual.wordlists import load_lexicon

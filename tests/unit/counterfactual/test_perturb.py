@@ -6,8 +6,9 @@ import pytest
 import torch
 from reference import teacher_targets
 
+from distill.counterfactual.exchange import Exchange
 from distill.counterfactual.perturb import KINDS as PERTURB_KINDS
-from distill.counterfactual.perturb import Exchange, combine_logp, gather_twin, perturbed_log_targets
+from distill.counterfactual.perturb import combine_logp, gather_twin, perturbed_log_targets
 
 V = 11
 # pi swaps (1, 2) and (3, 4); G = {1, 2, 3, 4}

@@ -9,7 +9,8 @@ import torch
 from conftest import debug_overrides
 
 from distill.cli import main
-from distill.counterfactual.align import CounterfactualBuilder, g_word_groups, g_word_pairs, twin_batch
+from distill.counterfactual.align import CounterfactualBuilder, twin_batch
+from distill.counterfactual.exchange import g_word_groups, g_word_pairs
 from distill.counterfactual.swap import Swapper
 from distill.counterfactual.wordlists import load_lexicon
 from distill.data.transfer import pack

@@ -14,7 +14,7 @@ import pytest
 
 from distill.evaluation.results import SuiteResult
 from distill.evaluation.runner import headline
-from distill.reporting.card import _hub_datasets, _sizes, _suite_metrics
+from distill.reporting.card_evaluation import _hub_datasets, _sizes, _suite_metrics
 from distill.reporting.tables import suite_table
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"

@@ -7,22 +7,23 @@ import math
 
 import pytest
 
+from distill.evaluation import stats
 from distill.experiment import verdicts as SV
 
 
 def test_t_quantiles_match_the_tables():
-    assert SV.t975(1) == 12.706 and SV.t975(4) == 2.776
-    assert SV.t975(40) == pytest.approx(2.021, abs=1e-3)
-    assert SV.t975(200) == pytest.approx(1.972, abs=1e-3)
-    assert math.isnan(SV.t975(0))
+    assert stats.t975(1) == 12.706 and stats.t975(4) == 2.776
+    assert stats.t975(40) == pytest.approx(2.021, abs=1e-3)
+    assert stats.t975(200) == pytest.approx(1.972, abs=1e-3)
+    assert math.isnan(stats.t975(0))
 
 
 def test_paired_interval_known_answer():
-    m, ci = SV.paired_interval([1.0, 2.0, 3.0])
+    m, ci = stats.paired_interval([1.0, 2.0, 3.0])
     assert m == 2.0
     assert ci == pytest.approx([2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)])
-    assert SV.paired_interval([0.5]) == (0.5, None)
-    assert SV.paired_interval([float("nan"), 1.0, 3.0])[0] == 2.0  # non-finite seeds are left out
+    assert stats.paired_interval([0.5]) == (0.5, None)
+    assert stats.paired_interval([float("nan"), 1.0, 3.0])[0] == 2.0  # non-finite seeds are left out
 
 
 def _run(tmp_path, name, per_occ, stats, ppl, teacher_loss, seen=()):

@@ -13,7 +13,8 @@ from conftest import debug_overrides, make_gpt2
 from markdown_it import MarkdownIt
 
 from distill.core.recipe import load_config, save_config
-from distill.reporting.card import merge_evaluation, read_front_matter, teacher_hub, write_card
+from distill.reporting.card import read_front_matter, teacher_hub, write_card
+from distill.reporting.card_evaluation import merge_evaluation
 
 NUMBER = re.compile(r"^-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?( \[-?\d[\d.e+-]*, -?\d[\d.e+-]*\])?$")
 SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu", "probe.max_professions=8"]

@@ -1,0 +1,110 @@
+"""An evaluation's numbers merged into a model card: a suite's table, teacher and model side by side, in a section
+a later evaluation with the same suite replaces, and its metrics in the card's Hub `model-index`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.evaluation.results import SuiteResult
+from distill.reporting.card import CARD, EVAL_MARK, TAG, metric_entry, read_front_matter, write_front_matter
+
+
+def _suite_metrics(results: SuiteResult) -> list[dict]:
+    """`model-index` metrics of one suite's results: every headline number of every task that a kind names."""
+    out = []
+    for m in results.metrics():
+        if m.row is not None and (
+            e := metric_entry(f"{m.task}/{m.key}", f"{m.task}: {m.row.label}", m.value)
+        ):
+            out.append(e)
+    return out
+
+
+def _sizes(results: SuiteResult) -> list[str]:
+    """One line per task saying how many prompts, texts or tokens its numbers rest on."""
+    from distill.evaluation.registry import kinds
+
+    lines = []
+    for task in results.tasks.values():
+        known = kinds().get(task.metric or "")
+        if known is not None and known.sizes is not None and (line := known.sizes(task.name, task.result)):
+            lines.append(line)
+    return lines
+
+
+def _hub_datasets(results: SuiteResult) -> list[str]:
+    """The Hub datasets the suite's tasks read (those without a local `path`)."""
+    from distill.evaluation.registry import kinds
+
+    out = []
+    for t in (results.settings.get("tasks") or {}).values():
+        if not isinstance(t, dict) or t.get("path"):
+            continue
+        known = kinds().get(t.get("metric") or "")
+        if isinstance(t.get("dataset"), str):
+            out.append(t["dataset"])
+        elif known is not None and known.hub_dataset is not None and (name := known.hub_dataset(t)):
+            out.append(name)
+    return out
+
+
+def merge_evaluation(
+    model_dir: Path,
+    suite: str,
+    results: dict | SuiteResult,
+    teacher_results: dict | SuiteResult | None = None,
+) -> bool:
+    """Merge one suite's results into the card next to the weights: its section (teacher and this model side by
+    side, intervals, sample sizes) and its `model-index` entry, replacing those of an earlier evaluation with the
+    same suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
+    from distill.evaluation.results import SuiteResult
+    from distill.reporting.tables import suite_table
+
+    results = SuiteResult.of(results)
+    teacher_results = SuiteResult.of(teacher_results) if teacher_results else None
+
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        return False
+    meta, body = read_front_matter(path)
+    if TAG not in (meta.get("tags") or []):
+        return False
+    mark = EVAL_MARK.format(suite=suite)
+    cols = ([("teacher", teacher_results)] if teacher_results else []) + [("this model", results)]
+    description = results.description.strip()
+    sizes = "\n".join(f"- {line}" for line in _sizes(results))
+    section = (
+        f"{mark}\n### Suite `{suite}`\n\n"
+        + (f"{description}\n\n" if description else "")
+        + f"{suite_table(cols)}\n\n"
+        + (f"What the numbers rest on:\n\n{sizes}\n\n" if sizes else "")
+        + "Intervals (in brackets) are 95% percentile bootstraps; the numbers without one (parity, perplexity, "
+        "fluency) have none computed. `n/a` is undefined (e.g. no gendered text).\n" + f"{mark}\n"
+    )
+    if mark in body:
+        head, _, rest = body.partition(mark)
+        _, _, tail = rest.partition(mark)
+        body = head.rstrip("\n") + "\n\n" + section + "\n" + tail.lstrip("\n")
+    else:
+        anchor = "\n## Bias and limitations"
+        head, found, tail = body.partition(anchor)
+        body = head.rstrip("\n") + "\n\n" + section + (found + tail if found else "")
+
+    index = meta.setdefault("model-index", [{"name": model_dir.name, "results": []}])
+    entries = index[0].setdefault("results", [])
+    dataset = {"type": f"fairdistill/{suite}", "name": f"fairdistill `{suite}` suite"}
+    entries[:] = [e for e in entries if (e.get("dataset") or {}).get("type") != dataset["type"]]
+    hub_data = _hub_datasets(results)
+    if hub_data:  # the Hub datasets this evaluation read (BOLD, WikiText, ...), listed once
+        meta["datasets"] = list(dict.fromkeys([*(meta.get("datasets") or []), *hub_data]))
+    metrics = _suite_metrics(results)
+    if metrics:
+        entries.append(
+            {
+                "task": {"type": "text-generation", "name": "Text Generation"},
+                "dataset": dataset,
+                "metrics": metrics,
+            }
+        )
+    write_front_matter(path, meta, body)
+    return True
