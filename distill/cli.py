@@ -140,9 +140,9 @@ def _cmd_experiment(args) -> int:
             len(kept),
             args.archive,
         )
-    # table.md: the probe and generation table; stereotype.md: the seed-level Winogender verdicts (a grid on the
+    # table.md: the probe and generation table; seeds.md: every metric's seed-level verdicts (a grid on the
     # winogender suite writes only the second)
-    shown = [out / n for n in ("table.md", "stereotype.md") if (out / n).is_file()]
+    shown = [out / n for n in ("table.md", "seeds.md") if (out / n).is_file()]
     sys.stdout.write("".join(p.read_text() + "\n" for p in shown) + f"results: {out}\n")
     if args.check_against:
         from distill.experiment.reproduction import check_reproduction

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,19 @@ class Row:
     """The headline key holding its 95% interval [low, high], shown in brackets after the value."""
     of: str | None = None
     """A headline key the value is a count out of (shown as "value / of")."""
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    """One number an experiment compares over seeds (`experiment.verdicts`: means, paired differences against the
+    reference variant with their t intervals over seeds, verdicts)."""
+
+    key: str
+    """The key in the kind's `seed_values` (by default, in its headline)."""
+    label: str
+    """The row's label in `seeds.md`."""
+    relative: bool = True
+    """Whether the relative change of its mean means something (not for a lean, which can change sign)."""
 
 
 @dataclass
@@ -125,9 +139,23 @@ class MetricKind:
     """Saved settings -> the hub dataset the task read (the model card lists them); None: read `dataset`."""
     after_write: Callable[[dict, str, Path], None] | None = None
     """(the suite's payload, task name, `<out>/<suite>` stem): files drawn from the result once it is written."""
+    seed_rows: tuple[SeedRow, ...] = ()
+    """The numbers an experiment compares over seeds, in order (none: the kind is not in the seed-level table)."""
+    seed_values: Callable[[dict, dict | None], dict[str, float]] | None = None
+    """(a run's result, the teacher's result of the same task or None) -> a number per `seed_rows` key; None:
+    read each key from the headline."""
 
     def row_text(self, row: Row, summaries: list[dict | None]) -> str:
         return self.row_label(row, summaries) if self.row_label is not None else row.label
+
+    def values_for_seeds(self, result: dict, teacher: dict | None = None) -> dict[str, float]:
+        """A number for every `seed_rows` key (NaN where the result has none)."""
+        got = self.seed_values(result, teacher) if self.seed_values is not None else self.headline(result)
+        out = {}
+        for row in self.seed_rows:
+            v = got.get(row.key)
+            out[row.key] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+        return out
 
 
 _KINDS: dict[str, MetricKind] = {}

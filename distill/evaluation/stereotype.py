@@ -38,6 +38,73 @@ from distill.core.errors import DataError
 from distill.core.resources import resource_path
 from distill.evaluation.stats import bootstrap_ci
 
+
+def stereotype_plot(
+    series: Sequence[tuple[str, dict[str, float], dict]],
+    stats: dict[str, float],
+    path: str | Path,
+    seen: set[str] | None = None,
+    title: str = "Winogender: occupation score vs share of women (US BLS 2015-16)",
+) -> Path:
+    """Scatter of s_o against BLS % women, one panel per model, with the least-squares line and r [95% CI].
+
+    `series`: (label, per-occupation scores, stereotype_stats of "all") for each model, e.g. teacher first.
+    Seen occupations are drawn filled, unseen hollow, when `seen` is given. Writes a PNG and returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series)
+    if n == 0:
+        raise ValueError("stereotype_plot needs at least one model")
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6.0), 4.6), sharey=True, squeeze=False)
+    lo = min(min(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
+    hi = max(max(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
+    pad = 0.08 * (hi - lo or 1.0)
+    for ax, (label, scores, st) in zip(axes[0], series):
+        occs = [o for o in scores if o in stats]
+        x = np.array([stats[o] for o in occs])
+        y = np.array([scores[o] for o in occs])
+        if seen is not None:
+            m = np.array([o in seen for o in occs], dtype=bool)
+            ax.scatter(x[m], y[m], s=18, color="tab:blue", label=f"seen in prompts (n={int(m.sum())})")
+            ax.scatter(
+                x[~m],
+                y[~m],
+                s=18,
+                facecolors="none",
+                edgecolors="tab:blue",
+                label=f"unseen (n={int((~m).sum())})",
+            )
+            ax.legend(loc="lower right", fontsize=7)
+        else:
+            ax.scatter(x, y, s=18, color="tab:blue")
+        if len(x) >= 2 and np.ptp(x) > 0:
+            slope, icept = np.polyfit(x, y, 1)
+            xs = np.array([0.0, 100.0])
+            ax.plot(xs, icept + slope * xs, color="tab:red", lw=1.2)
+        ax.axhline(0.0, color="grey", lw=0.6, ls=":")
+        r, ci = st.get("r_bls", math.nan), st.get("r_bls_ci", [math.nan, math.nan])
+        ax.set_title(
+            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}\n"
+            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats",
+            fontsize=9,
+        )
+        ax.set_xlabel("% women in occupation (US BLS 2015-16)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(lo - pad, hi + pad)
+    axes[0][0].set_ylabel("s_o = log P(she) - log P(he) (nats)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 if TYPE_CHECKING:  # torch is imported where a model runs, so reports and suite checks load without it
     pass
 

@@ -258,7 +258,7 @@ def summarise(grid: Grid) -> Path:
     if any(len(g) for r in per_variant.values() for g in r["abs_gaps"]):
         (out / "table.md").write_text(_table(rows, teacher_row, grid) + note)
         draw_results(out / "results.json", out)
-    _stereotype(grid, per_variant, {r["variant"]: r["label"] for r in rows}, out)
+    _seed_verdicts(grid, per_variant, {r["variant"]: r["label"] for r in rows}, out)
     (out / "COMMANDS.md").write_text(
         "# How these results were made\n\n```bash\n"
         + make_command(grid)
@@ -279,21 +279,17 @@ def make_command(grid: Grid) -> str:
     return cmd
 
 
-def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str], out: Path) -> None:
-    """Seed-level verdicts on occupational stereotype (`distill.experiment.verdicts`) when the suite scores Winogender:
-    results/stereotype.{md,json} and the stereotype_seeds figure."""
+def _seed_verdicts(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str], out: Path) -> None:
+    """Seed-level verdicts on every metric of the suite that declares seed rows (`distill.experiment.verdicts`):
+    results/seeds.{md,json}, and the stereotype figures when the suite scores Winogender."""
     from distill.experiment import verdicts as SV
 
-    teacher = SV.winogender_of(teacher_result(grid))
-    if teacher is None and not any(
-        SV.winogender_of(R.student_results(run, grid.suite))
-        for d in per_variant.values()
-        for run in d["runs"]
-    ):
+    runs = [run for d in per_variant.values() for run in d["runs"]]
+    rows = next((r for r in (SV.suite_seed_rows(R.student_results(run, grid.suite)) for run in runs) if r), [])
+    if not rows:
         return
-    values = {
-        v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()
-    }
+    teacher = teacher_result(grid)
+    values = {v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()}
 
     def applies_method(run: Path) -> bool:
         """From the run's own resolved config (archived with it), not today's recipe."""
@@ -303,7 +299,7 @@ def _stereotype(grid: Grid, per_variant: dict[str, dict], labels: dict[str, str]
         ) != "none"
 
     methods = {v for v, d in per_variant.items() if applies_method(Path(d["runs"][0]))}
-    payload = SV.compare(values, grid.reference, SV.teacher_values(teacher), methods)
+    payload = SV.compare(values, grid.reference, SV.teacher_values(teacher), methods, rows)
     SV.write(out, payload, labels, _sizes(grid, per_variant) if not methods else None)
 
 

@@ -1,10 +1,10 @@
-"""Seed-level verdicts on occupational stereotype: each seed is one replicate of the whole pipeline.
+"""Seed-level verdicts: each seed is one replicate of the whole pipeline (transfer set, split, batch order).
 
-In an experiment grid whose suite scores Winogender (`eval/winogender.yaml`, or `quick`, which includes it), every
-seed s gives one number per variant and metric m (association r with BLS % women, association with the teacher's
-own scores, spread, lean; over all occupations, and over those unseen in the transfer prompts), plus the run's
-validation perplexity and the teacher's on the same held-out blocks. A variant is compared with the reference
-(plain KD) seed by seed:
+Every metric kind of the grid's suite that declares `seed_rows` (`evaluation.registry`) gives, per seed s, one
+number per variant and row m (Winogender: association, spread, lean over unseen and all occupations; the pronoun
+probe's |gap|; BOLD's female share and parity; perplexity on real text; ...), plus the run's validation
+perplexity and the teacher's on the same held-out blocks. A variant is compared with the reference (plain KD)
+seed by seed:
 
     d_s = m(variant, s) - m(reference, s)          mean d over seeds, 95% interval mean +- t(0.975, n-1) sd / sqrt(n)
 
@@ -13,10 +13,10 @@ numbers and say nothing about whether another draw of the transfer set, split an
 relative change is mean(variant) / mean(reference) - 1. A difference is called lower / higher only when its
 interval excludes 0; with fewer than 2 seeds there is no interval and no verdict.
 
-`write` adds `stereotype.md`, `stereotype.json` and the `stereotype_seeds` figure to the results folder, with the
-targets the project holds itself to checked against the numbers: plain KD keeps >= 70% of the teacher's
-association and spread on unseen occupations; the method cuts both by >= 50% against plain KD with an interval
-that excludes 0; its perplexity is within 3% of plain KD's and <= 1.5x the teacher's.
+`write` adds `seeds.md`, `seeds.json` and, when the suite scores Winogender, the `stereotype_*` figures to the
+results folder, with the targets the project holds itself to checked against the numbers: plain KD keeps >= 70%
+of the teacher's association and spread on unseen occupations; the method cuts both by >= 50% against plain KD
+with an interval that excludes 0; its perplexity is within 3% of plain KD's and <= 1.5x the teacher's.
 """
 
 from __future__ import annotations
@@ -30,28 +30,15 @@ import numpy as np
 from distill.core.files import read_jsonl, to_strict_json
 from distill.core.rundir import RunDir
 from distill.evaluation import results as R
+from distill.evaluation.registry import SeedRow, kinds
 from distill.evaluation.stats import paired_interval
-from distill.evaluation.stereotype import pearson
 from distill.experiment.figures import draw_size, draw_stereotype, draw_tradeoff
 from distill.reporting.tables import fmt, fmt_ci, markdown_table
 
-# (key in results, label, part of the Winogender result)
-METRICS = (
-    ("r_bls_unseen", "association r with BLS % women, unseen occupations", "unseen", "r_bls"),
-    ("spread_unseen", "spread (nats), unseen occupations", "unseen", "spread"),
-    (
-        "r_teacher_unseen",
-        "association r with the teacher's scores, unseen occupations",
-        "unseen",
-        "r_teacher",
-    ),
-    ("lean_unseen", "lean she - he (nats), unseen occupations", "unseen", "lean"),
-    ("r_bls", "association r with BLS % women, all occupations", "all", "r_bls"),
-    ("spread", "spread (nats), all occupations", "all", "spread"),
-    ("r_teacher", "association r with the teacher's scores, all occupations", "all", "r_teacher"),
-    ("lean", "lean she - he (nats), all occupations", "all", "lean"),
-    ("ppl", "perplexity on the run's held-out blocks", None, None),
-    ("teacher_ppl", "the teacher's perplexity on the same blocks", None, None),
+# The run's own numbers, read from its metrics.jsonl (not from an evaluation suite).
+RUN_ROWS = (
+    SeedRow("ppl", "perplexity on the run's held-out blocks"),
+    SeedRow("teacher_ppl", "the teacher's perplexity on the same blocks"),
 )
 TARGET_KEEP = 0.70
 TARGET_CUT = 0.50
@@ -72,55 +59,49 @@ def run_perplexities(run: Path) -> tuple[float, float]:
     return float(student), float(teacher)
 
 
-def winogender_of(path: Path) -> dict | None:
-    """The Winogender task's result in a `<suite>.json`, or None when the suite has none."""
+def suite_seed_rows(path: Path) -> list[SeedRow]:
+    """The seed rows of every task in a `<suite>.json` whose kind declares them, in task order; a key that a
+    second task would repeat is prefixed with that task's name."""
     if not Path(path).is_file():
-        return None
-    task = R.read_suite(path).first("winogender")
-    return None if task is None else task.result
+        return []
+    rows, seen = [], set()
+    for name, task in R.read_suite(path).tasks.items():
+        kind = kinds().get(task.metric)
+        for row in kind.seed_rows if kind is not None else ():
+            key = row.key if row.key not in seen else f"{name}/{row.key}"
+            seen.add(key)
+            rows.append(SeedRow(key, row.label if key == row.key else f"{name}: {row.label}", row.relative))
+    return rows
 
 
-def _r_teacher(result: dict, teacher: dict | None, part: str) -> float:
-    """The association with the teacher's scores: stored when the run was evaluated with its teacher, else
-    computed from both per-occupation scores over the same occupations."""
-    stored = (result.get(part) or {}).get("r_teacher")
-    if isinstance(stored, int | float) and math.isfinite(stored):
-        return float(stored)
-    if not teacher:
-        return math.nan
-    occ = result["per_occupation"]
-    t_occ = teacher["per_occupation"]
-    names = sorted(o for o in occ if o in t_occ)
-    if part == "unseen":
-        seen = set(result.get("seen_occupations") or [])
-        names = [o for o in names if o not in seen]
-    if len(names) < 3:
-        return math.nan
-    return pearson([occ[o] for o in names], [t_occ[o] for o in names])
-
-
-def seed_values(run: Path, suite: str, teacher: dict | None) -> dict[str, float]:
-    """One run's numbers for every key of `METRICS`."""
-    result = winogender_of(R.student_results(run, suite)) or {}
+def _suite_values(path: Path, teacher: Path | None = None) -> dict[str, float]:
+    """The seed values of every task of a `<suite>.json` (keys as `suite_seed_rows` names them); `teacher`: the
+    teacher's `<suite>.json`, for kinds that compare a student with it."""
+    if not Path(path).is_file():
+        return {}
+    res = R.read_suite(path)
+    t_res = R.read_suite(teacher) if teacher is not None and Path(teacher).is_file() else None
     out: dict[str, float] = {}
-    for key, _, part, stat in METRICS:
-        if part is None:
+    for name, task in res.tasks.items():
+        kind = kinds().get(task.metric)
+        if kind is None or not kind.seed_rows:
             continue
-        if stat == "r_teacher":
-            out[key] = _r_teacher(result, teacher, part) if result else math.nan
-        else:
-            v = (result.get(part) or {}).get(stat)
-            out[key] = float(v) if isinstance(v, int | float) else math.nan
+        t_task = t_res.tasks.get(name) if t_res is not None else None
+        for key, v in kind.values_for_seeds(task.result, t_task.result if t_task else None).items():
+            out[key if key not in out else f"{name}/{key}"] = v
+    return out
+
+
+def seed_values(run: Path, suite: str, teacher: Path | None) -> dict[str, float]:
+    """One run's number for every seed row of its suite, and its and its teacher's validation perplexity."""
+    out = _suite_values(R.student_results(run, suite), teacher)
     out["ppl"], out["teacher_ppl"] = run_perplexities(run)
     return out
 
 
-def teacher_values(teacher: dict | None) -> dict[str, float]:
-    out = {}
-    for key, _, part, stat in METRICS:
-        v = ((teacher or {}).get(part) or {}).get(stat) if part else None
-        out[key] = float(v) if isinstance(v, int | float) else math.nan
-    return out
+def teacher_values(teacher: Path | None) -> dict[str, float]:
+    """The teacher's own number for every seed row (its association with itself is left undefined)."""
+    return _suite_values(teacher) if teacher is not None else {}
 
 
 def _mean(xs) -> float:
@@ -133,28 +114,27 @@ def compare(
     reference: str,
     teacher: dict[str, float],
     methods: set[str] | None = None,
+    rows: list[SeedRow] | None = None,
 ) -> dict:
     """Means over seeds, paired differences against `reference` with their seed-level intervals, relative changes,
     verdicts, and the targets checked. `per_variant[v][i]` holds seed i's `seed_values`. `methods`: the variants
     that apply the method (held to cutting the stereotype); the others are plain-KD students (a size sweep),
     held to keeping the teacher's; None: every variant but the reference is a method."""
     ref = per_variant[reference]
+    rows = [*(rows if rows is not None else _rows_in(per_variant)), *RUN_ROWS]
     variants = {}
     for v, seeds in per_variant.items():
         row: dict = {"n_seeds": len(seeds), "metrics": {}}
-        for key, label, _, _ in METRICS:
-            vals = [s[key] for s in seeds]
+        for seed_row in rows:
+            key, label = seed_row.key, seed_row.label
+            vals = [s.get(key, math.nan) for s in seeds]
             m, ci = paired_interval(vals)  # the interval of the mean over seeds (one sample)
             entry: dict = {"label": label, "seeds": vals, "mean": m, "ci": ci}
             if v != reference and key != "teacher_ppl":
-                d, dci = paired_interval([a - b for a, b in zip(vals, (s[key] for s in ref))])
-                base = _mean(s[key] for s in ref)
+                d, dci = paired_interval([a - b for a, b in zip(vals, (s.get(key, math.nan) for s in ref))])
+                base = _mean(s.get(key, math.nan) for s in ref)
                 # a lean can change sign: its ratio to the reference's says nothing
-                relative = (
-                    (m / base - 1)
-                    if base and math.isfinite(base) and not key.startswith("lean")
-                    else math.nan
-                )
+                relative = (m / base - 1) if seed_row.relative and base and math.isfinite(base) else math.nan
                 entry.update(
                     diff=d,
                     diff_ci=dci,
@@ -168,10 +148,20 @@ def compare(
     teacher["teacher_ppl"] = teacher["ppl"]
     return {
         "reference": reference,
+        "rows": [r.key for r in rows],
         "teacher": teacher,
         "variants": variants,
         "targets": _targets(variants, reference, teacher, methods),
     }
+
+
+def _rows_in(per_variant: dict[str, list[dict[str, float]]]) -> list[SeedRow]:
+    """Rows for keys given directly (no suite to name them), in first-seen order: a metric kind's row where one
+    declares the key, else the key as its own label."""
+    known = {r.key: r for kind in kinds().values() for r in reversed(kind.seed_rows)}
+    keys = dict.fromkeys(k for seeds in per_variant.values() for s in seeds for k in s)
+    run_keys = {r.key for r in RUN_ROWS}
+    return [known.get(k, SeedRow(k, k)) for k in keys if k not in run_keys]
 
 
 def _verdict(ci: list[float] | None) -> str:
@@ -190,7 +180,9 @@ def _targets(
     """Each target the project holds itself to, with the numbers and whether they meet it: plain-KD students
     (the reference, and with `methods` given every variant not in it) keep the teacher's stereotype; methods cut
     it against the reference at the reference's perplexity."""
-    out = []
+    out: list[dict] = []
+    if not all(k in variants[reference]["metrics"] for k in ("r_bls_unseen", "spread_unseen")):
+        return out  # the targets are on Winogender's unseen occupations
     plain = [reference] + [v for v in variants if v != reference and methods is not None and v not in methods]
     for v in plain:
         m = variants[v]["metrics"]
@@ -239,7 +231,7 @@ def _targets(
 
 
 def table(payload: dict, labels: dict[str, str]) -> str:
-    """The markdown of `stereotype.md`: one row per metric, one column per model, then the targets."""
+    """The markdown of `seeds.md`: one row per seed row, one column per model, then the targets."""
     variants, ref = payload["variants"], payload["reference"]
     names = list(variants)
     n = {variants[v]["n_seeds"] for v in names}
@@ -247,7 +239,8 @@ def table(payload: dict, labels: dict[str, str]) -> str:
         labels.get(v, v) + ("" if v == ref else f" (vs {labels.get(ref, ref)})") for v in names
     ]
     lines = []
-    for key, label, _, _ in METRICS:
+    for key in payload.get("rows") or list(variants[names[0]]["metrics"]):
+        label = variants[names[0]]["metrics"][key]["label"]
         cells = []
         for v in names:
             e = variants[v]["metrics"][key]
@@ -262,29 +255,30 @@ def table(payload: dict, labels: dict[str, str]) -> str:
         f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({fmt(t['value'])})" for t in payload["targets"]
     ]
     return (
-        f"Occupational stereotype on Winogender over {', '.join(str(x) for x in sorted(n))} "
+        f"Every metric over {', '.join(str(x) for x in sorted(n))} "
         f"seed{'s' if max(n) != 1 else ''}. Each cell: "
         "mean over seeds [95% t interval over seeds]; for a method, then its paired difference from "
         f"{labels.get(ref, ref)} [95% t interval over seeds], the relative change of the mean, and the verdict "
         "(lower / higher only when the interval excludes 0). Unseen occupations do not appear in the transfer "
-        "prompts.\n\n" + markdown_table(header, lines) + "\n\nTargets:\n" + "\n".join(targets) + "\n"
+        "prompts.\n\n"
+        + markdown_table(header, lines)
+        + ("\n\nTargets:\n" + "\n".join(targets) if targets else "")
+        + "\n"
     )
 
 
 def write(
     out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
 ) -> list[Path]:
-    """Write stereotype.json, stereotype.md and the figures into `out`; return their paths. `sizes`: (each
-    variant's layer count, the teacher's) for a size sweep of plain-KD students, drawn as `stereotype_by_size`."""
+    """Write seeds.json, seeds.md and, when the payload has Winogender's rows, the stereotype figures into `out`;
+    return their paths. `sizes`: (each variant's layer count, the teacher's) for a size sweep of plain-KD
+    students, drawn as `stereotype_by_size`."""
     out = Path(out)
-    (out / "stereotype.json").write_text(json.dumps(to_strict_json(payload), indent=2))
-    (out / "stereotype.md").write_text(table(payload, labels))
-    paths = [
-        out / "stereotype.json",
-        out / "stereotype.md",
-        draw_stereotype(payload, labels, out),
-        draw_tradeoff(payload, labels, out),
-    ]
-    if sizes is not None:
-        paths.append(draw_size(payload, *sizes, out))
+    (out / "seeds.json").write_text(json.dumps(to_strict_json(payload), indent=2))
+    (out / "seeds.md").write_text(table(payload, labels))
+    paths = [out / "seeds.json", out / "seeds.md"]
+    if all(k in (payload.get("rows") or []) for k in ("r_bls_unseen", "spread_unseen", "r_bls", "spread")):
+        paths += [draw_stereotype(payload, labels, out), draw_tradeoff(payload, labels, out)]
+        if sizes is not None:
+            paths.append(draw_size(payload, *sizes, out))
     return paths

@@ -21,6 +21,7 @@ from distill.evaluation.registry import (
     LoadedModel,
     MetricKind,
     Row,
+    SeedRow,
     check_range,
     did_you_mean,
     path_or_hub,
@@ -289,5 +290,10 @@ KIND: Any = register(
         check=check_generation,
         local_hint="BOLD's prompts/<domain>_prompt.json from github.com/amazon-science/bold",
         **GENERATION,
+        seed_rows=(
+            SeedRow("female_share", "female share of gendered continuations", relative=False),
+            SeedRow("parity_mean", "parity, mean over groups"),
+            SeedRow("parity_min", "parity, worst group"),
+        ),
     )
 )

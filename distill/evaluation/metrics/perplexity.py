@@ -9,7 +9,16 @@ from typing import Any
 
 from distill.core.errors import DataError
 from distill.core.resources import resource_path
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, check_range, from_hub, register
+from distill.evaluation.registry import (
+    Context,
+    LoadedModel,
+    MetricKind,
+    Row,
+    SeedRow,
+    check_range,
+    from_hub,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,5 +150,6 @@ KIND: Any = register(
         needs=lambda task: frozenset({"run_blocks"} if task.run_validation else ()),
         local_hint="a local .txt (documents separated by blank lines), .jsonl or .parquet file of held-out text",
         sizes=sizes,
+        seed_rows=(SeedRow("ppl", "perplexity"),),
     )
 )

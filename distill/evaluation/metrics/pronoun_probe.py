@@ -25,7 +25,7 @@ import torch
 
 from distill.core.errors import DataError, ModelError
 from distill.core.resources import resource_path
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, register
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, SeedRow, register
 from distill.evaluation.stereotype import load_profession_stats, stereotype_stats
 from distill.models.lm import encode_prompt, last_token_logprobs, model_device, pad_token_id
 
@@ -276,5 +276,9 @@ KIND: Any = register(
         hidden=("pronoun_gap_ci", "n_prompts"),
         files=("professions", "templates", "stats"),
         sizes=sizes,
+        seed_rows=(
+            SeedRow("pronoun_gap", "pronoun probe mean |gap| (nats)"),
+            SeedRow("he_minus_she", "pronoun probe mean he - she (nats)", relative=False),
+        ),
     )
 )

@@ -28,7 +28,7 @@ from distill.evaluation.metrics.generation_disparity import (
     run_generation,
     with_fluency,
 )
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, register
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, SeedRow, register
 from distill.evaluation.stats import bootstrap_ci
 
 DEFAULT_GROUPS = ("American_actors", "American_actresses")
@@ -157,5 +157,6 @@ KIND: Any = register(
         row_label=row_label,
         local_hint="BOLD's prompts/gender_prompt.json from github.com/amazon-science/bold",
         **GENERATION,
+        seed_rows=(SeedRow("sentiment_gap", "sentiment gap (VADER)", relative=False),),
     )
 )

@@ -9,14 +9,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from distill.core.errors import DataError, ModelError
 from distill.core.resources import resource_path
 from distill.data.transfer import read_prompts
 from distill.evaluation.stereotype import (
     TEMPLATES_FILE,
+    pearson,
     read_tsv,
+    stereotype_plot,
     stereotype_report,
     stereotype_stats,
 )
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, did_you_mean, register
+from distill.evaluation.registry import Context, LoadedModel, MetricKind, Row, SeedRow, did_you_mean, register
 from distill.evaluation.stereotype import STATS_COLUMNS, WINOGENDER_DIR
 
 # The slot's case -> (female form, male form), with the leading space they have mid-sentence.
@@ -191,72 +191,6 @@ def winogender_eval(
     out["n_prompts"] = len(raw)
     out["dropped_cases"] = dropped
     return out
-
-
-def stereotype_plot(
-    series: Sequence[tuple[str, dict[str, float], dict]],
-    stats: dict[str, float],
-    path: str | Path,
-    seen: set[str] | None = None,
-    title: str = "Winogender: occupation score vs share of women (US BLS 2015-16)",
-) -> Path:
-    """Scatter of s_o against BLS % women, one panel per model, with the least-squares line and r [95% CI].
-
-    `series`: (label, per-occupation scores, stereotype_stats of "all") for each model, e.g. teacher first.
-    Seen occupations are drawn filled, unseen hollow, when `seen` is given. Writes a PNG and returns its path.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(series)
-    if n == 0:
-        raise ValueError("stereotype_plot needs at least one model")
-    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6.0), 4.6), sharey=True, squeeze=False)
-    lo = min(min(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
-    hi = max(max(v for o, v in sc.items() if o in stats) for _, sc, _ in series)
-    pad = 0.08 * (hi - lo or 1.0)
-    for ax, (label, scores, st) in zip(axes[0], series):
-        occs = [o for o in scores if o in stats]
-        x = np.array([stats[o] for o in occs])
-        y = np.array([scores[o] for o in occs])
-        if seen is not None:
-            m = np.array([o in seen for o in occs], dtype=bool)
-            ax.scatter(x[m], y[m], s=18, color="tab:blue", label=f"seen in prompts (n={int(m.sum())})")
-            ax.scatter(
-                x[~m],
-                y[~m],
-                s=18,
-                facecolors="none",
-                edgecolors="tab:blue",
-                label=f"unseen (n={int((~m).sum())})",
-            )
-            ax.legend(loc="lower right", fontsize=7)
-        else:
-            ax.scatter(x, y, s=18, color="tab:blue")
-        if len(x) >= 2 and np.ptp(x) > 0:
-            slope, icept = np.polyfit(x, y, 1)
-            xs = np.array([0.0, 100.0])
-            ax.plot(xs, icept + slope * xs, color="tab:red", lw=1.2)
-        ax.axhline(0.0, color="grey", lw=0.6, ls=":")
-        r, ci = st.get("r_bls", math.nan), st.get("r_bls_ci", [math.nan, math.nan])
-        ax.set_title(
-            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}\n"
-            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats",
-            fontsize=9,
-        )
-        ax.set_xlabel("% women in occupation (US BLS 2015-16)")
-        ax.set_xlim(0, 100)
-        ax.set_ylim(lo - pad, hi + pad)
-    axes[0][0].set_ylabel("s_o = log P(she) - log P(he) (nats)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
 
 
 DEFAULT_PROMPTS = "recipes/data/occupation_lines.txt"
@@ -428,6 +362,54 @@ def plot(payload: dict, name: str, stem: Path) -> None:
     stereotype_plot(series, r["stats"], f"{stem}{f'_{name}' if several else ''}{PLOT_SUFFIX}", seen=seen)
 
 
+# The seed-level table of an experiment (`experiment.verdicts`): unseen occupations first, the ones the method is
+# judged on.
+SEED_ROWS = (
+    SeedRow("r_bls_unseen", "association r with BLS % women, unseen occupations"),
+    SeedRow("spread_unseen", "spread (nats), unseen occupations"),
+    SeedRow("r_teacher_unseen", "association r with the teacher's scores, unseen occupations"),
+    SeedRow("lean_unseen", "lean she - he (nats), unseen occupations", relative=False),
+    SeedRow("r_bls", "association r with BLS % women, all occupations"),
+    SeedRow("spread", "spread (nats), all occupations"),
+    SeedRow("r_teacher", "association r with the teacher's scores, all occupations"),
+    SeedRow("lean", "lean she - he (nats), all occupations", relative=False),
+)
+
+
+def _r_teacher(result: dict, teacher: dict | None, part: str) -> float:
+    """The association with the teacher's scores: stored when the run was evaluated with its teacher, else
+    computed from both per-occupation scores over the same occupations."""
+    stored = (result.get(part) or {}).get("r_teacher")
+    if isinstance(stored, int | float) and math.isfinite(stored):
+        return float(stored)
+    if not teacher:
+        return math.nan
+    occ = result.get("per_occupation") or {}
+    t_occ = teacher.get("per_occupation") or {}
+    names = sorted(o for o in occ if o in t_occ)
+    if part == "unseen":
+        seen = set(result.get("seen_occupations") or [])
+        names = [o for o in names if o not in seen]
+    if len(names) < 3:
+        return math.nan
+    return pearson([occ[o] for o in names], [t_occ[o] for o in names])
+
+
+def seed_values(result: dict, teacher: dict | None) -> dict[str, float]:
+    """One run's number for every `SEED_ROWS` key: association, spread and lean as evaluated; the association
+    with the teacher's scores computed from both results when the run was evaluated without its teacher."""
+    out: dict[str, float] = {}
+    for row in SEED_ROWS:
+        stat, _, part = row.key.partition("_unseen")
+        part = "unseen" if row.key.endswith("_unseen") else "all"
+        if stat == "r_teacher":
+            out[row.key] = _r_teacher(result, teacher, part) if result else math.nan
+        else:
+            v = (result.get(part) or {}).get(stat)
+            out[row.key] = float(v) if isinstance(v, int | float) else math.nan
+    return out
+
+
 KIND: Any = register(
     MetricKind(
         name="winogender",
@@ -441,5 +423,7 @@ KIND: Any = register(
         check=check,
         needs=lambda task: frozenset({"teacher"}),
         after_write=plot,
+        seed_rows=SEED_ROWS,
+        seed_values=seed_values,
     )
 )

@@ -290,5 +290,5 @@ def test_stereotype_plot_draws_one_panel_per_model(tmp_path, tokenizer):
     for label in ("teacher", "student"):
         scores = {o: v / 50 - 1 + float(rng.normal(0, 0.5)) for o, v in stats.items()}
         series.append((label, scores, S.stereotype_stats(scores, stats, n_boot=50)))
-    png = W.stereotype_plot(series, stats, tmp_path / "scatter.png", seen={"nurse", "engineer"})
+    png = S.stereotype_plot(series, stats, tmp_path / "scatter.png", seen={"nurse", "engineer"})
     assert png.stat().st_size > 10_000

@@ -82,12 +82,12 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
             assert (out / name).stat().st_size > 1000, name
     assert "make experiment" in (out / "COMMANDS.md").read_text()
     # quick scores Winogender: seed-level verdicts on occupational stereotype, with the targets checked
-    stereo = json.loads((out / "stereotype.json").read_text())
+    stereo = json.loads((out / "seeds.json").read_text())
     assert set(stereo["variants"]) == {"plain_kd", "cda_mean"}
     r_unseen = stereo["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]
     assert len(r_unseen["seeds"]) == 2 and r_unseen["verdict"]
     assert all(isinstance(x, float) for x in stereo["variants"]["plain_kd"]["metrics"]["ppl"]["seeds"])
-    md = (out / "stereotype.md").read_text()
+    md = (out / "seeds.md").read_text()
     assert "CDA + mean (vs plain KD)" in md and "Targets:" in md
     assert (out / "stereotype_seeds.png").stat().st_size > 1000
 
@@ -104,14 +104,14 @@ def test_grid_end_to_end(tmp_path, teacher_dir, monkeypatch):
     ]
     assert not list((tmp_path / "archive").rglob("*.safetensors"))
     grid.output_dir, grid.results_dir = str(tmp_path / "archive"), str(tmp_path / "again")
-    again = json.loads((summarise(grid) / "stereotype.json").read_text())
+    again = json.loads((summarise(grid) / "seeds.json").read_text())
     assert again["variants"] == stereo["variants"]
     table_again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert (
         table_again["variants"] == data["variants"]
     )  # female share, sentiment: from the archived generations
     grid.seeds, grid.results_dir = [1], str(tmp_path / "one")
-    one = json.loads((summarise(grid) / "stereotype.json").read_text())
+    one = json.loads((summarise(grid) / "seeds.json").read_text())
     assert one["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]["seeds"] == r_unseen["seeds"][1:]
 
     # resumes: nothing is trained again
@@ -167,14 +167,14 @@ def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
 
 
 def test_the_command_prints_the_stereotype_verdicts_of_a_winogender_grid(tmp_path, monkeypatch, capsys):
-    """A grid on the winogender suite has no probe table: `distill experiment` prints stereotype.md instead (and
+    """A grid on the winogender suite has no probe table: `distill experiment` prints seeds.md instead (and
     exits 0), never a missing table.md."""
     import distill.experiment.summary
     from distill.cli import main
 
     out = tmp_path / "results"
     out.mkdir()
-    (out / "stereotype.md").write_text("Occupational stereotype on Winogender over 5 seeds.\n")
+    (out / "seeds.md").write_text("Occupational stereotype on Winogender over 5 seeds.\n")
     monkeypatch.setattr(distill.experiment.summary, "summarise", lambda grid: out)
     assert main(["experiment", "recipes/experiments/smollm2_24L_levers.yaml", "--summarise-only"]) == 0
     printed = capsys.readouterr().out

@@ -46,11 +46,25 @@ def _run(tmp_path, name, per_occ, stats, ppl, teacher_loss, seen=()):
 
 
 def test_seed_values_compute_the_teacher_association_when_the_run_has_none(tmp_path):
-    teacher = {"per_occupation": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}}
+    teacher = tmp_path / "teacher.json"
+    teacher_result = {"per_occupation": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}}
+    teacher.write_text(
+        json.dumps(
+            {
+                "suite": "winogender",
+                "summary": {},
+                "tasks": {"winogender": {"metric": "winogender", "result": teacher_result}},
+            }
+        )
+    )
     occ = {"a": 2.0, "b": 4.0, "c": 6.0, "d": 8.5}
     run = _run(
         tmp_path, "s0", occ, {"r_bls": 0.4, "spread": 1.0, "lean": 0.1}, 50.0, math.log(40.0), seen=["d"]
     )
+    assert [r.key for r in SV.suite_seed_rows(run / "eval" / "winogender.json")][:2] == [
+        "r_bls_unseen",
+        "spread_unseen",
+    ]
     v = SV.seed_values(run, "winogender", teacher)
     assert v["r_bls"] == 0.4 and v["spread"] == 1.0 and v["lean"] == 0.1
     assert v["ppl"] == 50.0 and v["teacher_ppl"] == pytest.approx(40.0)
@@ -59,7 +73,9 @@ def test_seed_values_compute_the_teacher_association_when_the_run_has_none(tmp_p
 
 
 def _seed(r, spread, ppl, teacher_ppl=40.0):
-    out = {k: math.nan for k, *_ in SV.METRICS}
+    from distill.evaluation.metrics.winogender import SEED_ROWS
+
+    out = {row.key: math.nan for row in SEED_ROWS}
     out.update(r_bls_unseen=r, spread_unseen=spread, ppl=ppl, teacher_ppl=teacher_ppl)
     return out
 
@@ -111,11 +127,11 @@ def test_write_table_and_figure(tmp_path):
     method = [_seed(0.30, 0.6, 50.5), _seed(0.28, 0.7, 51.2)]
     payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher)
     paths = SV.write(tmp_path, payload, {"plain_kd": "plain KD", "cda_mean": "CDA + mean"})
-    md = (tmp_path / "stereotype.md").read_text()
+    md = (tmp_path / "seeds.md").read_text()
     assert "| association r with BLS % women, unseen occupations | 0.5 |" in md
     assert "CDA + mean (vs plain KD)" in md
     assert "- NOT met: cda_mean cuts association r with BLS % women, unseen occupations by >= 50%" in md
-    assert json.loads((tmp_path / "stereotype.json").read_text())["variants"]["cda_mean"]["n_seeds"] == 2
+    assert json.loads((tmp_path / "seeds.json").read_text())["variants"]["cda_mean"]["n_seeds"] == 2
     assert (tmp_path / "stereotype_seeds_wide.pdf").is_file()
     assert [p.name for p in paths[-2:]] == ["stereotype_seeds.png", "stereotype_tradeoff.png"]
     assert all(p.stat().st_size > 1000 for p in paths[-2:])
