@@ -285,11 +285,15 @@ def _seed_verdicts(grid: Grid, per_variant: dict[str, dict], labels: dict[str, s
     from distill.experiment import verdicts as SV
 
     runs = [run for d in per_variant.values() for run in d["runs"]]
-    rows = next((r for r in (SV.suite_seed_rows(R.student_results(run, grid.suite)) for run in runs) if r), [])
+    rows = next(
+        (r for r in (SV.suite_seed_rows(R.student_results(run, grid.suite)) for run in runs) if r), []
+    )
     if not rows:
         return
     teacher = teacher_result(grid)
-    values = {v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()}
+    values = {
+        v: [SV.seed_values(run, grid.suite, teacher) for run in d["runs"]] for v, d in per_variant.items()
+    }
 
     def applies_method(run: Path) -> bool:
         """From the run's own resolved config (archived with it), not today's recipe."""
