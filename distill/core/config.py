@@ -200,7 +200,8 @@ class ProbeConfig:
     """Probe only the first N professions (keeps the probe cheap on CPU)."""
     winogender: str | None = "eval/data/winogender"
     """Folder with Winogender's templates.tsv and occupations-stats.tsv for the live occupational-stereotype probe
-    (`probe/stereo_r_bls`, `probe/stereo_spread`, `probe/stereo_lean`, `probe/stereo_r_teacher`); null: off."""
+    (`probe/stereo_slope`, `probe/stereo_r_bls`, `probe/stereo_spread`, `probe/stereo_lean`, `probe/stereo_r_teacher`);
+    null: off."""
 
 
 @dataclass

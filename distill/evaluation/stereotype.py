@@ -11,6 +11,8 @@ she/he, possessive her/his, accusative her/him):
 
 Over the occupations (each one unit):
 
+    slope       = least-squares slope of s_o on      the stereotype's size: nats per 100 points of % women
+                  BLS % women / 100                  (r is scale-free; the slope and spread say how large)
     association = Pearson r(s_o, BLS % women in o)   how much the scores follow the labour statistics
     teacher r   = Pearson r(s_o, teacher's s_o)        how much of the teacher's stereotype a student kept
     spread      = sd of s_o around their mean          how far occupations are pushed apart (nats)
@@ -87,9 +89,11 @@ def stereotype_plot(
             ax.plot(xs, icept + slope * xs, color="tab:red", lw=1.2)
         ax.axhline(0.0, color="grey", lw=0.6, ls=":")
         r, ci = st.get("r_bls", math.nan), st.get("r_bls_ci", [math.nan, math.nan])
+        size = st.get("slope", ols(x / 100.0, y)[0])
         ax.set_title(
-            f"{label}\nr = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], n = {st.get('n', len(x))}\n"
-            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats",
+            f"{label}\nslope {size:.2f} nats per 100 pts, r = {r:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]\n"
+            f"spread {st.get('spread', math.nan):.2f}, lean {st.get('lean', math.nan):+.2f} nats, "
+            f"n = {st.get('n', len(x))}",
             fontsize=9,
         )
         ax.set_xlabel("% women in occupation (US BLS 2015-16)")
@@ -223,6 +227,23 @@ def _sd(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
 
 
+def ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares line of y on x: (slope, intercept, residual sd with n - 2 degrees of freedom); nan with
+    fewer than 3 points or a constant x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or float(np.ptp(x)) == 0.0:
+        return math.nan, math.nan, math.nan
+    dx = x - x.mean()
+    slope = float((dx * (y - y.mean())).sum() / (dx * dx).sum())
+    intercept = float(y.mean() - slope * x.mean())
+    resid = y - (intercept + slope * x)
+    return slope, intercept, float(math.sqrt((resid * resid).sum() / (len(x) - 2)))
+
+
+def _slope_rows(xy: np.ndarray) -> float:
+    return ols(xy[:, 0], xy[:, 1])[0]
+
+
 def _ci(values: np.ndarray, statistic, n_boot: int, seed: int, min_n: int) -> list[float]:
     if n_boot == 0 or len(values) < min_n:
         return [math.nan, math.nan]
@@ -237,8 +258,10 @@ def stereotype_stats(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Association, spread, lean and mean |s| over `occupations` (default: every scored occupation with a
-    statistic), each with a 95% percentile-bootstrap interval over occupations (none when `n_boot` is 0).
+    """Association, spread, lean, mean |s| and the stereotype's size (the least-squares slope of s_o on the share
+    of women, nats per 100 percentage points, with its intercept and residual sd) over `occupations` (default:
+    every scored occupation with a statistic), each with a 95% percentile-bootstrap interval over occupations
+    (none when `n_boot` is 0).
 
     `scores`: occupation -> s_o; `stats`: occupation -> % women; `teacher_scores`: the teacher's s_o (adds
     `r_teacher`). Occupations missing from `scores` or `stats` are left out and counted in `n_missing`.
@@ -257,6 +280,10 @@ def stereotype_stats(
     out["lean"] = float(s.mean()) if len(s) else math.nan
     out["lean_ci"] = _ci(s, None, n_boot, seed, 1)
     out["mean_abs"] = float(np.abs(s).mean()) if len(s) else math.nan
+    # The stereotype's size: nats of s_o per 100 points of % women (r is scale-free: it says a ranking remains)
+    share = pct / 100.0
+    out["slope"], out["intercept"], out["resid_sd"] = ols(share, s)
+    out["slope_ci"] = _ci(np.stack([share, s], 1), _slope_rows, n_boot, seed, 3)
     if teacher_scores is not None:
         both = [i for i, o in enumerate(occs) if o in teacher_scores]
         t = np.array([teacher_scores[occs[i]] for i in both], dtype=float)

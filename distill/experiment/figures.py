@@ -16,7 +16,7 @@ from distill.experiment.grid import load_grid, variant_label
 
 
 def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
-    """`stereotype_seeds`: unseen-occupation association and spread per seed, each method's seeds joined to the
+    """`stereotype_seeds`: unseen-occupation stereotype size (slope) and spread per seed, each method's seeds joined to the
     reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
     from matplotlib.ticker import MaxNLocator
 
@@ -24,7 +24,10 @@ def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
 
     variants, ref = payload["variants"], payload["reference"]
     names = [ref, *[v for v in variants if v != ref]]
-    keys = (("r_bls_unseen", "association r\nwith BLS % women"), ("spread_unseen", "spread (nats)"))
+    keys = (
+        ("slope_unseen", "slope on BLS % women\n(nats per 100 points)"),
+        ("spread_unseen", "spread (nats)"),
+    )
 
     def paint(fig, width):
         axes = fig.subplots(1, 2)
@@ -65,13 +68,13 @@ def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
 
 
 def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:
-    """`stereotype_tradeoff`: each model's unseen-occupation association and spread against its perplexity relative
+    """`stereotype_tradeoff`: each model's unseen-occupation slope and spread against its perplexity relative
     to the teacher's on the same held-out blocks (each seed has its own blocks, so the ratio is what compares across
     seeds); means over seeds with 95% t intervals over seeds both ways; the teacher at (1, its value)."""
     from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, save_figure
 
     variants, teacher = payload["variants"], payload["teacher"]
-    keys = (("r_bls_unseen", "association r (BLS % women)"), ("spread_unseen", "spread (nats)"))
+    keys = (("slope_unseen", "slope on BLS % women (nats / 100 pts)"), ("spread_unseen", "spread (nats)"))
 
     def bars(m, ci):
         return None if ci is None else [[m - ci[0]], [ci[1] - m]]
@@ -113,7 +116,7 @@ def draw_size(payload: dict, layers: dict[str, int], teacher_layers: int, out: P
     order = sorted(layers, key=layers.get)
     xs = [layers[v] for v in order]
     panels = (
-        ((("r_bls", "all 60"), ("r_bls_unseen", "unseen 20")), "association r\nwith BLS % women"),
+        ((("slope", "all 60"), ("slope_unseen", "unseen 20")), "slope on BLS % women\n(nats per 100 points)"),
         ((("spread", "all 60"), ("spread_unseen", "unseen 20")), "spread (nats)"),
     )
 

@@ -15,8 +15,9 @@ interval excludes 0; with fewer than 2 seeds there is no interval and no verdict
 
 `write` adds `seeds.md`, `seeds.json` and, when the suite scores Winogender, the `stereotype_*` figures to the
 results folder, with the targets the project holds itself to checked against the numbers: plain KD keeps >= 70%
-of the teacher's association and spread on unseen occupations; the method cuts both by >= 50% against plain KD
-with an interval that excludes 0; its perplexity is within 3% of plain KD's and <= 1.5x the teacher's.
+of the teacher's stereotype size (slope) and spread on unseen occupations; the method cuts both by >= 66%
+against plain KD with an interval that excludes 0; its perplexity is within 2% of plain KD's and <= 1.5x the
+teacher's.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ RUN_ROWS = (
     SeedRow("teacher_ppl", "the teacher's perplexity on the same blocks"),
 )
 TARGET_KEEP = 0.70
-TARGET_CUT = 0.50
-TARGET_PPL_VS_REF = 0.03
+TARGET_CUT = 0.66
+TARGET_PPL_VS_REF = 0.02
 TARGET_PPL_VS_TEACHER = 1.5
+# The stereotype's size on occupations the transfer prompts never name: what the targets are judged on.
+SIZE_KEYS = ("slope_unseen", "spread_unseen")
 
 
 def _metrics_log(run: Path) -> list[dict]:
@@ -181,12 +184,12 @@ def _targets(
     (the reference, and with `methods` given every variant not in it) keep the teacher's stereotype; methods cut
     it against the reference at the reference's perplexity."""
     out: list[dict] = []
-    if not all(k in variants[reference]["metrics"] for k in ("r_bls_unseen", "spread_unseen")):
+    if not all(k in variants[reference]["metrics"] for k in SIZE_KEYS):
         return out  # the targets are on Winogender's unseen occupations
     plain = [reference] + [v for v in variants if v != reference and methods is not None and v not in methods]
     for v in plain:
         m = variants[v]["metrics"]
-        for key in ("r_bls_unseen", "spread_unseen"):
+        for key in SIZE_KEYS:
             t, p = teacher.get(key, math.nan), m[key]["mean"]
             keep = p / t if t and math.isfinite(t) else math.nan
             out.append(
@@ -200,7 +203,7 @@ def _targets(
         if v in plain:
             continue
         m = row["metrics"]
-        for key in ("r_bls_unseen", "spread_unseen"):
+        for key in SIZE_KEYS:
             cut = -m[key]["relative"]
             ci = m[key]["diff_ci"]
             out.append(
@@ -277,7 +280,7 @@ def write(
     (out / "seeds.json").write_text(json.dumps(to_strict_json(payload), indent=2))
     (out / "seeds.md").write_text(table(payload, labels))
     paths = [out / "seeds.json", out / "seeds.md"]
-    if all(k in (payload.get("rows") or []) for k in ("r_bls_unseen", "spread_unseen", "r_bls", "spread")):
+    if all(k in (payload.get("rows") or []) for k in ("slope_unseen", "spread_unseen", "slope", "spread")):
         paths += [draw_stereotype(payload, labels, out), draw_tradeoff(payload, labels, out)]
         if sizes is not None:
             paths.append(draw_size(payload, *sizes, out))

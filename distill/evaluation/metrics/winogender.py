@@ -9,11 +9,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from distill.core.errors import DataError, ModelError
 from distill.core.resources import resource_path
 from distill.data.transfer import read_prompts
 from distill.evaluation.stereotype import (
     TEMPLATES_FILE,
+    ols,
     pearson,
     read_tsv,
     stereotype_plot,
@@ -225,6 +228,7 @@ def live_probe(
     scores = occupation_scores(prompts, slot_scores(model, tokenizer, prompts, device=device))
     st = stereotype_stats(scores, stats, teacher_scores, n_boot=0)
     out = {
+        "probe/stereo_slope": st["slope"],
         "probe/stereo_r_bls": st["r_bls"],
         "probe/stereo_spread": st["spread"],
         "probe/stereo_lean": st["lean"],
@@ -310,6 +314,7 @@ def run(name: str, task: WinogenderTask, data: dict, lm: LoadedModel, ctx: Conte
 
 
 _HEADLINE = (
+    ("slope", "stereotype size: slope of occupation score on BLS % women (nats per 100 points)", "0"),
     ("r_bls", "association r with BLS % women", "0"),
     ("r_teacher", "association r with the teacher's scores", "0"),
     ("spread", "spread: sd of occupation scores (nats)", "0"),
@@ -365,12 +370,16 @@ def plot(payload: dict, name: str, stem: Path) -> None:
 # The seed-level table of an experiment (`experiment.verdicts`): unseen occupations first, the ones the method is
 # judged on.
 SEED_ROWS = (
-    SeedRow("r_bls_unseen", "association r with BLS % women, unseen occupations"),
+    SeedRow(
+        "slope_unseen", "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"
+    ),
     SeedRow("spread_unseen", "spread (nats), unseen occupations"),
+    SeedRow("r_bls_unseen", "association r with BLS % women (the ranking that remains), unseen occupations"),
     SeedRow("r_teacher_unseen", "association r with the teacher's scores, unseen occupations"),
     SeedRow("lean_unseen", "lean she - he (nats), unseen occupations", relative=False),
-    SeedRow("r_bls", "association r with BLS % women, all occupations"),
+    SeedRow("slope", "stereotype size: slope on BLS % women (nats per 100 points), all occupations"),
     SeedRow("spread", "spread (nats), all occupations"),
+    SeedRow("r_bls", "association r with BLS % women (the ranking that remains), all occupations"),
     SeedRow("r_teacher", "association r with the teacher's scores, all occupations"),
     SeedRow("lean", "lean she - he (nats), all occupations", relative=False),
 )
@@ -395,6 +404,16 @@ def _r_teacher(result: dict, teacher: dict | None, part: str) -> float:
     return pearson([occ[o] for o in names], [t_occ[o] for o in names])
 
 
+def _slope_from_scores(result: dict, part: str) -> float:
+    """The slope recomputed from a result's per-occupation scores and the statistics it was computed against."""
+    occ, stats = result.get("per_occupation") or {}, result.get("stats") or {}
+    names = [o for o in occ if o in stats]
+    if part == "unseen":
+        seen = set(result.get("seen_occupations") or [])
+        names = [o for o in names if o not in seen]
+    return ols(np.array([stats[o] for o in names]) / 100.0, np.array([occ[o] for o in names]))[0]
+
+
 def seed_values(result: dict, teacher: dict | None) -> dict[str, float]:
     """One run's number for every `SEED_ROWS` key: association, spread and lean as evaluated; the association
     with the teacher's scores computed from both results when the run was evaluated without its teacher."""
@@ -404,6 +423,8 @@ def seed_values(result: dict, teacher: dict | None) -> dict[str, float]:
         part = "unseen" if row.key.endswith("_unseen") else "all"
         if stat == "r_teacher":
             out[row.key] = _r_teacher(result, teacher, part) if result else math.nan
+        elif stat == "slope" and not isinstance((result.get(part) or {}).get("slope"), int | float):
+            out[row.key] = _slope_from_scores(result, part)  # results written before the slope was a metric
         else:
             v = (result.get(part) or {}).get(stat)
             out[row.key] = float(v) if isinstance(v, int | float) else math.nan

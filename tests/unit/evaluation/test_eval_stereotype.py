@@ -244,7 +244,12 @@ def test_live_probe_keys(tokenizer):
     model = make_gpt2(tokenizer, n_layer=2)
     prompts, stats = W.load_templates(), S.load_occupation_stats()
     metrics, scores = W.live_probe(model, tokenizer, prompts, stats)
-    assert set(metrics) == {"probe/stereo_r_bls", "probe/stereo_spread", "probe/stereo_lean"}
+    assert set(metrics) == {
+        "probe/stereo_slope",
+        "probe/stereo_r_bls",
+        "probe/stereo_spread",
+        "probe/stereo_lean",
+    }
     again, _ = W.live_probe(model, tokenizer, prompts, stats, teacher_scores=scores)
     assert again["probe/stereo_r_teacher"] == pytest.approx(1.0)
 

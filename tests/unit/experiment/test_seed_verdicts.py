@@ -29,7 +29,13 @@ def test_paired_interval_known_answer():
 def _run(tmp_path, name, per_occ, stats, ppl, teacher_loss, seen=()):
     run = tmp_path / name
     (run / "eval").mkdir(parents=True)
-    result = {"per_occupation": per_occ, "seen_occupations": list(seen), "all": stats, "unseen": stats}
+    result = {
+        "per_occupation": per_occ,
+        "seen_occupations": list(seen),
+        "all": stats,
+        "unseen": stats,
+        "stats": {"a": 10.0, "b": 20.0, "c": 30.0, "d": 40.0},
+    }
     payload = {
         "suite": "winogender",
         "summary": {},
@@ -62,12 +68,15 @@ def test_seed_values_compute_the_teacher_association_when_the_run_has_none(tmp_p
         tmp_path, "s0", occ, {"r_bls": 0.4, "spread": 1.0, "lean": 0.1}, 50.0, math.log(40.0), seen=["d"]
     )
     assert [r.key for r in SV.suite_seed_rows(run / "eval" / "winogender.json")][:2] == [
-        "r_bls_unseen",
+        "slope_unseen",
         "spread_unseen",
     ]
     v = SV.seed_values(run, "winogender", teacher)
     assert v["r_bls"] == 0.4 and v["spread"] == 1.0 and v["lean"] == 0.1
     assert v["ppl"] == 50.0 and v["teacher_ppl"] == pytest.approx(40.0)
+    # a result written before the slope was a metric: recomputed from its scores and statistics
+    assert v["slope_unseen"] == pytest.approx(20.0)  # a, b, c: 2 nats per 10 points
+    assert math.isfinite(v["slope"]) and v["slope"] > 20.0
     assert v["r_teacher_unseen"] == pytest.approx(1.0)  # a, b, c only: exactly linear
     assert 0.99 < v["r_teacher"] < 1.0
 
@@ -76,20 +85,21 @@ def _seed(r, spread, ppl, teacher_ppl=40.0):
     from distill.evaluation.metrics.winogender import SEED_ROWS
 
     out = {row.key: math.nan for row in SEED_ROWS}
-    out.update(r_bls_unseen=r, spread_unseen=spread, ppl=ppl, teacher_ppl=teacher_ppl)
+    out.update(slope_unseen=r, spread_unseen=spread, ppl=ppl, teacher_ppl=teacher_ppl)
     return out
 
 
 def test_compare_paired_by_seed_and_targets():
-    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    teacher = {"slope_unseen": 0.5, "spread_unseen": 1.0}
     plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0), _seed(0.50, 0.85, 49.0)]
-    # the method halves both in every seed; seed-to-seed variation is shared, so the paired interval is tight
-    method = [_seed(0.20, 0.40, 50.5), _seed(0.18, 0.45, 51.2), _seed(0.24, 0.41, 49.5)]
+    # the method cuts both by over two thirds in every seed; seed-to-seed variation is shared, so the paired
+    # interval is tight
+    method = [_seed(0.12, 0.25, 50.5), _seed(0.11, 0.27, 51.2), _seed(0.15, 0.26, 49.5)]
     payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher)
-    r = payload["variants"]["cda_mean"]["metrics"]["r_bls_unseen"]
-    assert r["diff"] == pytest.approx(-0.73 / 3)
+    r = payload["variants"]["cda_mean"]["metrics"]["slope_unseen"]
+    assert r["diff"] == pytest.approx(-0.97 / 3)
     assert r["diff_ci"][1] < 0 and r["verdict"] == "lower"
-    assert r["relative"] == pytest.approx(0.62 / 1.35 - 1)
+    assert r["relative"] == pytest.approx(0.38 / 1.35 - 1)
     assert (
         payload["teacher"]["ppl"] == 40.0
     )  # each run's teacher perplexity, averaged over the reference's seeds
@@ -111,26 +121,31 @@ def test_compare_paired_by_seed_and_targets():
 def test_a_size_sweep_holds_plain_kd_students_to_keeping_the_stereotype():
     """Variants that are not methods (other student sizes under plain KD) are checked for keeping the teacher's
     stereotype, not for cutting it."""
-    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    teacher = {"slope_unseen": 0.5, "spread_unseen": 1.0}
     plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
     small = [_seed(0.10, 0.5, 90.0), _seed(0.05, 0.6, 95.0)]
     payload = SV.compare({"plain_kd": plain, "drop24": small}, "plain_kd", teacher, methods=set())
     targets = {t["target"]: t for t in payload["targets"]}
-    keep = targets["drop24 keeps >= 70% of the teacher's association r with BLS % women, unseen occupations"]
+    keep = targets[
+        "drop24 keeps >= 70% of the teacher's stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"
+    ]
     assert keep["value"] == pytest.approx(0.075 / 0.5) and not keep["met"]
     assert not any(t.startswith("drop24 cuts") or "drop24 perplexity" in t for t in targets)
 
 
 def test_write_table_and_figure(tmp_path):
-    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0}
+    teacher = {"slope_unseen": 0.5, "spread_unseen": 1.0}
     plain = [_seed(0.45, 0.9, 50.0), _seed(0.40, 0.95, 51.0)]
     method = [_seed(0.30, 0.6, 50.5), _seed(0.28, 0.7, 51.2)]
     payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher)
     paths = SV.write(tmp_path, payload, {"plain_kd": "plain KD", "cda_mean": "CDA + mean"})
     md = (tmp_path / "seeds.md").read_text()
-    assert "| association r with BLS % women, unseen occupations | 0.5 |" in md
+    assert "| stereotype size: slope on BLS % women (nats per 100 points), unseen occupations | 0.5 |" in md
     assert "CDA + mean (vs plain KD)" in md
-    assert "- NOT met: cda_mean cuts association r with BLS % women, unseen occupations by >= 50%" in md
+    assert (
+        "- NOT met: cda_mean cuts stereotype size: slope on BLS % women (nats per 100 points), unseen occupations by >= 66%"
+        in md
+    )
     assert json.loads((tmp_path / "seeds.json").read_text())["variants"]["cda_mean"]["n_seeds"] == 2
     assert (tmp_path / "stereotype_seeds_wide.pdf").is_file()
     assert [p.name for p in paths[-2:]] == ["stereotype_seeds.png", "stereotype_tradeoff.png"]
@@ -151,7 +166,7 @@ def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
 
 
 def test_a_size_sweep_draws_the_stereotype_by_depth(tmp_path):
-    teacher = {"r_bls_unseen": 0.5, "spread_unseen": 1.0, "r_bls": 0.5, "spread": 1.0}
+    teacher = {"slope_unseen": 0.5, "spread_unseen": 1.0, "slope": 0.5, "spread": 1.0}
     runs = {
         "d2": [_seed(0.45, 0.9, 40.0), _seed(0.40, 0.95, 41.0)],
         "d6": [_seed(0.40, 0.8, 50.0), _seed(0.42, 0.85, 51.0)],
