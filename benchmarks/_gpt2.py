@@ -62,7 +62,8 @@ def random_gpt2(size: str, tokenizer, tiny: bool = False, device="cpu", seed: in
 
     torch.manual_seed(seed)
     with torch.device(device):
-        return GPT2LMHeadModel(gpt2_config(size, tokenizer, tiny))
+        model = GPT2LMHeadModel(gpt2_config(size, tokenizer, tiny))
+    return model.to(device)
 
 
 def save_random_gpt2(folder: str | Path, size: str, tokenizer, tiny: bool = False) -> Path:

@@ -396,9 +396,9 @@ def main(argv=None) -> int:
         skipped["trl_kd"] = 'trl is not installed (pip install -e ".[bench]", which `make bench` does)'
         print(f"{skipped['trl_kd']}: skipping trl_kd")
     random = "random " if a.student in GPT2_STUDENTS else ""
-    models = (
-        "tiny random models" if a.quick else f"{random}{MODELS.get(a.student, 'SmolLM2-135M')} -> {a.student}"
-    )
+    models = f"{random}{MODELS.get(a.student, 'SmolLM2-135M')} -> {a.student}"
+    if a.quick:
+        models = f"tiny random models ({a.student}'s depths)" if random else "tiny random models"
     print(f"machine: {machine()}; device {device}; {models}")
     a.peaks, a.cpu_peaks = {}, {}
     for prec in a.precisions:
