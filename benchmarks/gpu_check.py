@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the checkout's `distill`, PYTHONPATH or not
 
 from _gpu_check_env import ROOT, Ctx, device_info, prerequisites, tail  # noqa: E402
+from _gpu_check_report import SCHEMA_ID, validate, write  # noqa: E402
 
 PART_NAMES = [
     "prerequisites",
@@ -80,7 +81,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--work",
         default=None,
-        help="folder for runs, caches and saved teachers (default: a new temporary one)",
+        help="folder for runs, caches and saved teachers, kept (default: a new temporary one)",
     )
     p.add_argument(
         "--keep-work", action="store_true", help="keep the work folder (default: removed at the end)"
@@ -97,10 +98,8 @@ def parse(argv=None) -> argparse.Namespace:
     unknown = [n for n in a.only or [] if n not in PART_NAMES]
     if unknown:
         p.error(f"--only {' '.join(unknown)}: no such part; choose from {' '.join(PART_NAMES)}")
-    for flag in (
-        "out",
-        "work",
-    ):  # resolved where the command was typed, before the check moves to the checkout
+    # resolved where the command was typed, before the check moves to the checkout
+    for flag in ("out", "work"):
         value = getattr(a, flag)
         if value is not None:
             path = Path(value).expanduser().resolve()
@@ -196,7 +195,8 @@ def check(a) -> dict:
         why = f"not run: missing {', '.join(found['missing'])}"
         parts += [
             {"name": n, "status": "fail", "seconds": 0.0, "detail": why, "numbers": {}, "log": ""}
-            for n in chosen[1:]
+            for n in chosen
+            if n != "prerequisites"
         ]
     else:
         ctx.device = device_info()
@@ -205,7 +205,7 @@ def check(a) -> dict:
     if not a.keep_work and not a.work:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "schema": "fairdistill-gpu-check/1",
+        "schema": SCHEMA_ID,
         "mode": mode,
         "tiny": ctx.tiny,
         "ok": all(p["status"] != "fail" for p in parts),
@@ -221,8 +221,6 @@ def check(a) -> dict:
 def main(argv=None) -> int:
     a = parse(argv)
     os.chdir(ROOT)
-    from _gpu_check_report import validate, write
-
     result = check(a)
     bad = validate(result)
     if bad:  # a result that breaks its own schema is a failure of the check itself
