@@ -121,6 +121,35 @@ def time_interleaved(
     }
 
 
+# ---- model FLOP utilisation ------------------------------------------------------------------------------
+
+
+def matmul_peak(device, dtype, n: int, reps: int) -> tuple[float, float]:
+    """FLOP/s of an n^3 GEMM in `dtype` (median of `reps`): per second of wall time, and per second of this
+    process's CPU time (all threads), the steadier one on a shared machine."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    c = torch.mm(a, b)  # the product goes into this buffer: the GEMM's own speed, without a fresh allocation
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        torch.mm(a, b, out=c)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return 2 * n**3 / statistics.median(wall), 2 * n**3 / statistics.median(cpu)
+
+
+def matmul_params(model) -> int:
+    """Weights that multiply each token once (every 2-D weight but the input embedding, plus the output
+    projection when it is tied to it)."""
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings().weight
+    n = sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not emb)
+    return n + (out.numel() if out is emb else 0)
+
+
 # ---- CPU peak memory, measured in a child process ------------------------------------------------------------
 
 
@@ -169,13 +198,21 @@ def run_child(script: str, args: list[str]) -> dict:
     )
 
 
-def gpu_peak_bytes(run: Callable[[], object], device: torch.device) -> int:
+def gpu_peak(run: Callable[[], object], device: torch.device) -> tuple[int, int]:
+    """(torch.cuda.max_memory_allocated while `run` runs, what it adds at its peak over what was allocated
+    before it), in bytes."""
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     run()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
+    peak = torch.cuda.max_memory_allocated(device)
+    return peak, peak - before
+
+
+def gpu_peak_bytes(run: Callable[[], object], device: torch.device) -> int:
+    """Bytes `run` adds on the GPU at its peak over what was allocated before it."""
+    return gpu_peak(run, device)[1]
 
 
 # ---- output ----------------------------------------------------------------------------------------------------

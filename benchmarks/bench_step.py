@@ -4,7 +4,10 @@ write it, time and peak memory.
 
 On the embedded SmolLM2-135M teacher and the embedded default's 24-layer student (`--student 6L`: the 6-layer
 compression recipe's; `--quick`: tiny random models with the same tokenizer), B x T = 4 x 128 (the default's micro-batch), every step = forward + loss + backward + AdamW
-step, timed interleaved in one process (each variant in each precision, A B C ... A B C ...):
+step, timed interleaved in one process (each variant in each precision, A B C ... A B C ...). `--student gpt2-6L` /
+`gpt2-large-18L`: random weights in the shapes of GPT-2 (124M) and GPT-2 large (774M) and their recipes' 6- and
+18-layer students, from transformers' GPT2Config, no hub (benchmarks/_gpt2.py; `--quick`: 32 wide, same depth and
+vocabulary); what `scripts/gpu_check.sh` times on a GPU.
 
 | step | what |
 |---|---|
@@ -22,24 +25,26 @@ counts, embedding lookups do not):
     student (fwd + bwd):      S x T x (6 N_S + 12 L_S d T)       S student rows (B, or B + k with CDA append)
     cached teacher head:      R x T x 2 d V                      R teacher rows (B, or B + k twins)
     live teacher (forward):   R x T x (2 N_T + 4 L_T d T)
-    MFU = model FLOPs / step time / matmul peak of the same precision (a 2048^3 GEMM, measured here)
+    MFU = model FLOPs / step time / matmul peak of the same precision (an n^3 GEMM, `--peak-size`, measured here)
+    tokens/s = S x T / step time (every student row, twins included: what `train/tokens_per_s` counts)
 
 Peak memory (CPU): each fairdistill / peer plain-KD variant runs in a fresh child process that builds the models
 and inputs, takes one step (the optimizer's moments exist from then on), then resets the resident-set high-water
-mark and reports what the next step adds over what was resident before it (benchmarks/_common.py).
+mark and reports what the next step adds over what was resident before it (benchmarks/_common.py). On CUDA every
+step's `torch.cuda.max_memory_allocated` (models, optimizer state and the step together) is read in-process, after
+the timing. `--json FILE` writes every number to FILE.
 
     python benchmarks/bench_step.py                # both precisions, peers included (trl: pip install -e ".[bench]")
     python benchmarks/bench_step.py --quick
+    python benchmarks/bench_step.py --student gpt2-6L --device cuda --precisions bf16 --batch 8 --seq 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +56,10 @@ from _common import (  # noqa: E402
     ROOT,
     STUDENTS,
     child_peak_bytes,
+    gpu_peak,
     machine,
+    matmul_params,
+    matmul_peak,
     native_bf16,
     pick_device,
     ratio_line,
@@ -60,6 +68,10 @@ from _common import (  # noqa: E402
     student_recipe,
     time_interleaved,
 )
+from _gpt2 import STUDENTS as GPT2_STUDENTS  # noqa: E402
+from _gpt2 import load_gpt2_models  # noqa: E402
+from _peers import PEERS, have_trl, hf_distiller_loss, trl_loss  # noqa: E402
+from _step_report import print_rows, write_json  # noqa: E402
 from bench_counterfactual import load_models, make_batch  # noqa: E402
 
 from distill.core.precision import autocast  # noqa: E402
@@ -72,8 +84,8 @@ from distill.training.losses import combine  # noqa: E402
 from distill.training.step import student_loss_sums  # noqa: E402
 
 TARGET_SPEEDUP, TARGET_MFU, TARGET_CACHED = 1.8, 0.40, 1.15
+MODELS = {"gpt2-6L": "GPT-2 (124M)", "gpt2-large-18L": "GPT-2 large (774M)"}
 STEPS = ("ce", "cached_kd", "method", "live_kd", "trl_kd", "hf_kd")
-PEERS = ("trl_kd", "hf_kd")
 MEMORY_STEPS = ("live_kd", "trl_kd", "hf_kd")
 
 
@@ -87,72 +99,23 @@ class _Acc:
         return autocast(self.device, self.precision)
 
 
-def matmul_peak(device, dtype, n: int, reps: int) -> tuple[float, float]:
-    """FLOP/s of an n^3 GEMM in `dtype` (median of `reps`): per second of wall time, and per second of this
-    process's CPU time (all threads), the steadier one on a shared machine."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    c = torch.mm(a, b)  # the product goes into this buffer: the GEMM's own speed, without a fresh allocation
-    wall, cpu = [], []
-    for _ in range(reps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        torch.mm(a, b, out=c)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return 2 * n**3 / statistics.median(wall), 2 * n**3 / statistics.median(cpu)
-
-
-def matmul_params(model) -> int:
-    """Weights that multiply each token once (every 2-D weight but the input embedding, plus the output
-    projection when it is tied to it)."""
-    emb = model.get_input_embeddings().weight
-    out = model.get_output_embeddings().weight
-    n = sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not emb)
-    return n + (out.numel() if out is emb else 0)
-
-
-def have_trl() -> bool:
-    try:
-        from trl.experimental.gkd import GKDTrainer  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def trl_loss(s_logits, t_logits, labels, T):
-    """TRL's generalized JSD at beta = 0 (KL(teacher || student)) on the valid positions, as a sum x T^2."""
-    from trl.experimental.gkd import GKDTrainer
-
-    return (
-        GKDTrainer.generalized_jsd_loss(s_logits, t_logits, labels, beta=0.0, temperature=T, reduction="sum")
-        * T**2
-    )
-
-
-def hf_distiller_loss(s_logits, t_logits, labels, T):
-    """The HF distiller's KD term: the valid positions selected, KLDivLoss(batchmean) between the softened
-    full-vocabulary distributions, x T^2; returned as a sum over positions like the others."""
-    m = labels != -100
-    s, t = s_logits[m], t_logits[m]
-    kl = torch.nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s / T, dim=-1), F.softmax(t / T, dim=-1))
-    return kl * T**2 * s.shape[0]
-
-
 class Setup:
     """Models, rows, caches and one step function per (variant, precision)."""
 
     def __init__(self, a, device):
         self.device = device
-        recipe, overrides = student_recipe(a.student)
+        gpt2 = GPT2_STUDENTS.get(a.student)
+        recipe, overrides = (ROOT / "recipes" / gpt2[0], []) if gpt2 else student_recipe(a.student)
         self.cfg = load_config(
             recipe,
             overrides
             + ["augment.mode=append", "perturb.kind=mean", "augment.her_decider=rule"]
             + [f"train.attention={a.attention}"],
         )
-        self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
+        if gpt2:  # random weights in GPT-2's shapes (benchmarks/_gpt2.py)
+            self.teacher, self.student, tok = load_gpt2_models(self.cfg, gpt2[1], a.quick, device)
+        else:
+            self.teacher, self.student, tok = load_models(self.cfg, a.quick, device)
         # one student serves every step, the peers' included, so they all run the same attention kernel
         self.attention = set_attention(self.student, self.cfg.train.attention)
         self.teacher.eval().requires_grad_(False)
@@ -260,12 +223,16 @@ class Setup:
 
         return locals()[name]
 
+    def rows(self, name: str) -> int:
+        """The student's rows in one step: B, or B + k for the method (CDA append)."""
+        return len(self.batch) + self.k if name == "method" else len(self.batch)
+
     def flops(self, name: str, seq: int) -> float:
         """Model FLOPs of one step (see the module docstring)."""
         s_cfg, t_cfg = self.student.config, self.teacher.config
         d, V = s_cfg.hidden_size, s_cfg.vocab_size
         B = len(self.batch)
-        rows_s = B + self.k if name == "method" else B
+        rows_s = self.rows(name)
         student = rows_s * seq * (6 * matmul_params(self.student) + 12 * s_cfg.num_hidden_layers * d * seq)
         if name == "ce":
             return student
@@ -283,7 +250,10 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument(
-        "--student", default="24L", choices=list(STUDENTS), help="24L: the default's; 6L: compression"
+        "--student",
+        default="24L",
+        choices=list(STUDENTS) + list(GPT2_STUDENTS),
+        help="24L: the default's; 6L: compression; gpt2-6L, gpt2-large-18L: random weights in GPT-2's shapes",
     )
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
@@ -297,8 +267,11 @@ def parse(argv=None):
     )
     p.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     p.add_argument(
-        "--no-memory", action="store_true", help="skip the child processes that measure peak memory"
+        "--no-memory",
+        action="store_true",
+        help="skip the child processes that measure peak memory on CPU (CUDA's is read in-process)",
     )
+    p.add_argument("--json", default=None, help="also write every number to this JSON file")
     p.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 GEMM that measures the peak")
     p.add_argument(
         "--attention",
@@ -333,6 +306,82 @@ def child_args(a, name: str, precision: str) -> list[str]:
     return args + (["--quick"] if a.quick else [])
 
 
+def measure(a, s: Setup, steps: list[str], device) -> list[dict]:
+    """Every (step, precision) timed interleaved after one untimed warm-up (which builds each precision's cache);
+    on CUDA also each one's peak memory. One dict per pair: seconds, FLOPs, tokens, tokens/s, MFU, memory."""
+    fns = {}
+    for name in steps:
+        for prec in a.precisions:
+            fn = s.step_fn(name, prec)
+            fn()
+            fns[(name, prec)] = fn
+    timed = time_interleaved({f"{n}/{p}": f for (n, p), f in fns.items()}, a.reps, device, warmup=0)
+    rows = []
+    for (name, prec), fn in fns.items():
+        wall, cpu = timed["wall"][f"{name}/{prec}"], timed["cpu"][f"{name}/{prec}"]
+        flop, tokens = s.flops(name, a.seq), s.rows(name) * a.seq
+        peak, added = gpu_peak(fn, device) if device.type == "cuda" else (None, None)
+        rows.append(
+            {
+                "step": name,
+                "precision": prec,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "flop": flop,
+                "tokens": tokens,
+                "tokens_per_s": tokens / wall,
+                "mfu": flop / wall / a.peaks[prec],
+                "mfu_cpu": flop / cpu / a.cpu_peaks[prec],
+                "peak_bytes": peak,
+                "added_bytes": added,
+            }
+        )
+    return rows
+
+
+def cpu_memory(a, steps: list[str]) -> dict:
+    """{(step, precision): bytes} a step adds on the CPU, each in a fresh child process (MEMORY_STEPS only)."""
+    mem = {}
+    for name in [n for n in MEMORY_STEPS if n in steps]:
+        for prec in a.precisions:
+            mem[(name, prec)] = run_child(__file__, child_args(a, name, prec))["peak_bytes"]
+    print("\npeak memory a step adds (fresh process per variant, after one warm-up step)")
+    for (name, prec), b in mem.items():
+        print(f"  {name:>10} {prec:>9} +{b / 2**20:8.1f} MiB")
+    return mem
+
+
+def ratio_lines(a, steps: list[str], rows: list[dict], mem: dict) -> list[str]:
+    """The targets' lines: bf16 speedup and MFU, cached KD against CE, fairdistill against the peers."""
+    t = {(r["step"], r["precision"]): r for r in rows}
+    lines, main_steps = [], [n for n in ("method", "cached_kd", "ce") if n in steps]
+    if "no" in a.precisions and "bf16" in a.precisions:
+        for name in main_steps:
+            no, bf = t[(name, "no")], t[(name, "bf16")]
+            print(f"{name} step bf16 speedup by CPU time {no['cpu_s'] / bf['cpu_s']:.2f}x")
+            r = no["wall_s"] / bf["wall_s"]
+            lines.append(
+                ratio_line(f"{name} step bf16 speedup (float32 / bf16 wall)", r, TARGET_SPEEDUP, False)
+            )
+    if "bf16" in a.precisions:
+        for name in main_steps:
+            print(f"{name} step bf16 MFU by CPU time {100 * t[(name, 'bf16')]['mfu_cpu']:.1f}%")
+            lines.append(ratio_line(f"{name} step bf16 MFU", t[(name, "bf16")]["mfu"], TARGET_MFU, False))
+    for prec in a.precisions:
+        if "cached_kd" in steps and "ce" in steps:
+            r = t[("cached_kd", prec)]["wall_s"] / t[("ce", prec)]["wall_s"]
+            lines.append(ratio_line(f"{prec} cached plain-KD step / student-only CE step", r, TARGET_CACHED))
+        for peer in [p for p in PEERS if p in steps and "live_kd" in steps]:
+            r = t[("live_kd", prec)]["wall_s"] / t[(peer, prec)]["wall_s"]
+            lines.append(ratio_line(f"{prec} fairdistill plain-KD step / {peer} step, time", r, 1.0))
+            if mem:
+                r = mem[("live_kd", prec)] / mem[(peer, prec)]
+                lines.append(
+                    ratio_line(f"{prec} fairdistill plain-KD step / {peer} step, peak memory", r, 1.0)
+                )
+    return lines
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     os.chdir(ROOT)
@@ -342,18 +391,22 @@ def main(argv=None) -> int:
         child_main(a, device)
         return 0
     steps = [s for s in a.steps if s not in PEERS or have_trl() or s == "hf_kd"]
+    skipped = {}
     if "trl_kd" in a.steps and "trl_kd" not in steps:
-        print('trl is not installed (pip install -e ".[bench]", which `make bench` does): skipping trl_kd')
-    print(
-        f"machine: {machine()}; device {device}; {'tiny random models' if a.quick else 'SmolLM2-135M -> ' + a.student}"
-    )
-    peaks, cpu_peaks = {}, {}
+        skipped["trl_kd"] = 'trl is not installed (pip install -e ".[bench]", which `make bench` does)'
+        print(f"{skipped['trl_kd']}: skipping trl_kd")
+    random = "random " if a.student in GPT2_STUDENTS else ""
+    models = f"{random}{MODELS.get(a.student, 'SmolLM2-135M')} -> {a.student}"
+    if a.quick:
+        models = f"tiny random models ({a.student}'s depths)" if random else "tiny random models"
+    print(f"machine: {machine()}; device {device}; {models}")
+    a.peaks, a.cpu_peaks = {}, {}
     for prec in a.precisions:
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
-        peaks[prec], cpu_peaks[prec] = matmul_peak(device, dtype, a.peak_size, 5 if not a.quick else 2)
+        a.peaks[prec], a.cpu_peaks[prec] = matmul_peak(device, dtype, a.peak_size, 5 if not a.quick else 2)
         print(
-            f"matmul peak {a.peak_size}^3 {dtype}: {peaks[prec] / 1e9:.1f} GFLOP/s of wall time, "
-            f"{cpu_peaks[prec] / 1e9:.1f} of CPU time",
+            f"matmul peak {a.peak_size}^3 {dtype}: {a.peaks[prec] / 1e9:.1f} GFLOP/s of wall time, "
+            f"{a.cpu_peaks[prec] / 1e9:.1f} of CPU time",
             flush=True,
         )
     s = Setup(a, device)
@@ -362,72 +415,13 @@ def main(argv=None) -> int:
         f"matmul weights, teacher {matmul_params(s.teacher) / 1e6:.1f}M; student attention {s.attention} "
         f"(train.attention={a.attention})"
     )
-    fns = {}
-    for name in steps:
-        for prec in a.precisions:
-            fn = s.step_fn(name, prec)
-            fn()  # warm-up (and builds each precision's cache), not timed
-            fns[(name, prec)] = fn
-    timed = time_interleaved({f"{n}/{p}": f for (n, p), f in fns.items()}, a.reps, device, warmup=0)
-    t = {(k.split("/")[0], k.split("/")[1]): v for k, v in timed["wall"].items()}
-    print(
-        f"\nmedian of {a.reps} interleaved repetitions; MFU = model FLOPs / time / matmul peak of the same "
-        "precision, by wall time and by CPU time (all threads; leaves out waiting for a core)"
-    )
-    head = ("step", "precision", "wall s", "cpu s", "GFLOP", "GFLOP/s", "MFU", "MFU cpu")
-    print("  " + " ".join(f"{h:>9}" for h in head))
-    mfu, mfu_cpu, cpu_t = {}, {}, {}
-    for (name, prec), v in t.items():
-        fl = s.flops(name, a.seq)
-        cpu_t[(name, prec)] = cpu = timed["cpu"][f"{name}/{prec}"]
-        mfu[(name, prec)] = fl / v / peaks[prec]
-        mfu_cpu[(name, prec)] = fl / cpu / cpu_peaks[prec]
-        cells = (name, prec, f"{v:.3f}", f"{cpu:.3f}", f"{fl / 1e9:.1f}", f"{fl / v / 1e9:.1f}")
-        cells += (f"{100 * mfu[(name, prec)]:.1f}%", f"{100 * mfu_cpu[(name, prec)]:.1f}%")
-        print("  " + " ".join(f"{c:>9}" for c in cells), flush=True)
-    mem = {}
-    if not a.no_memory and device.type == "cpu":
-        for name in [n for n in MEMORY_STEPS if n in steps]:
-            for prec in a.precisions:
-                mem[(name, prec)] = run_child(__file__, child_args(a, name, prec))["peak_bytes"]
-        print("\npeak memory a step adds (fresh process per variant, after one warm-up step)")
-        for (name, prec), b in mem.items():
-            print(f"  {name:>10} {prec:>9} +{b / 2**20:8.1f} MiB")
+    rows = measure(a, s, steps, device)
+    print_rows(rows, a.reps)
+    mem = cpu_memory(a, steps) if not a.no_memory and device.type == "cpu" else {}
     print()
-    lines = []
-    if "no" in a.precisions and "bf16" in a.precisions:
-        for name in [n for n in ("method", "cached_kd", "ce") if n in steps]:
-            r = t[(name, "no")] / t[(name, "bf16")]
-            print(f"{name} step bf16 speedup by CPU time {cpu_t[(name, 'no')] / cpu_t[(name, 'bf16')]:.2f}x")
-            lines.append(
-                ratio_line(
-                    f"{name} step bf16 speedup (float32 / bf16 wall)", r, TARGET_SPEEDUP, at_most=False
-                )
-            )
-    if "bf16" in a.precisions:
-        for name in [n for n in ("method", "cached_kd", "ce") if n in steps]:
-            print(f"{name} step bf16 MFU by CPU time {100 * mfu_cpu[(name, 'bf16')]:.1f}%")
-            lines.append(ratio_line(f"{name} step bf16 MFU", mfu[(name, "bf16")], TARGET_MFU, at_most=False))
-    for prec in a.precisions:
-        if "cached_kd" in steps and "ce" in steps:
-            r = t[("cached_kd", prec)] / t[("ce", prec)]
-            lines.append(ratio_line(f"{prec} cached plain-KD step / student-only CE step", r, TARGET_CACHED))
-        for peer in [p for p in PEERS if p in steps and "live_kd" in steps]:
-            lines.append(
-                ratio_line(
-                    f"{prec} fairdistill plain-KD step / {peer} step, time",
-                    t[("live_kd", prec)] / t[(peer, prec)],
-                    1.0,
-                )
-            )
-            if mem:
-                lines.append(
-                    ratio_line(
-                        f"{prec} fairdistill plain-KD step / {peer} step, peak memory",
-                        mem[("live_kd", prec)] / mem[(peer, prec)],
-                        1.0,
-                    )
-                )
+    lines = ratio_lines(a, steps, rows, mem)
+    if a.json:
+        write_json(a, s, device, models, rows, skipped, mem, lines)
     for line in lines:
         print(line)
     return 0

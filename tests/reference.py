@@ -45,3 +45,32 @@ def teacher_targets(
     return perturbed_log_targets(
         logp, twin_logp, align, pi, g_mask, kind, lam, wordstart=wordstart, keep=keep, pair=pair
     )
+
+
+def step_reference(item, logits: torch.Tensor, ex, kind: str, lam: float, temperature: float, mode: str):
+    """The log-targets [T, V] of every student row of `item` (a `StepBatch`), row by row with `teacher_targets`:
+    x's rows (each with its twin's pass, or with itself when it has nothing to swap), then per `mode`
+    (`augment.mode`) the selected rows' twins appended after them or in their place. `logits` [B + k, T, V]: the
+    teacher on `item.teacher_inputs()`. A list with one tensor per student row."""
+    B = item.x.shape[0]
+    twin_of = {b: B + j for j, b in enumerate(item.twin_rows.nonzero(as_tuple=True)[0].tolist())}
+    names = ("wordstart", "keep", "pair")
+
+    def ref_x(b):
+        sw = {n: item.twins[n][b : b + 1] for n in names}
+        zt = logits[twin_of[b] : twin_of[b] + 1] if b in twin_of else logits[b : b + 1]
+        align = item.twins["align"][b : b + 1]
+        return teacher_targets(logits[b : b + 1], zt, align, ex, None, kind, lam, temperature, **sw)[0]
+
+    def ref_twin(b):
+        tw = {n: item.twins["twin_" + n][b : b + 1] for n in names}
+        zt = logits[twin_of[b] : twin_of[b] + 1]
+        inv = item.twins["align_inv"][b : b + 1]
+        return teacher_targets(zt, logits[b : b + 1], inv, ex, None, kind, lam, temperature, **tw)[0]
+
+    sel = item.selected.tolist()
+    if mode == "append":
+        return [ref_x(b) for b in range(B)] + [ref_twin(b) for b in range(B) if sel[b]]
+    if mode == "replace":
+        return [ref_twin(b) if sel[b] else ref_x(b) for b in range(B)]
+    return [ref_x(b) for b in range(B)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import teacher_targets
+from reference import step_reference, teacher_targets
 
 from distill.core.recipe import load_config
 from distill.counterfactual.perturb import gather_twin
@@ -187,30 +187,7 @@ def test_every_student_row_gets_its_row_by_row_reference(tokenizer, tiny_gpt2, k
         )
     logits = _teacher_logits(tiny_gpt2, item)
     q = targets_for_step(item, logits, cfg, cf)
-    ex, T, B = cf.builder.exchange, cfg.kd.temperature, item.x.shape[0]
-    twin_of = {b: B + j for j, b in enumerate(item.twin_rows.nonzero(as_tuple=True)[0].tolist())}
-
-    def ref_x(b):
-        sw = {n: _f(item, n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
-        zt = logits[twin_of[b] : twin_of[b] + 1] if b in twin_of else logits[b : b + 1]
-        return teacher_targets(
-            logits[b : b + 1], zt, _f(item, "align")[b : b + 1], ex, None, kind, lam, T, **sw
-        )[0]
-
-    def ref_twin(b):
-        tw = {n: _f(item, "twin_" + n)[b : b + 1] for n in ("wordstart", "keep", "pair")}
-        zt = logits[twin_of[b] : twin_of[b] + 1]
-        return teacher_targets(
-            zt, logits[b : b + 1], _f(item, "align_inv")[b : b + 1], ex, None, kind, lam, T, **tw
-        )[0]
-
-    sel = item.selected.tolist()
-    if mode == "append":
-        expected = [ref_x(b) for b in range(B)] + [ref_twin(b) for b in range(B) if sel[b]]
-    elif mode == "replace":
-        expected = [ref_twin(b) if sel[b] else ref_x(b) for b in range(B)]
-    else:
-        expected = [ref_x(b) for b in range(B)]
+    expected = step_reference(item, logits, cf.builder.exchange, kind, lam, cfg.kd.temperature, mode)
     assert q.shape[0] == len(expected) == item.student_ids.shape[0]
     for i, want in enumerate(expected):
         assert torch.allclose(q[i], want, atol=2e-6), i
