@@ -202,6 +202,9 @@ class ProbeConfig:
     """Folder with Winogender's templates.tsv and occupations-stats.tsv for the live occupational-stereotype probe
     (`probe/stereo_slope`, `probe/stereo_r_bls`, `probe/stereo_spread`, `probe/stereo_lean`, `probe/stereo_r_teacher`);
     null: off."""
+    agreement: str | None = "eval/data/agreement"
+    """Folder with the pronoun-agreement templates (subjects.tsv, frames.tsv) for the live guard that the context's
+    pronoun stays likelier (`probe/agreement` %, `probe/agreement_margin` nats); null: off."""
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What training measures as it goes: validation loss and perplexity, the pronoun probe and the Winogender
-stereotype probe (`probe.winogender`), and at the end the per-profession probe table (`probe.json`, W&B).
+"""What training measures as it goes: validation loss and perplexity, the pronoun probe, the Winogender
+stereotype probe (`probe.winogender`), the pronoun-agreement guard (`probe.agreement`), and at the end the
+per-profession probe table (`probe.json`, W&B).
 
 Every measurement runs on every process: under FSDP or ZeRO-3 a forward gathers the weights from all of them.
 """
@@ -63,6 +64,16 @@ def run_probe(model, tokenizer, cfg: Config, device) -> dict:
     return out
 
 
+def run_agreement_probe(model, tokenizer, cfg: Config, device) -> dict:
+    """Pronoun agreement where the context decides the gender (`probe/agreement*`); {} when `probe.agreement` is
+    null."""
+    if not cfg.probe.agreement:
+        return {}
+    from distill.evaluation.metrics.pronoun_agreement import live_probe, load_prompts
+
+    return live_probe(model, tokenizer, load_prompts(cfg.probe.agreement), device)
+
+
 def run_stereo_probe(model, tokenizer, cfg: Config, device, teacher_scores=None) -> tuple[dict, dict]:
     """Occupational-stereotype probe on Winogender (`probe/stereo_*`); ({}, {}) when `probe.winogender` is null."""
     if not cfg.probe.winogender:
@@ -96,7 +107,8 @@ class Monitor:
         return self.student if self.fsdp else self.accelerator.unwrap_model(self.student)
 
     def evaluate(self, step: int, probe: bool) -> dict:
-        """`val/loss`, `val/ppl` and, with `probe`, `probe/pronoun_gap`, `probe/he_minus_she`, `probe/stereo_*`."""
+        """`val/loss`, `val/ppl` and, with `probe`, `probe/pronoun_gap`, `probe/he_minus_she`, `probe/stereo_*`,
+        `probe/agreement*`."""
         cfg = self.cfg
         out = {
             "val/loss": validation_loss(
@@ -111,6 +123,7 @@ class Monitor:
             out.update(
                 run_stereo_probe(self._probed(), self.tokenizer, cfg, self.device, self.teacher_stereo)[0]
             )
+            out.update(run_agreement_probe(self._probed(), self.tokenizer, cfg, self.device))
         return out
 
     def first(self, timings: dict) -> dict:
@@ -126,7 +139,10 @@ class Monitor:
             pr["pronoun_gap"],
             pr["he_minus_she"],
         )
-        out.update({k.replace("probe/", "probe/teacher_"): v for k, v in self.stereo_teacher.items()})
+        teacher_probes = self.stereo_teacher | run_agreement_probe(
+            self.teacher, self.tokenizer, self.cfg, self.device
+        )
+        out.update({k.replace("probe/", "probe/teacher_"): v for k, v in teacher_probes.items()})
         return out | timings | {"time/eval_s": time.perf_counter() - t0}
 
     def write_probe_table(self, run: RunDir, step: int) -> None:

@@ -121,6 +121,10 @@ def preflight(cfg: Config) -> None:
             lambda: winogender.load_templates(cfg.probe.winogender),
             lambda: load_occupation_stats(cfg.probe.winogender),
         ]
+    if cfg.probe.agreement:
+        from distill.evaluation.metrics.pronoun_agreement import load_prompts
+
+        checks.append(lambda: load_prompts(cfg.probe.agreement))
     found: list[FairDistillError] = []
     for check in checks:
         try:

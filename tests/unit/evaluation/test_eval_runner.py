@@ -67,7 +67,7 @@ def test_quick_on_a_model_folder_writes_scores_and_their_texts(tmp_path, model_d
     saved = _strict_load(out / "quick.json")
     assert saved == result
     assert saved["suite"] == "quick" and saved["model"]["role"] == "model"
-    assert set(saved["summary"]) == {"templates", "probe", "winogender", "perplexity"}
+    assert set(saved["summary"]) == {"templates", "probe", "winogender", "agreement", "perplexity"}
     templates = saved["tasks"]["templates"]["result"]
     assert templates["n_texts"] == 18 * 4 and len(templates["groups"]) == 18
     assert saved["summary"]["probe"]["pronoun_gap"] >= 0

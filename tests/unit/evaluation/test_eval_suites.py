@@ -12,6 +12,7 @@ import pytest
 from distill.core.errors import ConfigError
 from distill.evaluation.metrics.generation_disparity import DisparityTask
 from distill.evaluation.metrics.perplexity import PerplexityTask
+from distill.evaluation.metrics.pronoun_agreement import PronounAgreementTask
 from distill.evaluation.metrics.pronoun_probe import PronounProbeTask
 from distill.evaluation.metrics.winogender import WinogenderTask
 from distill.evaluation.registry import kinds as metric_kinds
@@ -63,7 +64,7 @@ def test_quick_and_templates_need_no_hub():
 def test_quick_measures_disparity_probe_perplexity_and_fluency():
     quick = load_suite("quick")
     kinds = {type(t) for t in quick.tasks.values()}
-    assert kinds == {DisparityTask, PronounProbeTask, PerplexityTask, WinogenderTask}
+    assert kinds == {DisparityTask, PronounProbeTask, PerplexityTask, WinogenderTask, PronounAgreementTask}
     gen = quick.tasks["templates"]
     assert gen.fluency and quick.reference == "teacher"
     assert (gen.n_per_prompt, gen.max_new_tokens, gen.max_per_group) == (3, 24, 4)
