@@ -161,6 +161,13 @@ class KDConfig:
     changed_tv: float = 0.05
     """The total variation distance from the teacher's own distribution at which a target counts as changed for
     `changed_weight`."""
+    log_ratio: float = 0.0
+    """Weight of the log-ratio term (`distill.training.log_ratio`): at every loss position, the student's log-ratio
+    of each gendered pair and her/his group (the word lists' G) pulled towards the target's, a squared difference
+    weighted by the pair's mass in the target. 0: off (plain KD and the paper's method)."""
+    log_ratio_mass: float = 0.02
+    """m0 of the log-ratio term: a pair weighs min(1, mass / m0) where its mass in the target is at least m0 / 10,
+    and nothing below, so positions where neither word can follow do not dominate."""
 
 
 @dataclass
@@ -311,7 +318,8 @@ class Config:
 def method_label(cfg: Config) -> str:
     """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
     alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CDA + mean + KD x4 where changed"
-    (`kd.changed_weight`), "CE only" (kd.alpha 0), as a paper's table would name them."""
+    (`kd.changed_weight`), "CDA + mean + log-ratio x0.25" (`kd.log_ratio`), "CE only" (kd.alpha 0), as a paper's
+    table would name them."""
     if cfg.run.label:
         return cfg.run.label
     parts = []
@@ -324,6 +332,8 @@ def method_label(cfg: Config) -> str:
         parts.append(kind if parts else f"{kind} targets")
     if cfg.kd.changed_weight != 1.0:
         parts.append(f"KD x{cfg.kd.changed_weight:g} where changed")
+    if cfg.kd.log_ratio > 0:
+        parts.append(f"log-ratio x{cfg.kd.log_ratio:g}")
     if cfg.kd.alpha == 0:
         return " + ".join(["CE only", *parts])
     return " + ".join(parts) if parts else "plain KD"

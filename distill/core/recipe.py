@@ -83,6 +83,13 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
     check_range(p, "kd.changed_weight", cfg.kd.changed_weight, 0)
     check_range(p, "kd.changed_tv", cfg.kd.changed_tv, 0, 1, lo_open=True)
+    check_range(p, "kd.log_ratio", cfg.kd.log_ratio, 0)
+    check_range(p, "kd.log_ratio_mass", cfg.kd.log_ratio_mass, 0, 1, lo_open=True)
+    if cfg.kd.log_ratio > 0 and cfg.kd.alpha == 0:
+        p.append(
+            f"kd.log_ratio {cfg.kd.log_ratio:g} pulls the student towards the target's log-ratios, but kd.alpha is 0 "
+            "(no target); set kd.alpha > 0 or kd.log_ratio: 0"
+        )
     if cfg.kd.changed_weight != 1.0 and cfg.kd.alpha == 0:
         p.append(
             f"kd.changed_weight {cfg.kd.changed_weight:g} weighs the KD term, but kd.alpha is 0 (no KD term); set "

@@ -104,28 +104,31 @@ def optimizer_step(r: Run, batches) -> dict:
     )
     # DDP averages gradients over processes, so scale by world to get the mean over the global tokens.
     normaliser = float(global_tokens) / world
-    kd_sum = ce_sum = weighted = 0.0
+    kd_sum = ce_sum = weighted = lr_sum = 0.0
     for k, batch in enumerate(items):
         targets = r.teacher_targets.targets(batch)
         if targets.changed is not None:  # kd.changed_weight: the loss positions it weighs
             weighted += float((targets.changed & (batch.labels != -100).to(targets.changed.device)).sum())
         with accelerator.no_sync(r.student) if k < accum - 1 else contextlib.nullcontext():
-            sums = student_loss_sums(r.student, r.head, batch, targets, cfg, device, accelerator)
+            sums = student_loss_sums(r.student, r.head, batch, targets, cfg, device, accelerator, r.sides)
             del targets
-            accelerator.backward(combine(sums, cfg.kd.alpha, normaliser))
+            accelerator.backward(combine(sums, cfg.kd.alpha, normaliser, cfg.kd.log_ratio))
         kd_sum += sums.kd.detach().item()
         ce_sum += sums.ce.detach().item()
+        if sums.log_ratio is not None:
+            lr_sum += sums.log_ratio.detach().item()
     # Sums over all processes: the logged losses are means over the global batch, and every process takes the
     # same non-finite decision below (one process skipping or stopping alone would hang the others).
     changed = float(np.mean([b.changed_frac for b in items]))
     reduced = accelerator.reduce(
-        torch.tensor([kd_sum, ce_sum, changed, weighted], device=device, dtype=torch.float64), reduction="sum"
+        torch.tensor([kd_sum, ce_sum, changed, weighted, lr_sum], device=device, dtype=torch.float64),
+        reduction="sum",
     )
-    kd_sum, ce_sum = float(reduced[0]), float(reduced[1])
+    kd_sum, ce_sum, lr_sum = float(reduced[0]), float(reduced[1]), float(reduced[4])
     # the share of the step's loss positions (all micro-batches, all processes) whose KD term is weighed
     changed, weighted = float(reduced[2]) / world, float(reduced[3]) / max(1.0, float(global_tokens))
     n = max(1, int(global_tokens))
-    step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum) / n
+    step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum + cfg.kd.log_ratio * lr_sum) / n
     out = {"stopped": False, "loss": None, "wait": t_wait}
     if not math.isfinite(step_loss):
         r.opt.zero_grad(set_to_none=True)
@@ -147,6 +150,7 @@ def optimizer_step(r: Run, batches) -> dict:
         "loss": step_loss,
         "kd": kd_sum / n,
         "ce": ce_sum / n,
+        "log_ratio": lr_sum / n,
         "tokens": int(global_tokens),
         "changed": changed,
         "weighted": weighted,
@@ -156,7 +160,7 @@ def optimizer_step(r: Run, batches) -> dict:
 class Window:
     """Sums of the steps since the last metrics line (skipped steps count for nothing)."""
 
-    KEYS = ("loss", "kd", "ce", "tokens", "time", "wait", "changed", "weighted")
+    KEYS = ("loss", "kd", "ce", "log_ratio", "tokens", "time", "wait", "changed", "weighted")
 
     def __init__(self):
         self.reset()
@@ -168,7 +172,7 @@ class Window:
     def add(self, result: dict, seconds: float) -> None:
         if result["loss"] is None:
             return
-        for k in ("loss", "kd", "ce", "tokens", "wait", "changed", "weighted"):
+        for k in ("loss", "kd", "ce", "log_ratio", "tokens", "wait", "changed", "weighted"):
             self.sums[k] += result[k]
         self.sums["time"] += seconds
         self.n += 1
@@ -179,6 +183,7 @@ class Window:
             "train/loss": s["loss"] / n,
             "train/loss_kd": s["kd"] / n,
             "train/loss_ce": s["ce"] / n,
+            **({"train/loss_log_ratio": s["log_ratio"] / n} if r.sides is not None else {}),
             "train/lr": r.sched.get_last_lr()[0],
             "train/tokens_per_s": s["tokens"] / s["time"],
             "train/step_time_s": s["time"] / n,

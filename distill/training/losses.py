@@ -26,6 +26,8 @@ class LossSums:
     """Sum over tokens of -log p_S(next token) at temperature 1."""
     tokens: int
     """Number of tokens summed."""
+    log_ratio: torch.Tensor | None = None
+    """With `kd.log_ratio`: the log-ratio term's sum over tokens (`distill.training.log_ratio`), with grad."""
 
 
 def _kl_rows(teacher_logq: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -71,6 +73,10 @@ def kd_ce_sums(
     return LossSums(kd=kd, ce=ce, tokens=int(idx.numel()))
 
 
-def combine(sums: LossSums, alpha: float, normaliser: float) -> torch.Tensor:
-    """alpha * KD + (1 - alpha) * CE, divided by the step's token count (`normaliser`)."""
-    return (alpha * sums.kd + (1.0 - alpha) * sums.ce) / normaliser
+def combine(sums: LossSums, alpha: float, normaliser: float, log_ratio: float = 0.0) -> torch.Tensor:
+    """alpha * KD + (1 - alpha) * CE (+ log_ratio * the log-ratio term), divided by the step's token count
+    (`normaliser`)."""
+    total = alpha * sums.kd + (1.0 - alpha) * sums.ce
+    if log_ratio and sums.log_ratio is not None:
+        total = total + log_ratio * sums.log_ratio
+    return total / normaliser

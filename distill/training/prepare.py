@@ -51,6 +51,8 @@ class Run:
     val_blocks: torch.Tensor | None = None
     teacher_targets: object = None
     head: object = None
+    sides: object = None
+    """With `kd.log_ratio`: the gendered side pairs the log-ratio term reads (`training.log_ratio`)."""
     opt: object = None
     sched: object = None
     batches: MicroBatches | None = None
@@ -255,6 +257,8 @@ def _targets_and_optimizer(r: Run) -> None:
     r.teacher = shard_teacher(accelerator, r.teacher)
     r.batches = MicroBatches(r.train_blocks.shape[0], mbs, accelerator.process_index, world, cfg.run.seed)
     fused, r.head = fused_head(cfg, accelerator, r.student)
+    if cfg.kd.log_ratio > 0:
+        r.sides = _log_ratio_sides(cfg, r, accelerator.device)
     if r.main:
         log.info("loss: %s", "fused with the output projection" if fused else "chunked over full logits")
     tv = cfg.kd.changed_tv if cfg.kd.changed_weight != 1.0 else None
@@ -313,3 +317,28 @@ def _log_summary(r: Run) -> None:
         r.tokens_per_step,
         r.accelerator.num_processes,
     )
+
+
+def _log_ratio_sides(cfg: Config, r: Run, device):
+    """The side pairs of `kd.log_ratio`: the run's exchange when it has counterfactuals, else one built from the
+    same word lists (pairs, names when `augment.names` is set, her/his groups)."""
+    from distill.counterfactual.exchange import g_word_groups, g_word_pairs, gendered_exchange
+    from distill.counterfactual.wordlists import load_lexicon
+    from distill.training.log_ratio import gendered_sides
+
+    if r.cf is not None:
+        ex = r.cf.exchange(torch.device("cpu"))
+    else:
+        a = cfg.augment
+        lex = load_lexicon(a.pairs, a.one_to_many, a.names)
+        ex, _ = gendered_exchange(r.tokenizer, g_word_pairs(lex, use_names=bool(a.names)), g_word_groups(lex))
+    sides = gendered_sides(ex)
+    if r.main:
+        log.info(
+            "log-ratio term: weight %g, %d side pairs over %d columns of G, m0 %g",
+            cfg.kd.log_ratio,
+            sides.female.shape[0],
+            sides.cols.numel(),
+            cfg.kd.log_ratio_mass,
+        )
+    return sides.to(device)

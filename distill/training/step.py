@@ -37,12 +37,13 @@ def fused_head(cfg: Config, accelerator, student):
 
 
 def student_loss_sums(
-    student, head, batch: StepBatch, targets: Targets, cfg: Config, device, accelerator
+    student, head, batch: StepBatch, targets: Targets, cfg: Config, device, accelerator, sides=None
 ) -> LossSums:
     """Student forward on the batch's student rows and the KD + CE sums: fused with `head` (the output projection)
     when given, else on the full logits. `targets.logits` / `targets.hidden` (fused path only) are raw teacher
     tensors the fused loss forms q from a chunk at a time. With `kd.changed_weight` w != 1 and `targets.changed`,
-    the KD sum counts the changed positions w times: KD + (w - 1) * KD(changed positions), from the same forward."""
+    the KD sum counts the changed positions w times: KD + (w - 1) * KD(changed positions), from the same forward.
+    With `sides` (`kd.log_ratio` > 0) the sums carry the log-ratio term, from the same forward."""
     ids, mask = batch.student_ids.to(device), batch.student_mask.to(device)
     labels = batch.labels.to(device)
     T, a, w = cfg.kd.temperature, cfg.kd.alpha, cfg.kd.changed_weight
@@ -57,6 +58,8 @@ def student_loss_sums(
                     sums.kd
                     + (w - 1.0) * kd_ce_sums(logits, targets.logq, only_changed, T, cfg.kd.chunk_size).kd
                 )
+            if sides is not None:
+                sums.log_ratio = _log_ratio(labels, None, None, logits, targets, sides, cfg)
             return sums
         out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1]
@@ -85,4 +88,36 @@ def student_loss_sums(
                 grad_weights=(a * (w - 1.0), 0.0),
             )
             sums.kd = sums.kd + (w - 1.0) * more.kd
+        if sides is not None:
+            sums.log_ratio = _log_ratio(labels, hidden, head, None, targets, sides, cfg)
         return sums
+
+
+def _log_ratio(labels, hidden, head, logits, targets: Targets, sides, cfg: Config):
+    """The log-ratio term over the loss positions (labels != -100) of the student rows: from the student's final
+    hidden states and head (fused) or its logits, against the targets' log-ratios."""
+    from distill.training.log_ratio import log_ratio_sum, student_columns, target_columns
+
+    valid = labels != -100
+    rows = valid.reshape(-1).nonzero(as_tuple=True)[0]
+
+    def flat(x):
+        return None if x is None else x.reshape(-1, x.shape[-1]).index_select(0, rows.to(x.device))
+
+    cols = sides.cols
+    z = student_columns(
+        flat(hidden),
+        None if head is None else head.weight,
+        None if head is None else head.bias,
+        flat(logits),
+        cols,
+    )
+    q = target_columns(
+        flat(targets.logq),
+        flat(targets.logits),
+        flat(targets.hidden),
+        targets.head,
+        cols.to(z.device),
+        cfg.kd.temperature,
+    )
+    return log_ratio_sum(z, q.to(z.device), sides.to(z.device), cfg.kd.temperature, cfg.kd.log_ratio_mass)
