@@ -27,8 +27,8 @@ HUB_FIELDS = ("path", "train_path", "test_path")
 
 def test_found_every_suite():
     # bold_professions, bold_gender, templates, pronoun_probe, perplexity, bias_in_bios, crows_pairs, stereoset,
-    # quick, winogender: update when suites are added.
-    assert len(SUITE_FILES) == 10, SUITE_FILES
+    # quick, winogender, method: update when suites are added.
+    assert len(SUITE_FILES) == 11, SUITE_FILES
     assert list_suites() == sorted(Path(f).stem for f in SUITE_FILES)
 
 
