@@ -14,6 +14,7 @@ vocabulary); what `scripts/gpu_check.sh` times on a GPU.
 | `ce` | student-only cross-entropy (the fused loss with no KD term) |
 | `cached_kd` | plain KD from the hidden-state cache, as the trainer runs it (`teacher.cache`, `perturb.kind: none`) |
 | `method` | the embedded default as the trainer runs it: the cache, two-sided CDA (append) + `mean` perturbation |
+| `method_log_ratio` | the same with the log-ratio term (`kd.log_ratio` 0.25): what the term adds to the method's step |
 | `live_kd` | plain KD with the teacher run every step (fairdistill without a cache: the peers' setting) |
 | `trl_kd` | the same teacher, student, rows and precision; full student logits, TRL's `GKDTrainer.generalized_jsd_loss` (beta 0: forward KL) x T^2 + CE, in a hand loop |
 | `hf_kd` | the same, with the HF distiller's loss (transformers `examples/research_projects/distillation/distiller.py`): `nn.KLDivLoss(reduction="batchmean")` on full-vocabulary softened distributions x T^2 + CE |
@@ -85,7 +86,7 @@ from distill.training.step import student_loss_sums  # noqa: E402
 
 TARGET_SPEEDUP, TARGET_MFU, TARGET_CACHED = 1.8, 0.40, 1.15
 MODELS = {"gpt2-6L": "GPT-2 (124M)", "gpt2-large-18L": "GPT-2 large (774M)"}
-STEPS = ("ce", "cached_kd", "method", "live_kd", "trl_kd", "hf_kd")
+STEPS = ("ce", "cached_kd", "method", "method_log_ratio", "live_kd", "trl_kd", "hf_kd")
 MEMORY_STEPS = ("live_kd", "trl_kd", "hf_kd")
 
 
@@ -157,10 +158,19 @@ class Setup:
             self.caches[precision] = (c, head)
         return self.caches[precision]
 
-    def _student(self, item, targets: Targets, acc, kd=True):
+    def _student(self, item, targets: Targets, acc, kd=True, log_ratio=0.0):
         head = self.student.get_output_embeddings()
-        sums = student_loss_sums(self.student, head, item, targets, self.cfg, self.device, acc)
-        combine(sums, self.cfg.kd.alpha if kd else 0.0, max(1, sums.tokens)).backward()
+        sides = self.sides() if log_ratio else None
+        sums = student_loss_sums(self.student, head, item, targets, self.cfg, self.device, acc, sides)
+        combine(sums, self.cfg.kd.alpha if kd else 0.0, max(1, sums.tokens), log_ratio).backward()
+
+    def sides(self):
+        """The log-ratio term's side pairs (`kd.log_ratio`), from the method's exchange, built once."""
+        if getattr(self, "_sides", None) is None:
+            from distill.training.log_ratio import gendered_sides
+
+            self._sides = gendered_sides(self.cf.exchange(torch.device("cpu"))).to(self.device)
+        return self._sides
 
     def _opt(self):
         self.opt.step()
@@ -200,14 +210,17 @@ class Setup:
             self._student(pl, Targets(hidden=c.hidden(self.batch, []).to(self.device), head=head), acc)
             self._opt()
 
-        def method():
+        def method(log_ratio=0.0):
             c, head = self.cache(precision)
             with torch.no_grad():
                 logp = c.log_probs(self.batch, self.twin_blocks, head).to(self.device)
             targets = Targets(logq=batch_targets(it, logp, self.cf))
             del logp
-            self._student(it, targets, acc)
+            self._student(it, targets, acc, log_ratio=log_ratio)
             self._opt()
+
+        def method_log_ratio():
+            method(log_ratio=0.25)
 
         def live_kd():
             self._student(pl, Targets(logits=self._teacher_logits(acc)), acc)
@@ -225,7 +238,7 @@ class Setup:
 
     def rows(self, name: str) -> int:
         """The student's rows in one step: B, or B + k for the method (CDA append)."""
-        return len(self.batch) + self.k if name == "method" else len(self.batch)
+        return len(self.batch) + self.k if name.startswith("method") else len(self.batch)
 
     def flops(self, name: str, seq: int) -> float:
         """Model FLOPs of one step (see the module docstring)."""
@@ -236,7 +249,7 @@ class Setup:
         student = rows_s * seq * (6 * matmul_params(self.student) + 12 * s_cfg.num_hidden_layers * d * seq)
         if name == "ce":
             return student
-        if name in ("cached_kd", "method"):
+        if name in ("cached_kd", "method", "method_log_ratio"):
             return student + rows_s * seq * 2 * t_cfg.hidden_size * V
         teacher = (
             B
