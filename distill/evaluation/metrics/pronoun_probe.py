@@ -180,6 +180,14 @@ def pronoun_probe(
         gaps.extend(gap.tolist())
         word_sum += logp[:, word_ids].double().sum(0).cpu()
 
+    # mean log P of each pronoun form over the prompts: which words make up the gap (a diagnostic; the headline
+    # numbers are the gap itself)
+    per_word = {w: float(v) / len(gaps) for w, v in zip([w.strip() for w in forms], word_sum.tolist())}
+    return _summary(cells, gaps) | {"per_word": per_word, **report}
+
+
+def _summary(cells: list[tuple[str, str]], gaps: list[float]) -> dict:
+    """The probe's numbers from each (template, profession) prompt's signed gap."""
     per_profession: dict[str, list[float]] = {}
     per_template: dict[str, list[float]] = {}
     for (t, p), g in zip(cells, gaps):
@@ -192,11 +200,7 @@ def pronoun_probe(
         "per_template": {t: sum(v) / len(v) for t, v in per_template.items()},
         # every prompt's signed gap, in a fixed order, so two models can be compared prompt by prompt (paired)
         "per_prompt": [{"template": t, "profession": p, "gap": g} for (t, p), g in zip(cells, gaps)],
-        # mean log P of each pronoun form over the prompts: which words make up the gap (a diagnostic; the
-        # headline numbers above are the gap itself)
-        "per_word": {w: float(v) / len(gaps) for w, v in zip([w.strip() for w in forms], word_sum.tolist())},
         "n_prompts": len(gaps),
-        **report,
     }
 
 
