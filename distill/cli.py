@@ -1,4 +1,4 @@
-"""Command line: `distill train RECIPE [key=value ...]`, `distill check RECIPE`, `distill eval ...`.
+"""Command line: `distill run RECIPE` (train it and its baseline, compare them), `train`, `check`, `eval`, ...
 
 Every `FairDistillError` (bad recipe, word list, dataset, checkpoint) is printed as one message with a non-zero
 exit; a traceback means a bug in fairdistill.
@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from distill import __version__
 from distill.core.errors import ConfigError, FairDistillError
 
 EXIT_USER_ERROR = 2
@@ -93,16 +94,18 @@ def _cmd_eval(args) -> int:
 
 def _cmd_compare(args) -> int:
     """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
-    from pathlib import Path
+    return _compare(args.recipe, args.baseline, args.overrides)
 
+
+def _compare(recipe: str, baseline: str, overrides: list[str]) -> int:
     from distill.core.recipe import load_config
     from distill.core.rundir import RunDir
     from distill.evaluation import results as R
     from distill.reporting.evaluate import evaluate_checkpoint
     from distill.reporting.report import write_report
 
-    main_cfg = load_config(args.recipe, args.overrides)
-    base_cfg = load_config(args.baseline, args.overrides)
+    main_cfg = load_config(recipe, overrides)
+    base_cfg = load_config(baseline, overrides)
     main_dir = Path(main_cfg.run.output_dir) / main_cfg.run.name
     base_dir = Path(base_cfg.run.output_dir) / base_cfg.run.name
     suite = main_cfg.eval.suite
@@ -110,6 +113,82 @@ def _cmd_compare(args) -> int:
         evaluate_checkpoint(base_dir, suite)
     path = write_report([str(main_dir), str(base_dir)], out=str(RunDir(main_dir).report))
     sys.stdout.write(Path(path).read_text() + f"\nreport: {path}\n")
+    return 0
+
+
+def _default_baseline(recipe: str) -> str | None:
+    """`<recipe>_baseline.yaml` beside the recipe, when there is one."""
+    from distill.core.resources import resource_path
+
+    path = resource_path(recipe)
+    if not path.is_file():
+        path = resource_path(Path("recipes") / recipe)  # a shipped recipe's file name
+    twin = path.with_name(f"{path.stem}_baseline{path.suffix}")
+    if path.stem.endswith("_baseline") or not twin.is_file():
+        return None
+    as_typed = str(Path(recipe).with_name(twin.name))  # recipes/x.yaml -> recipes/x_baseline.yaml, as typed
+    return as_typed if resource_path(as_typed).resolve() == twin.resolve() else str(twin)
+
+
+def _train_argv(args, recipe: str, extra: list[str]) -> list[str]:
+    """One training as a child process: `python -m distill.cli train ...`, or through `python -m distill.launch`
+    (`accelerate launch`, which ends a failure with the child's message and exit status) with a config."""
+    head = [sys.executable, "-m", "distill.cli"]
+    if args.accelerate_config:
+        head = [sys.executable, "-m", "distill.launch", "--config_file", args.accelerate_config]
+        head += ["--num_processes", str(args.num_processes)] if args.num_processes else []
+        head += ["--num_cpu_threads_per_process", str(args.cpu_threads)] if args.cpu_threads else []
+        head.append("--")
+    return [*head, *(["-v"] if args.verbose else []), "train", recipe, *args.overrides, *extra]
+
+
+def _cmd_run(args) -> int:
+    """Train the recipe, then its baseline (evaluated once, by the comparison), then report the two side by side.
+    Each training runs in its own process, as `make distill` always has; both recipes are checked first, so a
+    typo in either fails before anything trains."""
+    import subprocess
+
+    from distill.core.recipe import load_config
+
+    if args.baseline and args.no_baseline:
+        raise ConfigError("--baseline and --no-baseline both given; keep one")
+    if (args.num_processes or args.cpu_threads) and not args.accelerate_config:
+        raise ConfigError("--num-processes and --cpu-threads need --accelerate-config (how to launch them)")
+    baseline = None if args.no_baseline else (args.baseline or _default_baseline(args.recipe))
+    for recipe in [args.recipe, *([baseline] if baseline else [])]:
+        load_config(recipe, args.overrides)
+    os.environ.setdefault(
+        "FAIRDISTILL_COMMAND", invocation(args.argv)
+    )  # the resume hint repeats this command
+    steps = [(args.recipe, [])] + ([(baseline, ["eval.suite=null"])] if baseline else [])
+    for recipe, extra in steps:
+        code = subprocess.run(_train_argv(args, recipe, extra)).returncode
+        if code:
+            return code  # the child said why; its exit status is this one's
+    if not baseline:
+        logging.getLogger("distill").info("run: no baseline for %s; trained it alone", args.recipe)
+        return 0
+    return _compare(args.recipe, baseline, args.overrides)
+
+
+def _cmd_recipes(args) -> int:
+    from distill.core import catalog
+
+    sys.stdout.write(
+        "Recipes (distill train|run RECIPE):\n"
+        + catalog.listing(catalog.recipes())
+        + "\nExperiment grids (distill experiment recipes/experiments/GRID):\n"
+        + catalog.listing(catalog.recipes("recipes/experiments"))
+    )
+    return 0
+
+
+def _cmd_suites(args) -> int:
+    from distill.core import catalog
+
+    sys.stdout.write(
+        "Evaluation suites (distill eval CKPT --suite NAME):\n" + catalog.listing(catalog.suites())
+    )
     return 0
 
 
@@ -164,54 +243,128 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """The options every command takes, before or after its name (`distill --online check R`, `distill check R
+    --online`); a subcommand's copy never overwrites what the top level parsed."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", help="log from every process", **default)
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="allow the Hugging Face hub (default: offline, HF_HUB_OFFLINE=1, unless the environment sets "
+        "HF_HUB_OFFLINE; needed the first time a hub teacher or dataset is used)",
+        **default,
+    )
+
+
+def _sub(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    _common(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+RECIPE_HELP = "recipe YAML: a path, or a shipped recipe's file name (`distill recipes` lists them)"
+OVERRIDES_HELP = "key=value overrides of the recipe, e.g. kd.alpha=0.7 perturb.kind=max (any order)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="distill", description="Distill a causal LM while removing gender disparity."
+        prog="distill",
+        description="Distill a causal LM into a smaller student with counterfactual role reversal, a method meant "
+        "to reduce the gender bias the student inherits, and measure whether it did.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log from every process")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"fairdistill {__version__}")
+    _common(p, top=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="`distill COMMAND --help` for its arguments"
+    )
 
-    t = sub.add_parser("train", help="run a distillation recipe")
-    t.add_argument("recipe", help="recipe YAML, e.g. recipes/debug.yaml")
-    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. kd.alpha=0.7 perturb.kind=max")
-    t.set_defaults(func=_cmd_train)
+    r = _sub(
+        sub, "run", _cmd_run, "train a recipe and its baseline, then compare them (what `make distill` runs)"
+    )
+    r.add_argument("recipe", help=RECIPE_HELP)
+    r.add_argument(
+        "--baseline",
+        metavar="RECIPE",
+        help="the baseline recipe (default: <recipe>_baseline.yaml beside the recipe, when there is one)",
+    )
+    r.add_argument(
+        "--no-baseline", action="store_true", help="train the recipe alone, no baseline or comparison"
+    )
+    r.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="train through `accelerate launch` with this config (e.g. recipes/accelerate/ddp_8gpu.yaml); "
+        "default: one process",
+    )
+    r.add_argument("--num-processes", type=int, metavar="N", help="processes for --accelerate-config")
+    r.add_argument(
+        "--cpu-threads", type=int, metavar="N", help="threads per process on CPU (with --accelerate-config)"
+    )
+    r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
 
-    c = sub.add_parser(
+    t = _sub(sub, "train", _cmd_train, "train one recipe (and evaluate it with its eval.suite)")
+    t.add_argument("recipe", help=RECIPE_HELP)
+    t.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    c = _sub(
+        sub,
         "check",
-        help="validate a recipe as train does before loading a model (data, word lists, layer indices from the "
+        _cmd_check,
+        "validate a recipe as train does before loading a model (data, word lists, layer indices from the "
         "teacher's config.json) and print the resolved config",
     )
-    c.add_argument("recipe")
-    c.add_argument("overrides", nargs="*")
-    c.set_defaults(func=_cmd_check)
+    c.add_argument("recipe", help=RECIPE_HELP)
+    c.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
-    w = sub.add_parser(
-        "inspect-twins", help="coverage, her-rule accuracy and coherence of a recipe's counterfactual twins"
+    _sub(
+        sub,
+        "recipes",
+        _cmd_recipes,
+        "list the shipped recipes and experiment grids, each with what it is for",
     )
-    w.add_argument("recipe")
+    _sub(sub, "suites", _cmd_suites, "list the evaluation suites (eval/*.yaml), each with what it measures")
+
+    w = _sub(
+        sub,
+        "inspect-twins",
+        _cmd_inspect_twins,
+        "coverage, her-rule accuracy and coherence of a recipe's twins",
+    )
+    w.add_argument("recipe", help=RECIPE_HELP)
     w.add_argument("--show", type=int, default=3, help="how many real twins to print")
-    w.add_argument("overrides", nargs="*")
-    w.set_defaults(func=_cmd_inspect_twins)
+    w.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
-    e = sub.add_parser(
-        "eval", help="evaluate a checkpoint (a run directory, its final/ folder, or a model dir)"
+    e = _sub(sub, "eval", _cmd_eval, "evaluate a checkpoint with a suite")
+    e.add_argument(
+        "ckpt",
+        help="a run directory, its final/ folder, a save_pretrained folder, a hub id or embedded:smollm2-135m",
     )
-    e.add_argument("ckpt")
-    e.add_argument("--suite", default="quick")
+    e.add_argument(
+        "--suite",
+        default="quick",
+        help="suite name or YAML path (default: quick; `distill suites` lists them)",
+    )
     e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
-    e.add_argument("overrides", nargs="*")
-    e.set_defaults(func=_cmd_eval)
+    e.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the suite, e.g. n_per_prompt=1 (any order)"
+    )
 
-    m = sub.add_parser(
-        "compare", help="evaluate a baseline run like the main run and report the two side by side"
+    m = _sub(
+        sub,
+        "compare",
+        _cmd_compare,
+        "evaluate a baseline run like the main run and report the two side by side",
     )
     m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
     m.add_argument("baseline", help="the baseline recipe")
-    m.add_argument("overrides", nargs="*")
-    m.set_defaults(func=_cmd_compare)
+    m.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
 
-    x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
-    x.add_argument("grid", help="e.g. recipes/experiments/smollm2_24L_seeds.yaml")
+    x = _sub(
+        sub, "experiment", _cmd_experiment, "train and evaluate a grid of variants x seeds; write results/"
+    )
+    x.add_argument("grid", help="grid YAML, e.g. recipes/experiments/smollm2_24L_seeds.yaml")
     x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
     x.add_argument(
         "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
@@ -229,12 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare this run's table with an earlier results.json (is every number inside its interval?); "
         "writes reproduction.md and exits 1 if one is not",
     )
-    x.set_defaults(func=_cmd_experiment)
 
-    r = sub.add_parser("report", help="side-by-side report of evaluated runs")
-    r.add_argument("runs", nargs="+")
-    r.add_argument("--out", default=None, help="report folder (default: report/ beside the first run)")
-    r.set_defaults(func=_cmd_report)
+    rp = _sub(sub, "report", _cmd_report, "side-by-side report of evaluated runs")
+    rp.add_argument("runs", nargs="+", help="run directories, e.g. runs/smollm2-135m_to_24L")
+    rp.add_argument("--out", default=None, help="report folder (default: report/ beside the first run)")
     return p
 
 
@@ -266,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
+    # Offline by default, as `make` is: a hub name that is not in the local cache fails at once with a hint
+    # instead of retrying the network. --online (or HF_HUB_OFFLINE=0 in the environment) allows the hub; set
+    # before any Hugging Face library is imported, and inherited by the processes a command starts.
+    if args.online:
+        os.environ["HF_HUB_OFFLINE"] = "0"
+    else:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
     except FairDistillError as e:

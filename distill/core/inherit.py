@@ -1,7 +1,7 @@
 """Recipe inheritance: `base: smollm2-135m_to_24L.yaml` plus only the fields that differ, merged deeply.
 
 A recipe's `base` names another recipe: a path relative to the recipe's own folder, a path as given (working
-directory, then the checkout), or a shipped recipe's file name. The base is read first (its own `base` too), then
+directory, then the checkout), or a shipped recipe's file name (which also names a recipe on the command line). The base is read first (its own `base` too), then
 the recipe's mappings are merged into it key by key; a scalar or a list replaces what the base had. `base` itself
 never reaches the resolved config, so a recipe written out in full and one that inherits the same values resolve
 to the same `Config` (and the same run folder identity). A missing base or a cycle is one `ConfigError`.
@@ -51,7 +51,12 @@ def resolve(recipe: str | Path, read: Callable[[str | Path], dict]) -> dict:
     layers: list[dict] = []
     current: str | Path = recipe
     while True:
-        path = resource_path(current).resolve()
+        path = resource_path(current)
+        shipped = resource_path(Path("recipes") / current)
+        # a shipped recipe's file name, from anywhere
+        if not chain and not path.exists() and shipped.is_file():
+            current, path = shipped, shipped
+        path = path.resolve()
         if path in chain:
             cycle = " -> ".join([*shown, str(current)])
             raise ConfigError(f"recipe bases form a cycle: {cycle}; remove one `base:`", str(recipe))
