@@ -357,7 +357,9 @@ def plot(payload: dict, name: str, stem: Path) -> None:
     if not r.get("plot") or not r.get("stats"):
         return
     model = payload.get("model") or {}
-    label = model.get("method") or model.get("label") or "model"  # a run's student by its method, not its folder
+    label = (
+        model.get("method") or model.get("label") or "model"
+    )  # a run's student by its method, not its folder
     series = []
     if r.get("teacher_per_occupation"):
         tsc = r["teacher_per_occupation"]
