@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,3 +38,23 @@ def test_every_recipe_field_has_a_docstring():
             ):
                 missing.append(f"{cls.__name__}.{f.name}")
     assert not missing, missing
+
+
+def test_license_and_citation_name_the_project_as_pyproject_does():
+    import yaml
+
+    from distill import __version__
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    project = {  # tomllib is Python 3.11+; the project supports 3.10
+        "version": re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1),
+        "license": {"text": re.search(r'^license = \{ text = "([^"]+)" \}', pyproject, re.M).group(1)},
+    }
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in license_text
+    assert project["license"]["text"] == "Apache-2.0"
+    for folder in ("word_lists/", "eval/data/winogender/", "eval/data/bold/"):
+        assert folder in license_text, f"LICENSE names the license of {folder}"
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["version"] == project["version"] == __version__ and cff["license"] == "Apache-2.0"
+    assert "Counterfactual Role Reversal" in cff["references"][0]["title"]
