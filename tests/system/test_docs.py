@@ -18,6 +18,37 @@ def _script(name: str):
     return module
 
 
+README_MAX_LINES = 150
+
+
+def test_the_readme_is_at_most_150_lines():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move histories and measurements to "
+        "results/README.md or benchmarks/README.md"
+    )
+
+
+def test_the_readme_links_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    assert local, "the README links the pages it leaves details to"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
+
+
+def test_the_readmes_five_seed_numbers_are_those_of_the_results_it_cites():
+    """Every number of the README's five-seed table stands in the seeds.md it names as its source."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    source = re.search(r"\((results/experiment_24L_variants/seeds\.md)\)", text).group(1)
+    seeds = (ROOT / source).read_text(encoding="utf-8")
+    table = text[text.index("| 20 unseen occupations") : text.index("The method reduces")]
+    row = next(r for r in table.splitlines() if r.startswith("| stereotype size"))
+    teacher, plain, method = (c.strip() for c in row.split("|")[2:5])
+    assert f"| {teacher} | {plain} | {method};" in seeds
+
+
 def test_the_config_reference_is_generated_from_the_schema():
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == _script("config_reference").page(), (
         "docs/config.md is stale: python scripts/config_reference.py --write"
