@@ -116,32 +116,6 @@ def _compare(recipe: str, baseline: str, overrides: list[str]) -> int:
     return 0
 
 
-def _default_baseline(recipe: str) -> str | None:
-    """`<recipe>_baseline.yaml` beside the recipe, when there is one."""
-    from distill.core.resources import resource_path
-
-    path = resource_path(recipe)
-    if not path.is_file():
-        path = resource_path(Path("recipes") / recipe)  # a shipped recipe's file name
-    twin = path.with_name(f"{path.stem}_baseline{path.suffix}")
-    if path.stem.endswith("_baseline") or not twin.is_file():
-        return None
-    as_typed = str(Path(recipe).with_name(twin.name))  # recipes/x.yaml -> recipes/x_baseline.yaml, as typed
-    return as_typed if resource_path(as_typed).resolve() == twin.resolve() else str(twin)
-
-
-def _train_argv(args, recipe: str, extra: list[str]) -> list[str]:
-    """One training as a child process: `python -m distill.cli train ...`, or through `python -m distill.launch`
-    (`accelerate launch`, which ends a failure with the child's message and exit status) with a config."""
-    head = [sys.executable, "-m", "distill.cli"]
-    if args.accelerate_config:
-        head = [sys.executable, "-m", "distill.launch", "--config_file", args.accelerate_config]
-        head += ["--num_processes", str(args.num_processes)] if args.num_processes else []
-        head += ["--num_cpu_threads_per_process", str(args.cpu_threads)] if args.cpu_threads else []
-        head.append("--")
-    return [*head, *(["-v"] if args.verbose else []), "train", recipe, *args.overrides, *extra]
-
-
 def _cmd_run(args) -> int:
     """Train the recipe, then its baseline (evaluated once, by the comparison), then report the two side by side.
     Each training runs in its own process, as `make distill` always has; both recipes are checked first, so a
@@ -149,26 +123,34 @@ def _cmd_run(args) -> int:
     import subprocess
 
     from distill.core.recipe import load_config
+    from distill.experiment import pair
 
     if args.baseline and args.no_baseline:
         raise ConfigError("--baseline and --no-baseline both given; keep one")
     if (args.num_processes or args.cpu_threads) and not args.accelerate_config:
         raise ConfigError("--num-processes and --cpu-threads need --accelerate-config (how to launch them)")
-    baseline = None if args.no_baseline else (args.baseline or _default_baseline(args.recipe))
-    for recipe in [args.recipe, *([baseline] if baseline else [])]:
-        load_config(recipe, args.overrides)
+    baseline = None if args.no_baseline else (args.baseline or pair.default_baseline(args.recipe))
+    cfgs = [load_config(r, args.overrides) for r in [args.recipe, *([baseline] if baseline else [])]]
+    launch = None
+    if args.accelerate_config:
+        launch = ["--config_file", args.accelerate_config]
+        launch += ["--num_processes", str(args.num_processes)] if args.num_processes else []
+        launch += ["--num_cpu_threads_per_process", str(args.cpu_threads)] if args.cpu_threads else []
     os.environ.setdefault(
         "FAIRDISTILL_COMMAND", invocation(args.argv)
     )  # the resume hint repeats this command
-    steps = [(args.recipe, [])] + ([(baseline, ["eval.suite=null"])] if baseline else [])
-    for recipe, extra in steps:
-        code = subprocess.run(_train_argv(args, recipe, extra)).returncode
-        if code:
+    for recipe, extra in [(args.recipe, []), *([(baseline, ["eval.suite=null"])] if baseline else [])]:
+        argv = pair.train_argv(recipe, [*args.overrides, *extra], launch, args.verbose)
+        if code := subprocess.run(argv).returncode:
             return code  # the child said why; its exit status is this one's
     if not baseline:
         logging.getLogger("distill").info("run: no baseline for %s; trained it alone", args.recipe)
         return 0
-    return _compare(args.recipe, baseline, args.overrides)
+    _compare(args.recipe, baseline, args.overrides)
+    if cfgs[0].eval.suite and pair.is_default_pair(*cfgs):  # where this run falls against the five seeds
+        dirs = [Path(c.run.output_dir) / c.run.name for c in cfgs]
+        sys.stdout.write(pair.against_seeds(dirs[0], dirs[1], cfgs[0].eval.suite))
+    return 0
 
 
 def _cmd_recipes(args) -> int:
