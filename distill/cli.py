@@ -250,18 +250,7 @@ RECIPE_HELP = "recipe YAML: a path, or a shipped recipe's file name (`distill re
 OVERRIDES_HELP = "key=value overrides of the recipe, e.g. kd.alpha=0.7 perturb.kind=max (any order)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="distill",
-        description="Distill a causal LM into a smaller student with counterfactual role reversal, a method meant "
-        "to reduce the gender bias the student inherits, and measure whether it did.",
-    )
-    p.add_argument("--version", action="version", version=f"fairdistill {__version__}")
-    _common(p, top=True)
-    sub = p.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="`distill COMMAND --help` for its arguments"
-    )
-
+def _add_run(sub) -> None:
     r = _sub(
         sub, "run", _cmd_run, "train a recipe and its baseline, then compare them (what `make distill` runs)"
     )
@@ -285,6 +274,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-threads", type=int, metavar="N", help="threads per process on CPU (with --accelerate-config)"
     )
     r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
+
+
+def _add_experiment(sub) -> None:
+    x = _sub(
+        sub, "experiment", _cmd_experiment, "train and evaluate a grid of variants x seeds; write results/"
+    )
+    x.add_argument("grid", help="grid YAML, e.g. recipes/experiments/smollm2_24L_seeds.yaml")
+    x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
+    x.add_argument(
+        "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
+    )
+    x.add_argument("--results-dir", help="write the table here instead of the grid's results_dir")
+    x.add_argument("--seeds", help="only these seeds, e.g. 0,1,2 (summarise the seeds finished so far)")
+    x.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="copy every evaluated run's scores, config and metrics (no weights) to DIR/<run>/",
+    )
+    x.add_argument(
+        "--check-against",
+        metavar="RESULTS_JSON",
+        help="compare this run's table with an earlier results.json (is every number inside its interval?); "
+        "writes reproduction.md and exits 1 if one is not",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distill",
+        description="Distill a causal LM into a smaller student with counterfactual role reversal, a method meant "
+        "to reduce the gender bias the student inherits, and measure whether it did.",
+    )
+    p.add_argument("--version", action="version", version=f"fairdistill {__version__}")
+    _common(p, top=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="`distill COMMAND --help` for its arguments"
+    )
+
+    _add_run(sub)
 
     t = _sub(sub, "train", _cmd_train, "train one recipe (and evaluate it with its eval.suite)")
     t.add_argument("recipe", help=RECIPE_HELP)
@@ -343,27 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("baseline", help="the baseline recipe")
     m.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
 
-    x = _sub(
-        sub, "experiment", _cmd_experiment, "train and evaluate a grid of variants x seeds; write results/"
-    )
-    x.add_argument("grid", help="grid YAML, e.g. recipes/experiments/smollm2_24L_seeds.yaml")
-    x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
-    x.add_argument(
-        "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
-    )
-    x.add_argument("--results-dir", help="write the table here instead of the grid's results_dir")
-    x.add_argument("--seeds", help="only these seeds, e.g. 0,1,2 (summarise the seeds finished so far)")
-    x.add_argument(
-        "--archive",
-        metavar="DIR",
-        help="copy every evaluated run's scores, config and metrics (no weights) to DIR/<run>/",
-    )
-    x.add_argument(
-        "--check-against",
-        metavar="RESULTS_JSON",
-        help="compare this run's table with an earlier results.json (is every number inside its interval?); "
-        "writes reproduction.md and exits 1 if one is not",
-    )
+    _add_experiment(sub)
 
     rp = _sub(sub, "report", _cmd_report, "side-by-side report of evaluated runs")
     rp.add_argument("runs", nargs="+", help="run directories, e.g. runs/smollm2-135m_to_24L")
