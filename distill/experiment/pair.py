@@ -24,7 +24,7 @@ DEFAULT_BASELINE = "recipes/smollm2-135m_to_24L_baseline.yaml"
 SEEDS = "results/experiment_24L_variants/seeds.json"
 # (key in seeds.json and in a run's seed values, what it is)
 ROWS = (
-    ("slope_unseen", "stereotype size (slope), unseen occupations"),
+    ("slope_unseen", "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"),
     ("spread_unseen", "spread (nats), unseen occupations"),
     ("r_bls_unseen", "association r with BLS % women, unseen occupations"),
     ("ppl", "perplexity on the run's held-out blocks (val/ppl)"),
