@@ -120,8 +120,6 @@ def _cmd_run(args) -> int:
     """Train the recipe, then its baseline (evaluated once, by the comparison), then report the two side by side.
     Each training runs in its own process, as `make distill` always has; both recipes are checked first, so a
     typo in either fails before anything trains."""
-    import subprocess
-
     from distill.core.recipe import load_config
     from distill.experiment import pair
 
@@ -141,7 +139,7 @@ def _cmd_run(args) -> int:
     )  # the resume hint repeats this command
     for recipe, extra in [(args.recipe, []), *([(baseline, ["eval.suite=null"])] if baseline else [])]:
         argv = pair.train_argv(recipe, [*args.overrides, *extra], launch, args.verbose)
-        if code := subprocess.run(argv).returncode:
+        if code := pair.run_child(argv):
             return code  # the child said why; its exit status is this one's
     if not baseline:
         logging.getLogger("distill").info("run: no baseline for %s; trained it alone", args.recipe)

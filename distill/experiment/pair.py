@@ -66,6 +66,29 @@ def train_argv(
     return [*head, *(["-v"] if verbose else []), "train", recipe, *overrides]
 
 
+def run_child(argv: list[str]) -> int:
+    """Run one training and return its exit status (128 + N when signal N ended it). SIGTERM and SIGINT that reach
+    this process while it waits are passed on to the training, which finishes its step, saves a checkpoint and
+    exits 143 / 130, instead of ending this process and leaving the training behind; a second copy of the signal
+    (Ctrl-C reaches the whole terminal group) changes nothing there."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(argv)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
 def is_default_pair(method: Config, baseline: Config) -> bool:
     """Whether the pair trains what the shipped default and its baseline train, so the five seeds are theirs."""
     return _recipe(method) == _recipe(load_config(DEFAULT)) and _recipe(baseline) == _recipe(

@@ -88,22 +88,22 @@ def test_offline_by_default_with_one_switch_for_the_hub(monkeypatch, capsys, env
 
 
 class _Children:
-    """Stands in for `subprocess.run`: records each child's command line, answers with the given exit codes."""
+    """Stands in for `pair.run_child`: records each training's command line, answers with the given exit codes."""
 
     def __init__(self, codes=()):
         self.argvs: list[list[str]] = []
         self.codes = list(codes)
 
-    def __call__(self, argv, *a, **k):
+    def __call__(self, argv):
         self.argvs.append(list(argv))
-        return subprocess.CompletedProcess(argv, self.codes.pop(0) if self.codes else 0)
+        return self.codes.pop(0) if self.codes else 0
 
 
 @pytest.fixture
 def children(monkeypatch):
     spawned = _Children()
     compared: list[tuple] = []
-    monkeypatch.setattr(subprocess, "run", spawned)
+    monkeypatch.setattr("distill.experiment.pair.run_child", spawned)
     monkeypatch.setattr("distill.cli._compare", lambda *a: compared.append(a) or 0)
     monkeypatch.delenv("FAIRDISTILL_COMMAND", raising=False)
     spawned.compared = compared

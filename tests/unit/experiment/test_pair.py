@@ -82,3 +82,30 @@ def test_the_shipped_seed_file_has_every_number_the_run_is_read_against():
     for variant, _ in pair.PAIR:
         metrics = grid["variants"][variant]["metrics"]
         assert all(len(metrics[key]["seeds"]) == 5 for key, _ in pair.ROWS), variant
+
+
+def test_a_signal_to_the_waiting_command_reaches_the_training(tmp_path):
+    """SIGTERM to `distill run` while a training runs: the training gets it (and exits as it would, 143 after its
+    checkpoint), and `distill run` ends with that status instead of dying and leaving the training behind."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    training = (
+        "import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(got)!r}).write_text('TERM'), sys.exit(143)))\n"
+        f"pathlib.Path({str(ready)!r}).write_text('1')\n"
+        "time.sleep(60)\n"
+    )
+    waiting = f"import sys; from distill.experiment.pair import run_child; sys.exit(run_child([sys.executable, '-c', {training!r}]))"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", waiting], env=env)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), "the training never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert got.read_text() == "TERM"
