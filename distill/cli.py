@@ -134,12 +134,11 @@ def _cmd_run(args) -> int:
         launch = ["--config_file", args.accelerate_config]
         launch += ["--num_processes", str(args.num_processes)] if args.num_processes else []
         launch += ["--num_cpu_threads_per_process", str(args.cpu_threads)] if args.cpu_threads else []
-    os.environ.setdefault(
-        "FAIRDISTILL_COMMAND", invocation(args.argv)
-    )  # the resume hint repeats this command
+    env = dict(os.environ)
+    env.setdefault("FAIRDISTILL_COMMAND", invocation(args.argv))  # the resume hint repeats this command
     for recipe, extra in [(args.recipe, []), *([(baseline, ["eval.suite=null"])] if baseline else [])]:
         argv = pair.train_argv(recipe, [*args.overrides, *extra], launch, args.verbose)
-        if code := pair.run_child(argv):
+        if code := pair.run_child(argv, env):
             return code  # the child said why; its exit status is this one's
     if not baseline:
         logging.getLogger("distill").info("run: no baseline for %s; trained it alone", args.recipe)

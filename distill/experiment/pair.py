@@ -66,7 +66,7 @@ def train_argv(
     return [*head, *(["-v"] if verbose else []), "train", recipe, *overrides]
 
 
-def run_child(argv: list[str]) -> int:
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> int:
     """Run one training and return its exit status (128 + N when signal N ended it). SIGTERM and SIGINT that reach
     this process while it waits are passed on to the training, which finishes its step, saves a checkpoint and
     exits 143 / 130, instead of ending this process and leaving the training behind; a second copy of the signal
@@ -74,7 +74,7 @@ def run_child(argv: list[str]) -> int:
     import signal
     import subprocess
 
-    child = subprocess.Popen(argv)
+    child = subprocess.Popen(argv, env=env)
 
     def forward(signum, _frame):
         if child.poll() is None:

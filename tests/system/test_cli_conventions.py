@@ -92,10 +92,12 @@ class _Children:
 
     def __init__(self, codes=()):
         self.argvs: list[list[str]] = []
+        self.envs: list[dict] = []
         self.codes = list(codes)
 
-    def __call__(self, argv):
+    def __call__(self, argv, env=None):
         self.argvs.append(list(argv))
+        self.envs.append(dict(env or {}))
         return self.codes.pop(0) if self.codes else 0
 
 
@@ -105,7 +107,10 @@ def children(monkeypatch):
     compared: list[tuple] = []
     monkeypatch.setattr("distill.experiment.pair.run_child", spawned)
     monkeypatch.setattr("distill.cli._compare", lambda *a: compared.append(a) or 0)
-    monkeypatch.delenv("FAIRDISTILL_COMMAND", raising=False)
+    monkeypatch.setenv(
+        "FAIRDISTILL_COMMAND", ""
+    )  # recorded, so that the test leaves the environment as it was
+    monkeypatch.delenv("FAIRDISTILL_COMMAND")
     spawned.compared = compared
     return spawned
 
@@ -120,8 +125,11 @@ def test_run_trains_the_recipe_then_its_baseline_then_compares(children):
         [*py, "train", baseline, "train.max_steps=2", "eval.suite=null"],
     ]
     assert children.compared == [(recipe, baseline, ["train.max_steps=2"])]
-    # the resume hint of either run repeats the command that started both
-    assert os.environ["FAIRDISTILL_COMMAND"].endswith(f"run {recipe} train.max_steps=2")
+    # the resume hint of either run repeats the command that started both; this process's environment is left alone
+    assert all(
+        env["FAIRDISTILL_COMMAND"].endswith(f"run {recipe} train.max_steps=2") for env in children.envs
+    )
+    assert "FAIRDISTILL_COMMAND" not in os.environ
 
 
 def test_run_through_accelerate(children):
