@@ -11,10 +11,12 @@ DEFAULT_RECIPE := recipes/smollm2-135m_to_24L.yaml
 RECIPE ?= $(DEFAULT_RECIPE)
 # The embedded default also trains its baseline twin (plain KD) and reports the two side by side; COMPARE= skips it.
 COMPARE ?= $(if $(filter $(DEFAULT_RECIPE),$(RECIPE)),recipes/smollm2-135m_to_24L_baseline.yaml,)
-# `accelerate launch -m distill.cli`, ending a failure with the project's message and exit status (no launcher traceback).
-# On the single-process CPU config, one process uses every physical core: said outright, so accelerate need not.
+# `distill run`: trains RECIPE, then COMPARE, each through `accelerate launch` with ACCELERATE_CONFIG
+# (`python -m distill.launch`, which ends a failure with the project's message and exit status, no launcher
+# traceback), then compares them. On the single-process CPU config, one process uses every physical core: said
+# outright, so accelerate need not.
 CPU_THREADS = $(shell $(BIN)/python -c "import psutil; print(psutil.cpu_count(logical=False) or 1)" 2>/dev/null || echo 1)
-LAUNCH = $(BIN)/python -m distill.launch --config_file $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num_processes $(NUM_PROCESSES),) $(if $(and $(filter %/cpu.yaml,$(ACCELERATE_CONFIG)),$(if $(NUM_PROCESSES),,1)),--num_cpu_threads_per_process $(CPU_THREADS),) --
+RUN = $(BIN)/python -m distill.cli run --accelerate-config $(ACCELERATE_CONFIG) $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES),) $(if $(and $(filter %/cpu.yaml,$(ACCELERATE_CONFIG)),$(if $(NUM_PROCESSES),,1)),--cpu-threads $(CPU_THREADS),)
 ARGS ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
 NUM_PROCESSES ?=
@@ -46,9 +48,7 @@ setup: $(STAMP)
 _TYPED := $(foreach v,RECIPE COMPARE ACCELERATE_CONFIG NUM_PROCESSES,$(if $(filter command line environment,$(origin $(v))), $(v)=$($(v))))
 distill: export FAIRDISTILL_COMMAND = make distill$(_TYPED)$(if $(ARGS), ARGS='$(ARGS)')
 distill: $(STAMP)
-	$(LAUNCH) train $(RECIPE) $(ARGS)
-	$(if $(COMPARE),$(LAUNCH) train $(COMPARE) $(ARGS) eval.suite=null)
-	$(if $(COMPARE),$(BIN)/python -m distill.cli compare $(RECIPE) $(COMPARE) $(ARGS))
+	$(RUN) $(RECIPE) $(if $(COMPARE),--baseline $(COMPARE),--no-baseline) $(ARGS)
 
 eval: $(STAMP)
 	$(BIN)/python -m distill.cli eval $(CKPT) $(ARGS) --suite $(SUITE)

@@ -98,7 +98,7 @@ def resolve_launch(config: str) -> dict:
 def check_recipe(args: list[str]) -> dict:
     """`distill check` of `train RECIPE overrides` in this process: the config loader and every check train makes
     before it loads a model; {"recipe", "steps", "teacher", "student_layers"}."""
-    from distill.core.config import load_config
+    from distill.core.recipe import load_config
     from distill.training.preflight import preflight
 
     cfg = load_config(args[1], args[2:])

@@ -1,4 +1,4 @@
-"""Command line: `distill train RECIPE [key=value ...]`, `distill check RECIPE`, `distill eval ...`.
+"""Command line: `distill run RECIPE` (train it and its baseline, compare them), `train`, `check`, `eval`, ...
 
 Every `FairDistillError` (bad recipe, word list, dataset, checkpoint) is printed as one message with a non-zero
 exit; a traceback means a bug in fairdistill.
@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from distill import __version__
 from distill.core.errors import ConfigError, FairDistillError
 
 EXIT_USER_ERROR = 2
@@ -93,16 +94,18 @@ def _cmd_eval(args) -> int:
 
 def _cmd_compare(args) -> int:
     """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
-    from pathlib import Path
+    return _compare(args.recipe, args.baseline, args.overrides)
 
+
+def _compare(recipe: str, baseline: str, overrides: list[str]) -> int:
     from distill.core.recipe import load_config
     from distill.core.rundir import RunDir
     from distill.evaluation import results as R
     from distill.reporting.evaluate import evaluate_checkpoint
     from distill.reporting.report import write_report
 
-    main_cfg = load_config(args.recipe, args.overrides)
-    base_cfg = load_config(args.baseline, args.overrides)
+    main_cfg = load_config(recipe, overrides)
+    base_cfg = load_config(baseline, overrides)
     main_dir = Path(main_cfg.run.output_dir) / main_cfg.run.name
     base_dir = Path(base_cfg.run.output_dir) / base_cfg.run.name
     suite = main_cfg.eval.suite
@@ -110,6 +113,61 @@ def _cmd_compare(args) -> int:
         evaluate_checkpoint(base_dir, suite)
     path = write_report([str(main_dir), str(base_dir)], out=str(RunDir(main_dir).report))
     sys.stdout.write(Path(path).read_text() + f"\nreport: {path}\n")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    """Train the recipe, then its baseline (evaluated once, by the comparison), then report the two side by side.
+    Each training runs in its own process, as `make distill` always has; both recipes are checked first, so a
+    typo in either fails before anything trains."""
+    from distill.core.recipe import load_config
+    from distill.experiment import pair
+
+    if args.baseline and args.no_baseline:
+        raise ConfigError("--baseline and --no-baseline both given; keep one")
+    if (args.num_processes or args.cpu_threads) and not args.accelerate_config:
+        raise ConfigError("--num-processes and --cpu-threads need --accelerate-config (how to launch them)")
+    baseline = None if args.no_baseline else (args.baseline or pair.default_baseline(args.recipe))
+    cfgs = [load_config(r, args.overrides) for r in [args.recipe, *([baseline] if baseline else [])]]
+    launch = None
+    if args.accelerate_config:
+        launch = ["--config_file", args.accelerate_config]
+        launch += ["--num_processes", str(args.num_processes)] if args.num_processes else []
+        launch += ["--num_cpu_threads_per_process", str(args.cpu_threads)] if args.cpu_threads else []
+    env = dict(os.environ)
+    env.setdefault("FAIRDISTILL_COMMAND", invocation(args.argv))  # the resume hint repeats this command
+    for recipe, extra in [(args.recipe, []), *([(baseline, ["eval.suite=null"])] if baseline else [])]:
+        argv = pair.train_argv(recipe, [*args.overrides, *extra], launch, args.verbose)
+        if code := pair.run_child(argv, env):
+            return code  # the child said why; its exit status is this one's
+    if not baseline:
+        logging.getLogger("distill").info("run: no baseline for %s; trained it alone", args.recipe)
+        return 0
+    _compare(args.recipe, baseline, args.overrides)
+    if cfgs[0].eval.suite and pair.is_default_pair(*cfgs):  # where this run falls against the five seeds
+        dirs = [Path(c.run.output_dir) / c.run.name for c in cfgs]
+        sys.stdout.write(pair.against_seeds(dirs[0], dirs[1], cfgs[0].eval.suite))
+    return 0
+
+
+def _cmd_recipes(args) -> int:
+    from distill.core import catalog
+
+    sys.stdout.write(
+        "Recipes (distill train|run RECIPE):\n"
+        + catalog.listing(catalog.recipes())
+        + "\nExperiment grids (distill experiment recipes/experiments/GRID):\n"
+        + catalog.listing(catalog.recipes("recipes/experiments"))
+    )
+    return 0
+
+
+def _cmd_suites(args) -> int:
+    from distill.core import catalog
+
+    sys.stdout.write(
+        "Evaluation suites (distill eval CKPT --suite NAME):\n" + catalog.listing(catalog.suites())
+    )
     return 0
 
 
@@ -164,54 +222,62 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="distill", description="Distill a causal LM while removing gender disparity."
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """The options every command takes, before or after its name (`distill --online check R`, `distill check R
+    --online`); a subcommand's copy never overwrites what the top level parsed."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", help="log from every process", **default)
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="allow the Hugging Face hub (default: offline, HF_HUB_OFFLINE=1, unless the environment sets "
+        "HF_HUB_OFFLINE; needed the first time a hub teacher or dataset is used)",
+        **default,
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log from every process")
-    sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="run a distillation recipe")
-    t.add_argument("recipe", help="recipe YAML, e.g. recipes/debug.yaml")
-    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. kd.alpha=0.7 perturb.kind=max")
-    t.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser(
-        "check",
-        help="validate a recipe as train does before loading a model (data, word lists, layer indices from the "
-        "teacher's config.json) and print the resolved config",
+def _sub(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    _common(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+RECIPE_HELP = "recipe YAML: a path, or a shipped recipe's file name (`distill recipes` lists them)"
+OVERRIDES_HELP = "key=value overrides of the recipe, e.g. kd.alpha=0.7 perturb.kind=max (any order)"
+
+
+def _add_run(sub) -> None:
+    r = _sub(
+        sub, "run", _cmd_run, "train a recipe and its baseline, then compare them (what `make distill` runs)"
     )
-    c.add_argument("recipe")
-    c.add_argument("overrides", nargs="*")
-    c.set_defaults(func=_cmd_check)
-
-    w = sub.add_parser(
-        "inspect-twins", help="coverage, her-rule accuracy and coherence of a recipe's counterfactual twins"
+    r.add_argument("recipe", help=RECIPE_HELP)
+    r.add_argument(
+        "--baseline",
+        metavar="RECIPE",
+        help="the baseline recipe (default: <recipe>_baseline.yaml beside the recipe, when there is one)",
     )
-    w.add_argument("recipe")
-    w.add_argument("--show", type=int, default=3, help="how many real twins to print")
-    w.add_argument("overrides", nargs="*")
-    w.set_defaults(func=_cmd_inspect_twins)
-
-    e = sub.add_parser(
-        "eval", help="evaluate a checkpoint (a run directory, its final/ folder, or a model dir)"
+    r.add_argument(
+        "--no-baseline", action="store_true", help="train the recipe alone, no baseline or comparison"
     )
-    e.add_argument("ckpt")
-    e.add_argument("--suite", default="quick")
-    e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
-    e.add_argument("overrides", nargs="*")
-    e.set_defaults(func=_cmd_eval)
-
-    m = sub.add_parser(
-        "compare", help="evaluate a baseline run like the main run and report the two side by side"
+    r.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="train through `accelerate launch` with this config (e.g. recipes/accelerate/ddp_8gpu.yaml); "
+        "default: one process",
     )
-    m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
-    m.add_argument("baseline", help="the baseline recipe")
-    m.add_argument("overrides", nargs="*")
-    m.set_defaults(func=_cmd_compare)
+    r.add_argument("--num-processes", type=int, metavar="N", help="processes for --accelerate-config")
+    r.add_argument(
+        "--cpu-threads", type=int, metavar="N", help="threads per process on CPU (with --accelerate-config)"
+    )
+    r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
 
-    x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
-    x.add_argument("grid", help="e.g. recipes/experiments/smollm2_24L_seeds.yaml")
+
+def _add_experiment(sub) -> None:
+    x = _sub(
+        sub, "experiment", _cmd_experiment, "train and evaluate a grid of variants x seeds; write results/"
+    )
+    x.add_argument("grid", help="grid YAML, e.g. recipes/experiments/smollm2_24L_seeds.yaml")
     x.add_argument("--summarise-only", action="store_true", help="only rebuild results/ from finished runs")
     x.add_argument(
         "--output-dir", help="train into this folder instead of the grid's output_dir (a second run)"
@@ -229,12 +295,84 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare this run's table with an earlier results.json (is every number inside its interval?); "
         "writes reproduction.md and exits 1 if one is not",
     )
-    x.set_defaults(func=_cmd_experiment)
 
-    r = sub.add_parser("report", help="side-by-side report of evaluated runs")
-    r.add_argument("runs", nargs="+")
-    r.add_argument("--out", default=None, help="report folder (default: report/ beside the first run)")
-    r.set_defaults(func=_cmd_report)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distill",
+        description="Distill a causal LM into a smaller student with counterfactual role reversal, a method meant "
+        "to reduce the gender bias the student inherits, and measure whether it did.",
+    )
+    p.add_argument("--version", action="version", version=f"fairdistill {__version__}")
+    _common(p, top=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="`distill COMMAND --help` for its arguments"
+    )
+
+    _add_run(sub)
+
+    t = _sub(sub, "train", _cmd_train, "train one recipe (and evaluate it with its eval.suite)")
+    t.add_argument("recipe", help=RECIPE_HELP)
+    t.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    c = _sub(
+        sub,
+        "check",
+        _cmd_check,
+        "validate a recipe as train does before loading a model (data, word lists, layer indices from the "
+        "teacher's config.json) and print the resolved config",
+    )
+    c.add_argument("recipe", help=RECIPE_HELP)
+    c.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    _sub(
+        sub,
+        "recipes",
+        _cmd_recipes,
+        "list the shipped recipes and experiment grids, each with what it is for",
+    )
+    _sub(sub, "suites", _cmd_suites, "list the evaluation suites (eval/*.yaml), each with what it measures")
+
+    w = _sub(
+        sub,
+        "inspect-twins",
+        _cmd_inspect_twins,
+        "coverage, her-rule accuracy and coherence of a recipe's twins",
+    )
+    w.add_argument("recipe", help=RECIPE_HELP)
+    w.add_argument("--show", type=int, default=3, help="how many real twins to print")
+    w.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    e = _sub(sub, "eval", _cmd_eval, "evaluate a checkpoint with a suite")
+    e.add_argument(
+        "ckpt",
+        help="a run directory, its final/ folder, a save_pretrained folder, a hub id or embedded:smollm2-135m",
+    )
+    e.add_argument(
+        "--suite",
+        default="quick",
+        help="suite name or YAML path (default: quick; `distill suites` lists them)",
+    )
+    e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
+    e.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the suite, e.g. n_per_prompt=1 (any order)"
+    )
+
+    m = _sub(
+        sub,
+        "compare",
+        _cmd_compare,
+        "evaluate a baseline run like the main run and report the two side by side",
+    )
+    m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
+    m.add_argument("baseline", help="the baseline recipe")
+    m.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
+
+    _add_experiment(sub)
+
+    rp = _sub(sub, "report", _cmd_report, "side-by-side report of evaluated runs")
+    rp.add_argument("runs", nargs="+", help="run directories, e.g. runs/smollm2-135m_to_24L")
+    rp.add_argument("--out", default=None, help="report folder (default: report/ beside the first run)")
     return p
 
 
@@ -266,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
+    # Offline by default, as `make` is: a hub name that is not in the local cache fails at once with a hint
+    # instead of retrying the network. --online (or HF_HUB_OFFLINE=0 in the environment) allows the hub; set
+    # before any Hugging Face library is imported, and inherited by the processes a command starts.
+    if args.online:
+        os.environ["HF_HUB_OFFLINE"] = "0"
+    else:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
     except FairDistillError as e:

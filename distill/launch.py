@@ -1,4 +1,4 @@
-"""`python -m distill.launch [accelerate launch options] -- train RECIPE [key=value ...]`: what `make distill` runs.
+"""`python -m distill.launch [accelerate launch options] -- train RECIPE [key=value ...]`: how `distill run` (`make distill`) starts each training.
 
 The same as `accelerate launch [options] -m distill.cli train ...`, except for how a failure ends: the launcher
 re-raises a failed child as its own `CalledProcessError` (or torch's `ChildFailedError`), so a typo in an override

@@ -1,4 +1,4 @@
-"""The recipe's schema: one dataclass per section, a docstring under each field (the reference users read).
+"""The recipe's schema: one dataclass per section, a docstring under each field (docs/config.md is built from them).
 
 Defaults live here; `core.recipe.load_config` builds a validated `Config` from a recipe YAML and `key=value`
 overrides, and `method_label` names what a recipe trains.
@@ -239,7 +239,8 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """`auto`: bf16 autocast on a GPU that supports it or a CPU with AVX512_BF16 or AMX (logged at start, with the
     reason), otherwise full precision; `no`: float32. The teacher's transfer-set sampling and the evaluation's
-    generation use the same precision; weights, optimizer state and the loss sums stay float32."""
+    generation use the same precision; weights, optimizer state and the loss sums stay float32. This setting
+    decides, whatever an accelerate config's `mixed_precision` says: the run builds its Accelerator with it."""
     attention: Literal["auto", "sdpa", "eager"] = "auto"
     """The student's attention kernel while it trains, including the run's validation passes and probes: `auto`
     keeps the one transformers loaded it with (`sdpa`, torch's scaled_dot_product_attention, where the architecture

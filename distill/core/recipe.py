@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from distill.core import inherit
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, PRUNE_BY, Config
 from distill.core.errors import ConfigError
 from distill.core.resources import resource_path
@@ -315,7 +316,7 @@ def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -
     source = None
     if recipe is not None:
         source = str(recipe)
-        data = read_recipe(recipe)
+        data = inherit.resolve(recipe, read_recipe)  # its `base:` chain merged in (core/inherit.py)
     data = apply_overrides(data, list(overrides or []))
     cfg = config_from_dict(data, source)
     cfg.overrides = list(overrides or [])

@@ -78,7 +78,9 @@ def load_pretrained(
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = (
-            "the hub is unreachable (offline); download it where you have a network and pass the local directory"
+            "the hub is off (fairdistill's default) or unreachable; allow it with `distill --online ...` or "
+            "HF_HUB_OFFLINE=0 (`HF_HUB_OFFLINE=0 make ...`), or download it where you have a network and pass "
+            "the local directory"
             if offline or "offline" in str(e).lower() or "connect" in str(e).lower()
             else "check the name, or pass a local directory written by save_pretrained"
         )

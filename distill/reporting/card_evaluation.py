@@ -3,19 +3,23 @@ a later evaluation with the same suite replaces, and its metrics in the card's H
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from distill.evaluation.results import SuiteResult
 from distill.reporting.card import CARD, EVAL_MARK, TAG, metric_entry, read_front_matter, write_front_matter
 
+# A table row's label names its interval ("female share [95% CI]"); a `model-index` entry holds the value alone.
+_INTERVAL_MARK = re.compile(r"\s*\[95% CI\]")
+
 
 def _suite_metrics(results: SuiteResult) -> list[dict]:
-    """`model-index` metrics of one suite's results: every headline number of every task that a kind names."""
+    """`model-index` metrics of one suite's results: every headline number of every task that a kind names,
+    named without the interval mark of the table's row (the entry has no interval)."""
     out = []
     for m in results.metrics():
-        if m.row is not None and (
-            e := metric_entry(f"{m.task}/{m.key}", f"{m.task}: {m.row.label}", m.value)
-        ):
+        name = _INTERVAL_MARK.sub("", f"{m.task}: {m.row.label}") if m.row is not None else ""
+        if m.row is not None and (e := metric_entry(f"{m.task}/{m.key}", name, m.value)):
             out.append(e)
     return out
 

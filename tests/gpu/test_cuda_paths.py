@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from conftest import CORPUS, make_gpt2
 from reference import step_reference
 
-from distill.core.config import load_config
 from distill.core.precision import autocast, cpu_bf16_flags, resolve_mixed_precision
+from distill.core.recipe import load_config
 from distill.counterfactual.twins import Counterfactuals, make_step_batch
 from distill.teacher.cache import TeacherCache, build_cache, head_logits, head_tolerance, teacher_head
 from distill.teacher.targets import CachedTeacher, LiveTeacher, batch_targets

@@ -356,7 +356,10 @@ def plot(payload: dict, name: str, stem: Path) -> None:
     r = payload["tasks"][name]["result"]
     if not r.get("plot") or not r.get("stats"):
         return
-    label = (payload.get("model") or {}).get("label") or "model"
+    model = payload.get("model") or {}
+    label = (
+        model.get("method") or model.get("label") or "model"
+    )  # a run's student by its method, not its folder
     series = []
     if r.get("teacher_per_occupation"):
         tsc = r["teacher_per_occupation"]

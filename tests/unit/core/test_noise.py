@@ -55,9 +55,7 @@ def test_checkpoints_save_tied_weights_without_a_warning(tmp_path, tokenizer, ca
 def test_the_cpu_launch_passes_its_thread_count():
     cmd = ["make", "--no-print-directory", "-n", "distill", "VENV=/nonexistent", "STAMP=", "COMPARE="]
     line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    assert "--config_file recipes/accelerate/cpu.yaml" in line and "--num_cpu_threads_per_process " in line
+    assert "--accelerate-config recipes/accelerate/cpu.yaml" in line and "--cpu-threads " in line
     multi = cmd + ["ACCELERATE_CONFIG=recipes/accelerate/cpu_multiprocess.yaml", "NUM_PROCESSES=2"]
     line = subprocess.run(multi, capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    assert (
-        "--num_cpu_threads_per_process" not in line
-    )  # accelerate picks 1 per process there without a notice
+    assert "--cpu-threads" not in line  # accelerate picks 1 per process there without a notice
