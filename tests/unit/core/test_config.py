@@ -85,7 +85,7 @@ def test_all_problems_gathered_at_once():
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("kd.temperature=0", "kd.temperature must be in (0"),
+        ("kd.temperature=0", "kd.temperature must be in [0.01, 100.0]"),
         ("augment.p=2", "augment.p must be in [0, 1]"),
         ("perturb.kind=avg", "perturb.kind must be one of"),
         ("train.micro_batch_size=0", "train.micro_batch_size must be in [1"),
