@@ -16,6 +16,7 @@ import yaml
 
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, PRUNE_BY, Config
 from distill.core.errors import ConfigError
+from distill.core.files import not_a_file
 from distill.core.resources import resource_path
 from distill.core.sections import INT64, build_section
 
@@ -184,12 +185,17 @@ def _check_run(cfg: Config, p: list[str]) -> None:
         )
     if cfg.train.max_steps is not None and cfg.train.max_tokens is not None:
         p.append("train.max_steps and train.max_tokens are both set; keep one (set the other to null)")
-    if isinstance(cfg.run.name, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
+    name = cfg.run.name
+    if isinstance(name, str) and not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         p.append(
-            f"run.name {cfg.run.name!r} may hold only letters, digits, '.', '_' and '-' (it names a folder under run.output_dir)"
+            f"run.name {name!r} may hold only letters, digits, '.', '_' and '-' (it names a folder under run.output_dir)"
         )
-    if cfg.run.name in (".", ".."):
-        p.append(f"run.name {cfg.run.name!r} would escape run.output_dir; pick a plain name")
+    elif isinstance(name, str) and not re.match(r"[A-Za-z0-9]", name):
+        p.append(
+            f"run.name {name!r} must start with a letter or digit (a leading '-' reads as an option to every command "
+            "given the folder, a leading '.' hides it or escapes run.output_dir); e.g. "
+            f"run.name={name.lstrip('.-_') or 'run'}"
+        )
 
     name = cfg.teacher.name_or_path
     if (
@@ -324,15 +330,23 @@ def _duplicate_keys(node: Any, path: str = "") -> list[str]:
 def read_recipe(recipe: str | Path) -> dict:
     """A recipe file's mapping, refusing what YAML would accept silently or crash on: a folder, a file that is not
     UTF-8, a key given twice, a document that is not a mapping."""
-    path = resource_path(recipe)
     source = str(recipe)
+    if source == "-":
+        raise ConfigError(
+            "recipe '-': a recipe is read from a file, not from standard input; save it as a file (e.g. "
+            "recipes/mine.yaml) and give its path"
+        )
+    path = resource_path(recipe)
     if path.is_dir():
         raise ConfigError(
             f"recipe {source!r} is a folder; give one recipe file, e.g. {source.rstrip('/')}/debug.yaml "
             f"({_shipped_recipes()})"
         )
-    if not path.is_file():
+    why = not_a_file(path)
+    if why == "does not exist":
         raise ConfigError(f"recipe file not found: {source}; {_shipped_recipes()}")
+    if why is not None:
+        raise ConfigError(f"recipe {source!r} {why}; give a recipe YAML file, e.g. recipes/debug.yaml")
     text = _decode_recipe(path.read_bytes(), source)
     try:
         tree = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -345,7 +359,11 @@ def read_recipe(recipe: str | Path) -> dict:
     if duplicates:
         raise ConfigError(duplicates, source)
     if data is None:
-        return {}
+        raise ConfigError(
+            "the recipe is empty (nothing but comments or blank lines); write its sections (teacher:, student:, "
+            "data:, train:, ...): recipes/debug.yaml is a small complete one to start from",
+            source,
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"a recipe must be a mapping of sections (teacher:, student:, ...), got {type(data).__name__}",
@@ -361,10 +379,23 @@ def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -
     if recipe is not None:
         source = str(recipe)
         data = read_recipe(recipe)
+    in_file = _trusts_remote_code(data)
     data = apply_overrides(data, list(overrides or []))
-    cfg = config_from_dict(data, source)
+    problems = []
+    if _trusts_remote_code(data) and not in_file:
+        problems.append(
+            "teacher.trust_remote_code: true is refused on the command line: it lets Python code shipped with the "
+            "teacher run on this machine, so it is taken only from a recipe file, where it can be read and reviewed; "
+            "write `teacher: {trust_remote_code: true}` in the recipe (a run asks for --trust-remote-code to confirm)"
+        )
+    cfg = config_from_dict(data, source, problems)
     cfg.overrides = list(overrides or [])
     return cfg
+
+
+def _trusts_remote_code(data: dict) -> bool:
+    teacher = data.get("teacher")
+    return isinstance(teacher, dict) and teacher.get("trust_remote_code") is True
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -99,9 +99,9 @@ def test_secrets_are_redacted():
 def test_trust_remote_code_warns(tmp_path, teacher_dir, caplog):
     from distill.models.loading import load_teacher
 
-    cfg = load_config(
-        "recipes/debug.yaml", [f"teacher.name_or_path={teacher_dir}", "teacher.trust_remote_code=true"]
-    )
+    recipe = tmp_path / "remote.yaml"
+    recipe.write_text(f"teacher: {{name_or_path: {teacher_dir}, trust_remote_code: true}}\n")
+    cfg = load_config(recipe, ["student.layers=[0, 1]"])
     with caplog.at_level("WARNING"):
         load_teacher(cfg)
     assert "trust_remote_code is on" in caplog.text
