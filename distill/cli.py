@@ -69,7 +69,7 @@ def _cmd_check(args) -> int:
     from distill.training.preflight import preflight
 
     cfg = load_config(args.recipe, args.overrides)
-    preflight(cfg)  # everything train checks before it loads a model
+    preflight(cfg, run_folder=True)  # everything train checks before it loads a model
     sys.stdout.write(config_to_yaml(cfg))
     return 0
 

@@ -26,7 +26,6 @@ import torch
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig
 from distill.core.errors import DataError, FairDistillError, ModelError
 from distill.core.files import atomic_write, to_strict_json
-from distill.core.recipe import load_config
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
 from distill.evaluation.registry import Context, LoadedModel, kind
@@ -104,6 +103,27 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
     return Checkpoint(text, text, None, text)
 
 
+def check_out_dir(out: Path) -> None:
+    """`out` can be the results folder: it, or the nearest part of its path that exists, is a writable folder.
+    Checked before any model loads, so a wrong `--out` is not found after the whole evaluation has run."""
+    import os
+
+    for p in (out, *out.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            what = "is a file" if p == out else f"cannot be created: {p} is a file"
+            raise FairDistillError(
+                f"eval output {str(out)!r} {what}; the results are written into a folder (<suite>.json and the "
+                "texts beside it): give a folder with --out (it is created when missing)"
+            )
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise FairDistillError(
+                f"eval output {str(out)!r}: {p} is not writable; give another folder with --out"
+            )
+        return
+
+
 def device_for(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,7 +187,10 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
 
 
 def run_config(run_dir: Path) -> Config:
-    return load_config(R.run_config_file(run_dir))
+    """The recipe a run was trained with (its config.yaml); an empty or unreadable one is one message."""
+    from distill.core.rundir import RunDir
+
+    return RunDir(run_dir).recipe()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import torch
 
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
+from distill.core.ownership import RunLock, check_identity, write_identity
+from distill.core.recipe import SEED_MAX
 from distill.core.rundir import RunDir
 from distill.core.tracking import finish_trackers, redact, wandb_init_kwargs, wandb_mode, wandb_run_id
 
@@ -91,6 +93,12 @@ def make_accelerator(cfg: Config, run: RunDir, mixed_precision: str, stack: Exit
     )
     tracking = Tracking(accelerator)
     stack.callback(tracking.close)
+    if cfg.run.seed + accelerator.num_processes - 1 > SEED_MAX:  # set_seed adds each process's rank
+        raise FairDistillError(
+            f"run.seed={cfg.run.seed} with {accelerator.num_processes} processes: each process seeds numpy with "
+            f"run.seed + its rank, past numpy's largest seed {SEED_MAX}; use run.seed <= "
+            f"{SEED_MAX - accelerator.num_processes + 1}"
+        )
     if launched > 1 and accelerator.num_processes != launched:
         raise FairDistillError(
             f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
@@ -108,6 +116,29 @@ def make_accelerator(cfg: Config, run: RunDir, mixed_precision: str, stack: Exit
             cfg.train.micro_batch_size
         )
     return accelerator, tracking
+
+
+def claim_run_folder(cfg: Config, run: RunDir, lock: RunLock, accelerator) -> None:
+    """Before anything is written to the folder: the main process takes its lock (`lock`, released by the run's
+    stack) and checks the recipe's identity, recording it in a new folder. The other processes of the launch share
+    the folder and leave the lock alone; when the main process is refused, every process raises its message."""
+    error: FairDistillError | None = None
+    if accelerator.is_main_process:
+        try:
+            lock.acquire()
+            if check_identity(run, cfg):
+                write_identity(run, cfg)
+        except FairDistillError as e:
+            error = e
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [str(error) if error is not None else None]
+        broadcast_object_list(box, from_process=0)
+        if box[0] is not None and error is None:
+            error = FairDistillError(box[0])
+    if error is not None:
+        raise error
 
 
 def uses_wandb(cfg: Config) -> bool:

@@ -99,8 +99,22 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(problems)
 
 
-def preflight(cfg: Config) -> None:
-    """Run every check that needs no model weights; raise what was found (see the module docstring)."""
+def check_run_folder(cfg: Config) -> None:
+    """What `train` would refuse about the run folder, read without writing: another run holding it, or a
+    recipe it does not belong to."""
+    from distill.core.ownership import check_identity, lock_owner
+    from distill.core.rundir import RunDir
+
+    run = RunDir.for_config(cfg)
+    owner = lock_owner(run)
+    if owner is not None:
+        raise FairDistillError(owner)
+    check_identity(run, cfg)
+
+
+def preflight(cfg: Config, run_folder: bool = False) -> None:
+    """Run every check that needs no model weights; raise what was found (see the module docstring).
+    `run_folder`: also `check_run_folder` (`distill check`; `train` takes the folder itself before this)."""
     from distill.counterfactual.wordlists import load_lexicon, load_professions
     from distill.data.transfer import preflight as data_preflight
     from distill.evaluation.probe import load_templates
@@ -108,6 +122,8 @@ def preflight(cfg: Config) -> None:
     checks = [lambda: data_preflight(cfg.data)]
     if cfg.augment.mode != "off" or cfg.perturb.kind != "none":
         checks.append(lambda: load_lexicon(cfg.augment.pairs, cfg.augment.one_to_many, cfg.augment.names))
+    if run_folder:
+        checks.append(lambda: check_run_folder(cfg))
     checks += [
         lambda: load_professions(cfg.probe.professions),
         lambda: load_templates(cfg.probe.templates),

@@ -1,8 +1,8 @@
 """Everything the training loop needs, built in order: `prepare(cfg, stack) -> Run`.
 
-run folder (resume or start) -> Accelerator -> cheap checks -> transfer blocks -> teacher, student (pruned:
-ranked on the blocks) -> twin table -> teacher targets (live or cached) -> optimizer and schedule -> resume state ->
-trackers -> step 0's measurements. Cheap checks come first, so a bad recipe fails before any model loads.
+Accelerator -> run folder (its lock and recipe identity, then resume or start) -> cheap checks -> transfer
+blocks -> teacher, student (pruned: ranked on the blocks) -> twin table -> teacher targets (live or cached) ->
+optimizer and schedule -> resume state -> trackers -> step 0's measurements. Cheap checks come first, so a bad recipe fails before any model loads.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
 from distill.core.files import atomic_save_tensors, atomic_write
+from distill.core.ownership import RunLock
 from distill.core.recipe import config_to_yaml, save_config
 from distill.core.rundir import RunDir, peak_disk_bytes
 from distill.core.tracking import MetricsLog
@@ -27,7 +28,7 @@ from distill.counterfactual import her_decide
 from distill.counterfactual.twins import Counterfactuals
 from distill.data.transfer import MicroBatches, build_blocks
 from distill.teacher.targets import CachedTeacher, LiveTeacher, NoTeacher, open_cache, shard_teacher
-from distill.training.lifecycle import Tracking, make_accelerator, start_trackers
+from distill.training.lifecycle import Tracking, claim_run_folder, make_accelerator, start_trackers
 from distill.training.monitor import Monitor
 from distill.training.step import fused_head
 
@@ -106,9 +107,14 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
         *configure_cpu_heap()
     )  # before any large tensor, the transfer set's sampling included
     run = RunDir.for_config(cfg)
-    resume_ckpt = run.open(cfg)
+    lock = RunLock(run)
+    stack.callback(
+        lock.release
+    )  # first in, so released last: after the trackers have written their last file
     mp, mp_reason = resolve_mixed_precision(cfg.train.mixed_precision)
     accelerator, tracking = make_accelerator(cfg, run, mp, stack)
+    claim_run_folder(cfg, run, lock, accelerator)  # before anything is written to the folder
+    resume_ckpt = run.open(cfg)
     r = Run(cfg, run, accelerator, tracking, mp)
     set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each process draws its own dropout masks
     t_setup = time.perf_counter()
