@@ -278,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{e}\n")
             return e.exit_code
         raise
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    except (
+        KeyboardInterrupt
+    ) as e:  # Ctrl-C before training's own handlers, or a second signal during training
+        sys.stderr.write(f"{e or 'interrupted'}\n")
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

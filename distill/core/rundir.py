@@ -160,6 +160,11 @@ class RunDir:
                 os.replace(tmp, final)
                 (final / "complete").write_text(json.dumps({"step": step, "files": files}))
                 (self.checkpoints_dir / "latest").write_text(final.name)
+        except KeyboardInterrupt:  # stopped at once (a second signal): nothing half-written stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (final / "complete").is_file():
+                shutil.rmtree(final, ignore_errors=True)
+            raise
         except Exception as e:
             if not disk_full(e):
                 raise

@@ -27,14 +27,26 @@ class TrainingStopped(Exception):
         self.exit_code = exit_code
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT: raised at once from wherever the run was (a KeyboardInterrupt, so no `except
+    Exception` holds it up); what was being written is removed, never left to pass for whole."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        self.signum, self.exit_code = signum, 128 + int(signum)
+        super().__init__(message or f"stopped at once by a second {signal.Signals(signum).name}")
+
+
 class StopSignals:
-    """Record SIGTERM/SIGINT (cluster preemption, Ctrl-C) instead of dying mid-step; the loop checks `received`."""
+    """Record SIGTERM/SIGINT (cluster preemption, Ctrl-C) instead of dying mid-step: the loop checks between
+    micro-batches and at each step's end. A second signal raises `StoppedAtOnce` there and then."""
 
     def __init__(self):
         self.received: int | None = None
         self._old: dict[int, object] = {}
 
     def _handler(self, signum, frame):
+        if self.received is not None:
+            raise StoppedAtOnce(signum)
         self.received = signum
 
     def __enter__(self):
@@ -52,10 +64,11 @@ class StopSignals:
 
     def agreed(self, accelerator) -> int | None:
         """The signal any process received (every process must stop at the same step: a signal may reach them
-        at different times), or None."""
+        at different times), or None. With several processes it is a collective: all call it at the same point."""
+        if accelerator.num_processes == 1:
+            return self.received
         flag = torch.tensor(float(self.received is not None), device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
+        flag = accelerator.reduce(flag, reduction="sum")
         return (self.received or signal.SIGTERM) if float(flag) > 0 else None
 
 

@@ -60,6 +60,8 @@ class Run:
     step: int = 0
     state: dict = field(default_factory=dict)
     resume_step: int | None = None
+    saved_at: int | None = None
+    """The step of the newest checkpoint this run saved or resumed from."""
     metrics: MetricsLog | None = None
     monitor: Monitor | None = None
     timings: dict = field(default_factory=dict)
@@ -281,7 +283,7 @@ def _resume(r: Run, ckpt: Path) -> None:
     """Continue from `ckpt`: weights, optimizer, schedule, data position, augment draws, counters."""
     accelerator, world = r.accelerator, r.accelerator.num_processes
     st, rng = r.run.load_checkpoint(accelerator, ckpt)
-    r.step = r.resume_step = st["step"]
+    r.step = r.resume_step = r.saved_at = st["step"]
     r.batches.load_state_dict(st["batches"])
     r.state.update(st["state"])
     # the data position counts global micro-batches of micro_batch_size x world rows
