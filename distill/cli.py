@@ -66,10 +66,11 @@ def _cmd_train(args) -> int:
 
 def _cmd_check(args) -> int:
     from distill.core.recipe import config_to_yaml, load_config
-    from distill.training.preflight import preflight
+    from distill.training.preflight import preflight, step_budget_line
 
     cfg = load_config(args.recipe, args.overrides)
-    preflight(cfg, run_folder=True)  # everything train checks before it loads a model
+    preflight(cfg, standalone=True)  # everything train checks before it loads a model
+    logging.getLogger("distill").info("%s", step_budget_line(cfg))
     sys.stdout.write(config_to_yaml(cfg))
     return 0
 

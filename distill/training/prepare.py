@@ -103,11 +103,12 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 
     from distill.core.cpu_heap import configure_cpu_heap, heap_log_line
     from distill.core.precision import emulated_bf16_warning, resolve_mixed_precision
-    from distill.training.preflight import preflight
+    from distill.training.preflight import early_checks, preflight
 
     heap_line = heap_log_line(
         *configure_cpu_heap()
     )  # before any large tensor, the transfer set's sampling included
+    early_checks(cfg)
     run = RunDir.for_config(cfg)
     lock = RunLock(run)
     stack.callback(
