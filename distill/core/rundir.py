@@ -36,6 +36,9 @@ CHECKPOINT_PREFIX = "step_"
 WANDB_DIR = "wandb"
 WANDB_ID_FILE = "run_id"
 
+TOKENIZER_KEY = "tokenizer_fingerprint"
+"""The metadata key of val_blocks.safetensors naming the tokenizer the run trained with (`files.tokenizer_fingerprint`)."""
+
 EVAL_DIR = "eval"
 TEACHER_DIR = "teacher"
 FINAL_DIR = "final"
@@ -215,6 +218,19 @@ class RunDir:
                 "with run.name=<new name>, or delete the folder to start this one over"
             )
         return ckpt
+
+    def tokenizer_fingerprint(self) -> str | None:
+        """The fingerprint of the tokenizer the run trained with, as recorded with its validation blocks; None for
+        a run from before it was recorded."""
+        from safetensors import safe_open
+
+        if not self.val_blocks.is_file():
+            return None
+        try:
+            with safe_open(str(self.val_blocks), framework="pt") as f:
+                return (f.metadata() or {}).get(TOKENIZER_KEY)
+        except Exception:  # a damaged file: evaluation's perplexity names it when it reads the blocks
+            return None
 
     def saved_recipe(self) -> dict:
         """config.yaml as plain data; a missing, empty or unreadable one is one message with the way to restore

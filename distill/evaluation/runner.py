@@ -152,6 +152,8 @@ def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | N
     from distill.models.loading import load_pretrained as _from_pretrained
 
     tokenizer = load_tokenizer(ck.path)
+    if ck.run_dir is not None:
+        check_run_tokenizer(ck.run_dir, tokenizer, f"checkpoint {ck.spec!r}")
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)
     check_model_vocab(model, tokenizer, f"checkpoint {ck.spec!r}")
     model.eval().requires_grad_(False).to(device)
@@ -172,8 +174,9 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
     from distill.models.loading import load_teacher
 
     model, tokenizer, path = load_teacher(cfg)
-    model.to(device)
     name = cfg.teacher.name_or_path
+    check_run_tokenizer(run_dir, tokenizer, f"the run's teacher {name!r}")
+    model.to(device)
     info = _model_info(
         model,
         label=f"teacher ({name})",
@@ -184,6 +187,29 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
         teacher=name,
     )
     return LoadedModel(model, tokenizer, info)
+
+
+def check_run_tokenizer(run_dir: Path, tokenizer, what: str) -> None:
+    """Refuse a tokenizer other than the one the run trained with (its fingerprint is recorded with the run's
+    validation blocks): the same token ids would mean other words, and every score would be wrong."""
+    from distill.core.files import tokenizer_fingerprint
+    from distill.core.rundir import RunDir
+
+    run = RunDir(run_dir)
+    recorded = run.tokenizer_fingerprint()
+    if recorded is None:
+        log.info(
+            "%s: no tokenizer fingerprint recorded in %s (a run from before it was); not checked", what, run
+        )
+        return
+    found = tokenizer_fingerprint(tokenizer)
+    if found != recorded:
+        raise ModelError(
+            f"{what}: its tokenizer is not the one the run trained with (fingerprint {found}; {run.val_blocks.name} "
+            f"records {recorded}), so its token ids would mean other words and every score would be wrong; restore "
+            "the tokenizer files saved with the model (tokenizer.json, tokenizer_config.json and the others "
+            "save_pretrained wrote), or evaluate the folder alone, outside its run"
+        )
 
 
 def run_config(run_dir: Path) -> Config:

@@ -67,13 +67,24 @@ def resolve_teacher_path(cfg: TeacherConfig, cache_dir: str | Path) -> str:
 def load_pretrained(
     name: str, what: str, dtype: torch.dtype, revision: str | None = None, trust_remote_code: bool = False
 ):
+    """A causal LM from safetensors whose weights cover its config exactly (`check_weights`); transformers' own
+    load report is not printed, its findings are this function's error."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     if trust_remote_code:
         log.warning("%s: trust_remote_code is on: Python code from %s will run on this machine", what, name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name,
+            dtype=dtype,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below, by name, with both shapes
         )
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -89,11 +100,75 @@ def load_pretrained(
             f"{what} {name!r} could not be loaded ({type(e).__name__}: {first}); the checkpoint may be truncated "
             "or written for another architecture: re-save it with save_pretrained"
         ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_weights(model, info, f"{what} {name!r}")
+    return model
+
+
+def _grouped(keys: list[str]) -> str:
+    """Tensor names, a decoder layer's collapsed to `prefix.N.*` (with a count), at most four groups shown."""
+    groups: dict[str, int] = {}
+    for k in sorted(keys):
+        m = _LAYER_KEY.match(k)
+        g = f"{m.group(1)}.{m.group(2)}.*" if m else k
+        groups[g] = groups.get(g, 0) + 1
+    shown = [f"{g} ({n} tensors)" if n > 1 else g for g, n in list(groups.items())[:4]]
+    more = f" and {len(groups) - 4} more" if len(groups) > 4 else ""
+    return ", ".join(shown) + more
+
+
+def check_weights(model: nn.Module, info: dict, what: str) -> None:
+    """Refuse weights that do not cover the model its config describes: tensors the config's model has and the
+    file lacks (a layer added to the config, left random), tensors the file has and the model lacks (a layer
+    dropped from it, silently ignored) and tensors of another shape. Weights tied to another one (the output
+    projection to the input embeddings) are legitimately absent from the file."""
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    tied = set(tied) if isinstance(tied, dict | list | set | tuple) else set()
+    missing = [k for k in info.get("missing_keys", []) if k not in tied]
+    unexpected = list(info.get("unexpected_keys", []))
+    mismatched = list(info.get("mismatched_keys", []))
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing from its weights: {_grouped(missing)}")
+    if unexpected:
+        parts.append(f"in its weights but not in the model its config.json describes: {_grouped(unexpected)}")
+    if mismatched:
+        shapes = [f"{k} ({list(a)} in the weights, {list(b)} in the model)" for k, a, b in mismatched[:3]]
+        parts.append(f"of another shape: {', '.join(shapes)}{' and more' if len(mismatched) > 3 else ''}")
+    config = getattr(model, "config", None)
+    described = f"{type(model).__name__} with {getattr(config, 'num_hidden_layers', '?')} layers"
+    raise ModelError(
+        f"{what}: its config.json ({described}) and its weights do not match; {'; '.join(parts)}. The config and "
+        "the weights come from different models, or one was edited: restore the config.json saved with these "
+        "weights (or the weights saved with it), or save the model again with save_pretrained"
+    )
+
+
+_VOCAB_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+"""Files one of which holds a tokenizer's vocabulary (fast, BPE, SentencePiece, WordPiece)."""
+
+
+def _missing_tokenizer(name: str) -> str | None:
+    """Why the local folder `name` holds no tokenizer (transformers would build an empty one, or fail with
+    "Couldn't instantiate the backend tokenizer"), or None."""
+    p = Path(name).expanduser()
+    if not p.is_dir() or any((p / f).is_file() for f in _VOCAB_FILES):
+        return None
+    return (
+        f"{name!r} holds no tokenizer: none of {', '.join(_VOCAB_FILES)} is there"
+        f"{' (only tokenizer_config.json)' if (p / 'tokenizer_config.json').is_file() else ''}; save the tokenizer "
+        "the model was trained with next to it (tokenizer.save_pretrained(folder)), or copy its files there"
+    )
 
 
 def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if (missing := _missing_tokenizer(name)) is not None:
+        raise ModelError(missing)
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -130,6 +205,37 @@ def check_model_vocab(model: nn.Module, tokenizer, what: str) -> None:
             f"{len(tokenizer) - 1} have no embedding; save the model with its own tokenizer, or grow the "
             "embeddings (model.resize_token_embeddings(len(tokenizer))) and save it again"
         )
+
+
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def positions(config) -> int | None:
+    """How many positions a model has (a config object or its config.json as a dict), or None when it does not
+    say."""
+    for key in _POSITION_KEYS:
+        value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def position_problems(n: int | None, cfg: Config, what: str) -> list[str]:
+    """A training block longer than the `n` positions a model has (none when `n` is unknown)."""
+    block = cfg.data.block_size
+    if n is None or not isinstance(block, int) or block <= n:
+        return []
+    return [
+        f"data.block_size={block} is more than the {n} positions {what} has (max_position_embeddings): a block "
+        f"that long has no position embedding past {n}, or positions it never saw; set data.block_size={n} or lower"
+    ]
+
+
+def check_positions(model: nn.Module, cfg: Config, what: str) -> None:
+    """`position_problems` of a loaded model, raised as one error."""
+    problems = position_problems(positions(model.config), cfg, what)
+    if problems:
+        raise ModelError("; ".join(problems))
 
 
 def num_layers(config) -> int:

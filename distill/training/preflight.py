@@ -113,12 +113,8 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
         path = Path(name).expanduser()
         check_local_dir(path, "teacher.name_or_path")
     else:
-        try:
-            from transformers import AutoConfig
-
-            c = AutoConfig.from_pretrained(name, revision=cfg.teacher.revision)
-        except Exception:  # offline and not cached: train's own loader names the problem
-            log.info("teacher %s: config not available here; its layer count is checked when it loads", name)
+        c = _hub_config(cfg)
+        if c is None:
             return None, None, None
         return getattr(c, "num_hidden_layers", None), getattr(c, "vocab_size", None), None
     depth, vocab = _depth_and_vocab(_local_config(path))
@@ -130,9 +126,39 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
     return depth, vocab, tokens
 
 
+def _hub_config(cfg: Config):
+    """A hub teacher's config from the local cache, or None (offline and not cached: it is checked when it
+    loads). Never its code: a config that needs it is read as None here."""
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(cfg.teacher.name_or_path, revision=cfg.teacher.revision)
+    except Exception:
+        log.info(
+            "teacher %s: config not available here; it is checked when it loads", cfg.teacher.name_or_path
+        )
+        return None
+
+
+def teacher_positions(cfg: Config) -> int | None:
+    """The teacher's positions from its config.json (the recorded number for an embedded model), or None."""
+    from distill.models.embedded import EMBEDDED_POSITIONS
+    from distill.models.loading import is_local_path, positions
+
+    name = cfg.teacher.name_or_path
+    if name.startswith(EMBEDDED_PREFIX):
+        return EMBEDDED_POSITIONS.get(name[len(EMBEDDED_PREFIX) :])
+    if is_local_path(name):
+        return positions(_local_config(Path(name).expanduser()))
+    c = _hub_config(cfg)
+    return positions(c) if c is not None else None
+
+
 def _check_models(cfg: Config) -> None:
-    problems: list[str] = []
+    from distill.models.loading import position_problems
+
     depth, vocab, tokens = teacher_shape(cfg)
+    problems = position_problems(teacher_positions(cfg), cfg, f"teacher {cfg.teacher.name_or_path!r}")
     s = cfg.student
     if s.init == "teacher_layers" and depth is not None and s.layers:
         bad = [i for i in s.layers if i >= depth]

@@ -19,10 +19,10 @@ import torch
 
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
-from distill.core.files import atomic_save_tensors, atomic_write
+from distill.core.files import atomic_save_tensors, atomic_write, tokenizer_fingerprint
 from distill.core.ownership import RunLock
 from distill.core.recipe import config_to_yaml, save_config
-from distill.core.rundir import RunDir, peak_disk_bytes
+from distill.core.rundir import TOKENIZER_KEY, RunDir, peak_disk_bytes
 from distill.core.tracking import MetricsLog
 from distill.counterfactual import her_decide
 from distill.counterfactual.twins import Counterfactuals
@@ -153,7 +153,7 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 def _load(r: Run, t_setup: float) -> None:
     """Transfer blocks, teacher, student and twins; `r.timings` gets the load and data seconds."""
     from distill.models.attention import check_attention
-    from distill.models.loading import build_student, check_tokenizers, load_teacher
+    from distill.models.loading import build_student, check_positions, check_tokenizers, load_teacher
     from distill.models.pruning import check_prune
 
     cfg, accelerator = r.cfg, r.accelerator
@@ -172,6 +172,7 @@ def _load(r: Run, t_setup: float) -> None:
         t_early = time.perf_counter() - t0
 
     r.teacher, r.tokenizer, _ = load_teacher(cfg)
+    check_positions(r.teacher, cfg, f"teacher {cfg.teacher.name_or_path!r}")
     r.teacher.to(device)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
         check_tokenizers(r.tokenizer, cfg.student.path)
@@ -181,6 +182,7 @@ def _load(r: Run, t_setup: float) -> None:
         check_attention(r.teacher, cfg.train.attention)  # the student will be the teacher's architecture
     else:
         r.student = build_student(cfg.student, r.teacher, seed=cfg.run.seed)
+        check_positions(r.student, cfg, "the student")
         check_attention(r.student, cfg.train.attention)
         r.n_params = _n_params(r.student)
         if r.main:
@@ -195,8 +197,10 @@ def _load(r: Run, t_setup: float) -> None:
         with accelerator.main_process_first(), accelerator.autocast():
             blocks = build_blocks(cfg, r.tokenizer, teacher=r.teacher, device=device)
     r.train_blocks, r.val_blocks = blocks
-    if r.main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
-        atomic_save_tensors({"val": r.val_blocks}, r.run.val_blocks)
+    if r.main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them,
+        # with the fingerprint of the tokenizer that made them, which evaluation checks its tokenizers against
+        meta = {TOKENIZER_KEY: tokenizer_fingerprint(r.tokenizer)}
+        atomic_save_tensors({"val": r.val_blocks}, r.run.val_blocks, metadata=meta)
     if pruning:
         _prune(r)
     if r.cf is not None:
