@@ -165,6 +165,15 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _confirm_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="confirm that the Python code of a teacher whose recipe file sets teacher.trust_remote_code: true may "
+        "run on this machine (read it first)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="distill", description="Distill a causal LM while removing gender disparity."
@@ -175,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run a distillation recipe")
     t.add_argument("recipe", help="recipe YAML, e.g. recipes/debug.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. kd.alpha=0.7 perturb.kind=max")
+    _confirm_flag(t)
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser(
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("recipe")
     w.add_argument("--show", type=int, default=3, help="how many real twins to print")
     w.add_argument("overrides", nargs="*")
+    _confirm_flag(w)
     w.set_defaults(func=_cmd_inspect_twins)
 
     e = sub.add_parser(
@@ -201,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--suite", default="quick")
     e.add_argument("--out", default=None, help="folder for <suite>.json (default: <run dir>/eval)")
     e.add_argument("overrides", nargs="*")
+    _confirm_flag(e)
     e.set_defaults(func=_cmd_eval)
 
     m = sub.add_parser(
@@ -209,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
     m.add_argument("baseline", help="the baseline recipe")
     m.add_argument("overrides", nargs="*")
+    _confirm_flag(m)
     m.set_defaults(func=_cmd_compare)
 
     x = sub.add_parser("experiment", help="train and evaluate a grid of variants x seeds; write results/")
@@ -230,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare this run's table with an earlier results.json (is every number inside its interval?); "
         "writes reproduction.md and exits 1 if one is not",
     )
+    _confirm_flag(x)
     x.set_defaults(func=_cmd_experiment)
 
     r = sub.add_parser("report", help="side-by-side report of evaluated runs")
@@ -267,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
+    from distill.models.remote_code import CONFIRM_ENV
+
+    before = os.environ.get(CONFIRM_ENV)
+    if getattr(args, "trust_remote_code", False):  # the confirmation, for this command only
+        os.environ[CONFIRM_ENV] = "1"
     try:
         return args.func(args)
     except FairDistillError as e:
@@ -279,11 +298,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{e}\n")
             return e.exit_code
         raise
-    except (
-        KeyboardInterrupt
-    ) as e:  # Ctrl-C before training's own handlers, or a second signal during training
+    except KeyboardInterrupt as e:  # Ctrl-C before training's handlers, or a second signal during training
         sys.stderr.write(f"{e or 'interrupted'}\n")
         return getattr(e, "exit_code", 130)
+    finally:
+        if before is None:
+            os.environ.pop(CONFIRM_ENV, None)
+        else:
+            os.environ[CONFIRM_ENV] = before
 
 
 if __name__ == "__main__":

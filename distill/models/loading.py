@@ -19,6 +19,13 @@ from torch import nn
 from distill.core.config import EMBEDDED_PREFIX, Config, StudentConfig, TeacherConfig
 from distill.core.errors import ModelError
 from distill.models.embedded import materialize_embedded
+from distill.models.remote_code import (
+    allow_remote_code,
+    as_library_model,
+    library_arch,
+    library_config,
+    shipped_code,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +79,9 @@ def load_pretrained(
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    if trust_remote_code:
-        log.warning("%s: trust_remote_code is on: Python code from %s will run on this machine", what, name)
+    code = shipped_code(name)
+    if code and not trust_remote_code and not library_arch(code.get("model_type")):
+        raise ModelError(_needs_its_code(name, what))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -96,6 +104,8 @@ def load_pretrained(
         raise ModelError(f"{what} {name!r} could not be loaded: {hint}. ({str(e).splitlines()[0]})") from None
     except Exception as e:  # safetensors, torch and transformers raise many types for a corrupt checkpoint
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "trust_remote_code" in str(e) and not trust_remote_code:
+            raise ModelError(_needs_its_code(name, what)) from None
         raise ModelError(
             f"{what} {name!r} could not be loaded ({type(e).__name__}: {first}); the checkpoint may be truncated "
             "or written for another architecture: re-save it with save_pretrained"
@@ -104,6 +114,18 @@ def load_pretrained(
         hf_logging.set_verbosity(verbosity)
     check_weights(model, info, f"{what} {name!r}")
     return model
+
+
+def _needs_its_code(name: str, what: str) -> str:
+    code = shipped_code(name)
+    shown = ", ".join(code.get("files") or []) or "its auto_map"
+    arch = f" {code['model_type']!r}" if code.get("model_type") else ""
+    return (
+        f"{what} {name!r} loads only with its own Python code ({shown}: its architecture{arch} is not one "
+        "transformers has), which fairdistill does not run here: only a teacher whose recipe file sets "
+        "teacher.trust_remote_code: true, confirmed with --trust-remote-code, runs its code, and students are saved "
+        "as transformers' own architectures"
+    )
 
 
 def _grouped(keys: list[str]) -> str:
@@ -179,7 +201,9 @@ def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bo
 
 
 def load_teacher(cfg: Config):
-    """Return (teacher, tokenizer, resolved path). The teacher is frozen and in eval mode."""
+    """Return (teacher, tokenizer, resolved path). The teacher is frozen and in eval mode. Code shipped with it
+    runs only as `allow_remote_code` allows."""
+    allow_remote_code(cfg)
     path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
     tok = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
     model = load_pretrained(
@@ -256,7 +280,7 @@ def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Mod
         raise ModelError(
             f"student.layers {layers}: the teacher has {n} layers (0..{n - 1}); {bad} do not exist"
         )
-    config = copy.deepcopy(teacher.config)
+    config = library_config(copy.deepcopy(teacher.config))
     config.num_hidden_layers = len(layers)
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in layers]
@@ -287,7 +311,7 @@ def build_student(
             teacher, list(layers if layers is not None else cfg.layers or [])
         )
     elif cfg.init == "config":
-        config = copy.deepcopy(teacher.config)
+        config = library_config(copy.deepcopy(teacher.config))
         depth = cfg.num_layers or (len(cfg.layers) if cfg.layers else max(1, num_layers(config) // 2))
         config.num_hidden_layers = depth
         if getattr(config, "layer_types", None):
@@ -304,7 +328,7 @@ def build_student(
             check_local_dir(Path(path).expanduser(), "student.path")
         student = load_pretrained(path, "student.path", torch.float32)
     check_vocab(teacher, student)
-    return student.float().train()
+    return as_library_model(student, "the student").float().train()
 
 
 def check_vocab(teacher: nn.Module, student: nn.Module) -> None:

@@ -315,6 +315,7 @@ def export(r: Run) -> None:
     state_dict = accelerator.get_state_dict(r.student)
     if not r.main:
         return
+    from distill.models.remote_code import check_no_code, library_tokenizer
     from distill.reporting.card import write_card
 
     model = accelerator.unwrap_model(r.student)
@@ -323,8 +324,9 @@ def export(r: Run) -> None:
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        r.tokenizer.save_pretrained(folder)
+        library_tokenizer(r.tokenizer).save_pretrained(folder)
         write_card(folder, r.cfg, r.run.path, model=model, precision=r.mixed_precision)
+        check_no_code(folder)  # the teacher's code never travels with the student
 
     r.run.write_final(write)
     log.info("final student written to %s", r.run.final)

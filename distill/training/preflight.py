@@ -154,9 +154,44 @@ def teacher_positions(cfg: Config) -> int | None:
     return positions(c) if c is not None else None
 
 
+def remote_code_report(cfg: Config) -> list[str]:
+    """What the teacher's own code (a local folder's `*.py` and `auto_map`) means for the run, read without
+    running it: a problem when its architecture exists only in that code (its student could not be saved
+    without it); otherwise a line saying whether it will run."""
+    from distill.models.remote_code import library_arch, not_library_message, shipped_code
+
+    name = cfg.teacher.name_or_path
+    code = shipped_code(name)
+    if not code:
+        return []
+    if not library_arch(code["model_type"]):
+        return [not_library_message(name, code)]
+    files = ", ".join(code["files"]) or "auto_map"
+    if cfg.teacher.trust_remote_code:
+        log.warning(
+            "teacher %r ships its own code (%s) and teacher.trust_remote_code is true: train runs it once confirmed "
+            "with --trust-remote-code; the student is saved as transformers' own %r architecture, without it",
+            name,
+            files,
+            code["model_type"],
+        )
+    else:
+        log.info(
+            "teacher %r ships its own code (%s); with teacher.trust_remote_code false it loads with transformers' "
+            "own %r code, and its code never runs",
+            name,
+            files,
+            code["model_type"],
+        )
+    return []
+
+
 def _check_models(cfg: Config) -> None:
     from distill.models.loading import position_problems
 
+    code_problems = remote_code_report(cfg)
+    if code_problems:  # nothing else of such a teacher is read: its tokenizer could need its code
+        raise ConfigError(code_problems)
     depth, vocab, tokens = teacher_shape(cfg)
     problems = position_problems(teacher_positions(cfg), cfg, f"teacher {cfg.teacher.name_or_path!r}")
     s = cfg.student

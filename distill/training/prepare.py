@@ -103,12 +103,14 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 
     from distill.core.cpu_heap import configure_cpu_heap, heap_log_line
     from distill.core.precision import emulated_bf16_warning, resolve_mixed_precision
+    from distill.models.remote_code import allow_remote_code
     from distill.training.preflight import early_checks, preflight
 
     heap_line = heap_log_line(
         *configure_cpu_heap()
     )  # before any large tensor, the transfer set's sampling included
     early_checks(cfg)
+    allow_remote_code(cfg)  # refused unconfirmed, or warned, before any of the teacher's code could run
     run = RunDir.for_config(cfg)
     lock = RunLock(run)
     stack.callback(

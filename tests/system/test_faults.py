@@ -96,15 +96,23 @@ def test_secrets_are_redacted():
     assert out["tracking"]["project"] == "p" and out["data"]["sample_max_new_tokens"] == 5
 
 
-def test_trust_remote_code_warns(tmp_path, teacher_dir, caplog):
+def test_trust_remote_code_is_confirmed_and_warned(tmp_path, teacher_dir, caplog, monkeypatch):
+    """From a recipe file only (tests/unit/core/test_config.py), confirmed by --trust-remote-code (here its
+    environment variable), warned; tests/system/test_remote_code.py runs a teacher that ships code."""
+    from distill.models import remote_code
     from distill.models.loading import load_teacher
 
     recipe = tmp_path / "remote.yaml"
     recipe.write_text(f"teacher: {{name_or_path: {teacher_dir}, trust_remote_code: true}}\n")
     cfg = load_config(recipe, ["student.layers=[0, 1]"])
+    monkeypatch.delenv(remote_code.CONFIRM_ENV, raising=False)
+    with pytest.raises(ConfigError, match="confirm with --trust-remote-code"):
+        load_teacher(cfg)
+    monkeypatch.setenv(remote_code.CONFIRM_ENV, "1")
+    monkeypatch.setattr(remote_code, "_WARNED", set())
     with caplog.at_level("WARNING"):
         load_teacher(cfg)
-    assert "trust_remote_code is on" in caplog.text
+    assert "trust_remote_code is on, confirmed" in caplog.text
 
 
 # ---- checkpoints: damaged files, the disk's peak, a disk that fills up --------------------------------------
