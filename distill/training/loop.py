@@ -78,12 +78,7 @@ def _steps(r: Run, signals: StopSignals, stop_after: int | None) -> bool:
             if result["interrupted"]:
                 raise _stopped(r, signals.received or signal.SIGTERM, during=True)
             if result["stopped"]:
-                last = r.run.latest()
-                hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                raise FairDistillError(
-                    f"non-finite loss at step {r.step + 1}; {hint}. Lower train.lr, raise train.clip, or set "
-                    "train.on_nan=skip"
-                )
+                raise _non_finite(r)
             window.add(result, time.perf_counter() - t_step)
             bar.update(1)
             if result["loss"] is not None:
@@ -94,7 +89,27 @@ def _steps(r: Run, signals: StopSignals, stop_after: int | None) -> bool:
             signum = signals.agreed(r.accelerator)
             if signum is not None and r.step < r.total_steps and not left:
                 raise _stopped(r, signum, during=False)
+    if not left and r.step and r.state["skipped_nan"] >= r.step:
+        raise FairDistillError(
+            f"every one of the {r.step} steps had a non-finite loss and was skipped (train.on_nan=skip), so the "
+            "student never trained: no final/ is written (the checkpoints are kept). The loss is not finite before "
+            "any update, so the teacher's outputs or the data are the cause, not the learning rate; check the "
+            "teacher (distill eval <teacher>)"
+        )
     return bool(left)
+
+
+def _non_finite(r: Run) -> FairDistillError:
+    last = r.run.latest()
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+    if r.step == 0:  # no update yet: the learning rate cannot be the cause
+        fix = (
+            "The loss was not finite before any update, so the teacher's outputs or the data are the cause, not "
+            "the learning rate; check the teacher (distill eval <teacher>)"
+        )
+    else:
+        fix = "Lower train.lr, raise train.clip, or set train.on_nan=skip"
+    return FairDistillError(f"non-finite loss at step {r.step + 1}; {kept}. {fix}")
 
 
 def _stopped(r: Run, signum: int, during: bool) -> TrainingStopped:
