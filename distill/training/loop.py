@@ -45,7 +45,6 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
                 left = _steps(r, signals, stop_after)
                 if not left:  # `stop_after` leaves as a preempted job would: no export
                     export(r)
-                    r.tracking.keep_wandb = keep_tracking
             except StoppedAtOnce as e:
                 last = r.run.latest()
                 kept = (
@@ -63,6 +62,7 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
                     "evaluation suite) did not run",
                     128 + int(signals.received),
                 )
+            r.tracking.keep_wandb = keep_tracking and not left
     return r.run.path
 
 
