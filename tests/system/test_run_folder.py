@@ -5,6 +5,7 @@ config.yaml, identity.json). Each test checks that what the first run wrote is s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -157,6 +158,8 @@ def test_the_lock_is_released_however_the_run_ends(tmp_path, teacher_dir, monkey
     assert not (run_dir / "run.lock").exists()
 
     def bug(*args):
+        held = json.loads((run_dir / "run.lock").read_text())  # held while the run loads
+        assert held["pid"] == os.getpid()
         raise RuntimeError("a bug while loading")
 
     with monkeypatch.context() as m:
