@@ -106,12 +106,7 @@ def make_accelerator(cfg: Config, run: RunDir, mixed_precision: str, stack: Exit
     )
     tracking = Tracking(accelerator)
     stack.callback(tracking.close)
-    if cfg.run.seed + accelerator.num_processes - 1 > SEED_MAX:  # set_seed adds each process's rank
-        raise FairDistillError(
-            f"run.seed={cfg.run.seed} with {accelerator.num_processes} processes: each process seeds numpy with "
-            f"run.seed + its rank, past numpy's largest seed {SEED_MAX}; use run.seed <= "
-            f"{SEED_MAX - accelerator.num_processes + 1}"
-        )
+    check_seed(cfg.run.seed, accelerator.num_processes)
     if launched > 1 and accelerator.num_processes != launched:
         raise FairDistillError(
             f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
@@ -152,6 +147,16 @@ def claim_run_folder(cfg: Config, run: RunDir, lock: RunLock, accelerator) -> No
             error = FairDistillError(box[0])
     if error is not None:
         raise error
+
+
+def check_seed(seed: int, world: int) -> None:
+    """Every process seeds numpy with run.seed + its rank (`set_seed(device_specific=True)`): the largest of them
+    must still be a numpy seed."""
+    if seed + world - 1 > SEED_MAX:
+        raise FairDistillError(
+            f"run.seed={seed} with {world} processes: each process seeds numpy with run.seed + its rank, past "
+            f"numpy's largest seed {SEED_MAX}; use run.seed <= {SEED_MAX - world + 1}"
+        )
 
 
 def uses_wandb(cfg: Config) -> bool:

@@ -128,3 +128,15 @@ def test_a_suite_refuses_them_through_the_same_coercion(override):
     key = override.split("=")[0]
     assert f"tasks.templates.{key} must" in str(e.value) and len(e.value.problems) == 1
     load_suite("quick", ["temperature=0"])  # 0 is greedy, not a division by zero
+
+
+def test_each_process_seed_stays_in_numpys_range():
+    from distill.core.errors import FairDistillError
+    from distill.training.lifecycle import check_seed
+
+    check_seed(2**32 - 1, 1)
+    check_seed(2**32 - 2, 2)
+    with pytest.raises(
+        FairDistillError, match=r"run.seed=4294967295 with 2 processes: .*use run.seed <= 4294967294"
+    ):
+        check_seed(2**32 - 1, 2)
