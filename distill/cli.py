@@ -67,10 +67,11 @@ def _cmd_train(args) -> int:
 
 def _cmd_check(args) -> int:
     from distill.core.recipe import config_to_yaml, load_config
-    from distill.training.preflight import preflight
+    from distill.training.preflight import preflight, step_budget_line
 
     cfg = load_config(args.recipe, args.overrides)
-    preflight(cfg)  # everything train checks before it loads a model
+    preflight(cfg, standalone=True)  # everything train checks before it loads a model
+    logging.getLogger("distill").info("%s", step_budget_line(cfg))
     sys.stdout.write(config_to_yaml(cfg))
     return 0
 
@@ -232,6 +233,13 @@ def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
         action="store_true",
         help="allow the Hugging Face hub (default: offline, HF_HUB_OFFLINE=1, unless the environment sets "
         "HF_HUB_OFFLINE; needed the first time a hub teacher or dataset is used)",
+        **default,
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="confirm that the Python code of a teacher whose recipe file sets teacher.trust_remote_code: true may "
+        "run on this machine (read it first)",
         **default,
     )
 
@@ -411,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HF_HUB_OFFLINE"] = "0"
     else:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from distill.models.remote_code import CONFIRM_ENV
+
+    before = os.environ.get(CONFIRM_ENV)
+    if args.trust_remote_code:  # the confirmation, for this command (and the trainings it starts) only
+        os.environ[CONFIRM_ENV] = "1"
     try:
         return args.func(args)
     except FairDistillError as e:
@@ -423,9 +436,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{e}\n")
             return e.exit_code
         raise
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C before training's handlers, or a second signal during training
+        sys.stderr.write(f"{e or 'interrupted'}\n")
+        return getattr(e, "exit_code", 130)
+    finally:
+        if before is None:
+            os.environ.pop(CONFIRM_ENV, None)
+        else:
+            os.environ[CONFIRM_ENV] = before
 
 
 if __name__ == "__main__":

@@ -42,7 +42,10 @@ class TeacherConfig:
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
     trust_remote_code: bool = False
-    """Run model code shipped in the hub repository. Off by default; turning it on prints a warning."""
+    """Run the Python code shipped with the teacher (its hub repository's or folder's `*.py`). Taken only from a
+    recipe file, never an override; a command runs it only when confirmed with `--trust-remote-code`, after a
+    warning. The student is saved as transformers' own architecture, without that code; a teacher whose
+    architecture exists only in its own code is refused."""
     cache: str | None = None
     """Folder for cached teacher targets: the teacher runs once over the training blocks (and their twins) and
     every later step, epoch, run and student size with the same teacher, blocks, word lists and temperature reads

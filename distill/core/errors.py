@@ -16,7 +16,8 @@ class ConfigError(FairDistillError):
     """A recipe or override is wrong. Holds every problem found, not just the first."""
 
     def __init__(self, problems: list[str] | str, source: str | None = None):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        # a problem found twice (a suite's task settings are checked as data, then as the task) is listed once
+        self.problems = [problems] if isinstance(problems, str) else list(dict.fromkeys(problems))
         self.source = source
         prefix = f"{source}: " if source else ""
         if len(self.problems) == 1:

@@ -66,6 +66,37 @@ def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict[str, str
     return atomic_write(path, write)
 
 
+def not_a_file(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a regular file, in words that follow its name ("is a folder", "is a named pipe
+    (FIFO)", "is a symbolic link that loops", "does not exist"), or None when it is one."""
+    import errno
+    import stat
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link that loops (following it leads back to itself)"
+        if p.is_symlink():
+            return f"is a symbolic link to {os.readlink(p)!r}, which does not exist"
+        return "does not exist" if e.errno == errno.ENOENT else f"cannot be read ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return (
+        "is "
+        + next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+        + ", not a file"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Fingerprints
 

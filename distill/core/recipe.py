@@ -7,6 +7,7 @@ raised once as a `ConfigError`, before any model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ import yaml
 from distill.core import inherit
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, PRUNE_BY, Config
 from distill.core.errors import ConfigError
+from distill.core.files import not_a_file
 from distill.core.resources import resource_path
-from distill.core.sections import build_section
+from distill.core.sections import INT64, build_section
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -49,15 +51,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def check_range(problems: list[str], where: str, value: float | int | None, lo=None, hi=None, lo_open=False):
-    """Add to `problems` when a number lies outside [lo, hi] (or (lo, hi] with `lo_open`); None passes."""
+def check_range(
+    problems: list[str],
+    where: str,
+    value: float | int | None,
+    lo=None,
+    hi=None,
+    lo_open=False,
+    why: str = "",
+):
+    """Add to `problems` when a number lies outside [lo, hi] (or (lo, hi] with `lo_open`); None passes. `why`
+    follows the range in the message."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
     if bad:
         left = "(" if lo_open else "["
         problems.append(
-            f"{where} must be in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}], got {value}"
+            f"{where} must be in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            f"{f' ({why})' if why else ''}, got {value}"
         )
 
 
@@ -75,14 +87,41 @@ def validate(cfg: Config) -> list[str]:
     _check_run(cfg, p)
     _check_student(cfg, p)
     _check_inputs(cfg, p)
+    _check_int64(cfg, p)
     return p
+
+
+def _check_int64(node: Any, p: list[str], where: str = "") -> None:
+    """Every integer of the recipe fits in 64 bits (torch and numpy hold them so), for the fields no range above
+    bounds; a field whose range was already refused is not named twice."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            if not f.metadata.get("internal"):
+                _check_int64(getattr(node, f.name), p, f"{where}.{f.name}" if where else f.name)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_int64(v, p, f"{where}[{i}]")
+    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT64:
+        if not any(problem.startswith(f"{where} ") for problem in p):
+            p.append(f"{where} must be an integer within +-(2**63 - 1), got {node}; give a smaller one")
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds go to numpy, whose seeds are 32-bit: 0 .. 2**32 - 1."""
+TEMPERATURE_RANGE = (0.01, 100.0)
+"""Softmax temperatures: logits / T stay finite in float32 and bf16 above 0.01, and T**2 (the KD scale) below 100
+is far from overflow; outside it the distribution is one-hot or uniform to float precision anyway."""
+CHANGED_WEIGHT_MAX = 1000.0
+"""`kd.changed_weight` multiplies KD terms of a loss summed over a whole step: kept where float32 sums stay finite."""
 
 
 def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.alpha", cfg.kd.alpha, 0, 1)
-    check_range(p, "kd.temperature", cfg.kd.temperature, 0, None, lo_open=True)
+    check_range(
+        p, "kd.temperature", cfg.kd.temperature, *TEMPERATURE_RANGE, why="logits / T and T**2 stay finite"
+    )
     check_range(p, "kd.chunk_size", cfg.kd.chunk_size, 1)
-    check_range(p, "kd.changed_weight", cfg.kd.changed_weight, 0)
+    check_range(p, "kd.changed_weight", cfg.kd.changed_weight, 0, CHANGED_WEIGHT_MAX)
     check_range(p, "kd.changed_tv", cfg.kd.changed_tv, 0, 1, lo_open=True)
     check_range(p, "kd.log_ratio", cfg.kd.log_ratio, 0)
     check_range(p, "kd.log_ratio_mass", cfg.kd.log_ratio_mass, 0, 1, lo_open=True)
@@ -111,15 +150,30 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "data.samples_per_prompt", cfg.data.samples_per_prompt, 1)
     check_range(p, "data.sample_max_new_tokens", cfg.data.sample_max_new_tokens, 1)
     check_range(p, "data.sample_top_p", cfg.data.sample_top_p, 0, 1, lo_open=True)
-    check_range(p, "data.sample_temperature", cfg.data.sample_temperature, 0, None, lo_open=True)
+    check_range(
+        p,
+        "data.sample_temperature",
+        cfg.data.sample_temperature,
+        *TEMPERATURE_RANGE,
+        why="logits / T stay finite",
+    )
+    check_range(p, "run.seed", cfg.run.seed, 0, SEED_MAX, why="numpy's seed range")
+    check_range(p, "data.seed", cfg.data.seed, 0, SEED_MAX, why="numpy's seed range")
     check_range(p, "data.sample_batch_size", cfg.data.sample_batch_size, 1)
     check_range(p, "data.num_workers", cfg.data.num_workers, 0)
     check_range(p, "train.micro_batch_size", cfg.train.micro_batch_size, 1)
     check_range(p, "train.grad_accum", cfg.train.grad_accum, 1)
     check_range(p, "train.max_steps", cfg.train.max_steps, 1)
     check_range(p, "train.max_tokens", cfg.train.max_tokens, 1)
-    check_range(p, "train.lr", cfg.train.lr, 0, None, lo_open=True)
+    check_range(p, "train.lr", cfg.train.lr, 0, 1, lo_open=True)
     check_range(p, "train.weight_decay", cfg.train.weight_decay, 0)
+    lr, wd = cfg.train.lr, cfg.train.weight_decay
+    if isinstance(lr, float) and isinstance(wd, float) and 0 < lr <= 1 and lr * wd >= 1:
+        p.append(
+            f"train.lr x train.weight_decay must be below 1, got {lr:g} x {wd:g} = {lr * wd:g}: AdamW multiplies every "
+            "weight by 1 - lr x weight_decay each step, so the weights would flip sign and grow without bound; lower "
+            "train.weight_decay (0.01 to 0.1 is usual)"
+        )
     check_range(p, "train.warmup_frac", cfg.train.warmup_frac, 0, 1)
     check_range(p, "train.min_lr_frac", cfg.train.min_lr_frac, 0, 1)
     check_range(p, "train.clip", cfg.train.clip, 0)
@@ -129,10 +183,9 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
 
 
 def _check_run(cfg: Config, p: list[str]) -> None:
-    if isinstance(cfg.train.betas, list) and (
-        len(cfg.train.betas) != 2
-        or not all(isinstance(b, float | int) and 0 <= b < 1 for b in cfg.train.betas)
-    ):
+    betas = cfg.train.betas
+    numbers = isinstance(betas, list) and all(isinstance(b, float | int) for b in betas)
+    if numbers and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
         p.append(f"train.betas must be two numbers in [0, 1), got {cfg.train.betas}")
     if cfg.train.max_steps is None and cfg.train.max_tokens is None:
         p.append(
@@ -140,12 +193,17 @@ def _check_run(cfg: Config, p: list[str]) -> None:
         )
     if cfg.train.max_steps is not None and cfg.train.max_tokens is not None:
         p.append("train.max_steps and train.max_tokens are both set; keep one (set the other to null)")
-    if isinstance(cfg.run.name, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
+    name = cfg.run.name
+    if isinstance(name, str) and not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         p.append(
-            f"run.name {cfg.run.name!r} may hold only letters, digits, '.', '_' and '-' (it names a folder under run.output_dir)"
+            f"run.name {name!r} may hold only letters, digits, '.', '_' and '-' (it names a folder under run.output_dir)"
         )
-    if cfg.run.name in (".", ".."):
-        p.append(f"run.name {cfg.run.name!r} would escape run.output_dir; pick a plain name")
+    elif isinstance(name, str) and not re.match(r"[A-Za-z0-9]", name):
+        p.append(
+            f"run.name {name!r} must start with a letter or digit (a leading '-' reads as an option to every command "
+            "given the folder, a leading '.' hides it or escapes run.output_dir); e.g. "
+            f"run.name={name.lstrip('.-_') or 'run'}"
+        )
 
     name = cfg.teacher.name_or_path
     if (
@@ -280,15 +338,23 @@ def _duplicate_keys(node: Any, path: str = "") -> list[str]:
 def read_recipe(recipe: str | Path) -> dict:
     """A recipe file's mapping, refusing what YAML would accept silently or crash on: a folder, a file that is not
     UTF-8, a key given twice, a document that is not a mapping."""
-    path = resource_path(recipe)
     source = str(recipe)
+    if source == "-":
+        raise ConfigError(
+            "recipe '-': a recipe is read from a file, not from standard input; save it as a file (e.g. "
+            "recipes/mine.yaml) and give its path"
+        )
+    path = resource_path(recipe)
     if path.is_dir():
         raise ConfigError(
             f"recipe {source!r} is a folder; give one recipe file, e.g. {source.rstrip('/')}/debug.yaml "
             f"({_shipped_recipes()})"
         )
-    if not path.is_file():
+    why = not_a_file(path)
+    if why == "does not exist":
         raise ConfigError(f"recipe file not found: {source}; {_shipped_recipes()}")
+    if why is not None:
+        raise ConfigError(f"recipe {source!r} {why}; give a recipe YAML file, e.g. recipes/debug.yaml")
     text = _decode_recipe(path.read_bytes(), source)
     try:
         tree = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -301,7 +367,11 @@ def read_recipe(recipe: str | Path) -> dict:
     if duplicates:
         raise ConfigError(duplicates, source)
     if data is None:
-        return {}
+        raise ConfigError(
+            "the recipe is empty (nothing but comments or blank lines); write its sections (teacher:, student:, "
+            "data:, train:, ...): recipes/debug.yaml is a small complete one to start from",
+            source,
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"a recipe must be a mapping of sections (teacher:, student:, ...), got {type(data).__name__}",
@@ -317,10 +387,23 @@ def load_config(recipe: str | Path | None, overrides: list[str] | None = None) -
     if recipe is not None:
         source = str(recipe)
         data = inherit.resolve(recipe, read_recipe)  # its `base:` chain merged in (core/inherit.py)
+    in_file = _trusts_remote_code(data)
     data = apply_overrides(data, list(overrides or []))
-    cfg = config_from_dict(data, source)
+    problems = []
+    if _trusts_remote_code(data) and not in_file:
+        problems.append(
+            "teacher.trust_remote_code: true is refused on the command line: it lets Python code shipped with the "
+            "teacher run on this machine, so it is taken only from a recipe file, where it can be read and reviewed; "
+            "write `teacher: {trust_remote_code: true}` in the recipe (a run asks for --trust-remote-code to confirm)"
+        )
+    cfg = config_from_dict(data, source, problems)
     cfg.overrides = list(overrides or [])
     return cfg
+
+
+def _trusts_remote_code(data: dict) -> bool:
+    teacher = data.get("teacher")
+    return isinstance(teacher, dict) and teacher.get("trust_remote_code") is True
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -6,7 +6,7 @@ import glob
 import os
 from pathlib import Path
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # distill/ (this file is distill/core/resources.py)
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # distill/, where an installed wheel keeps _data/
 _REPO_ROOT = _PACKAGE_DIR.parent
 _DATA_DIRS = ("word_lists", "recipes", "eval")
 

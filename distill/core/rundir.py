@@ -1,8 +1,11 @@
 """A run folder (`<run.output_dir>/<run.name>/`): what lives where, its checkpoints and the recipe it was started with.
 
-    config.yaml              the resolved recipe (a resume must match it, `RESUMABLE_CHANGES` aside)
+    run.lock                 held (flock) by the process group running in the folder: its pid, host and start
+    identity.json            the recipe the folder belongs to, written first (`distill.core.ownership`)
+    config.yaml              the resolved recipe, rewritten by every start
     metrics.jsonl            one line per logged step (`distill.core.tracking.MetricsLog`)
-    val_blocks.safetensors   the held-out blocks, which evaluation measures perplexity on
+    val_blocks.safetensors   the held-out blocks, which evaluation measures perplexity on; its metadata holds the
+                             fingerprint of the tokenizer they were made with, which evaluation checks
     prune.json, probe.json   the layer ranking (pruned students) and the final per-profession probe
     checkpoints/step_N/      accelerator state, trainer_state.json, loop_rng_<rank>.pt, `complete` marker last
     checkpoints/latest       the newest checkpoint's name
@@ -25,7 +28,7 @@ from pathlib import Path
 from distill.core.config import Config
 from distill.core.errors import ConfigError, FairDistillError
 from distill.core.files import atomic_write
-from distill.core.recipe import config_to_yaml, load_config
+from distill.core.recipe import config_from_dict
 
 log = logging.getLogger("distill")
 
@@ -33,28 +36,8 @@ CHECKPOINT_PREFIX = "step_"
 WANDB_DIR = "wandb"
 WANDB_ID_FILE = "run_id"
 
-# Settings a resumed run may change: how long, how often to log/evaluate/save, how the loss, the student's
-# attention and the teacher's targets are computed (same values to rounding), where W&B goes. Everything else must
-# match the run's config.yaml.
-RESUMABLE_CHANGES = {
-    "run": ("label",),
-    "train": (
-        "max_steps",
-        "max_tokens",
-        "log_every",
-        "eval_every",
-        "probe_every",
-        "save_every",
-        "keep_last",
-        "attention",
-    ),
-    "eval": ("suite",),
-    "kd": ("chunk_size", "fused"),
-    "data": ("num_workers", "cache_dir"),
-    "teacher": ("cache", "cache_format", "cache_top_k"),
-    "tracking": None,
-}
-
+TOKENIZER_KEY = "tokenizer_fingerprint"
+"""The metadata key of val_blocks.safetensors naming the tokenizer the run trained with (`files.tokenizer_fingerprint`)."""
 
 EVAL_DIR = "eval"
 TEACHER_DIR = "teacher"
@@ -64,8 +47,12 @@ FINAL_DIR = "final"
 class RunDir:
     """The paths of one run folder and what is done to them as a whole (checkpoints, the final export)."""
 
+    WRITE_PROBE = ".write_test"
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock_file = self.path / "run.lock"
+        self.identity = self.path / "identity.json"
         self.config = self.path / "config.yaml"
         self.metrics = self.path / "metrics.jsonl"
         self.val_blocks = self.path / "val_blocks.safetensors"
@@ -176,6 +163,11 @@ class RunDir:
                 os.replace(tmp, final)
                 (final / "complete").write_text(json.dumps({"step": step, "files": files}))
                 (self.checkpoints_dir / "latest").write_text(final.name)
+        except KeyboardInterrupt:  # stopped at once (a second signal): nothing half-written stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (final / "complete").is_file():
+                shutil.rmtree(final, ignore_errors=True)
+            raise
         except Exception as e:
             if not disk_full(e):
                 raise
@@ -202,22 +194,22 @@ class RunDir:
     # ---- the folder as a whole -------------------------------------------------------------------------------
 
     def open(self, cfg: Config) -> Path | None:
-        """Create or reopen the folder; refuse a different recipe in an existing one. Returns the checkpoint to
-        resume from, or None. Damaged newer checkpoints are skipped with a warning."""
-        if not (self.config.is_file() and self.checkpoints()):
+        """The checkpoint to resume from, or None to start at step 0, once the folder is known to be this recipe's
+        (`distill.core.ownership`). Damaged newer checkpoints are skipped with a warning. A finished run with no
+        checkpoint left is refused: training again from step 0 would replace its final/."""
+        if not self.checkpoints():
+            if self.finished():
+                raise FairDistillError(
+                    f"run directory {self.path} is finished (final/ holds its student) but has no checkpoint to "
+                    "resume from (checkpoints/ was removed), so a rerun would train it again from step 0 over "
+                    f"final/; evaluate it as it is (distill eval {self.path}), start a new run with "
+                    f"run.name=<new name>, or remove {self.final} to train this one again"
+                )
             return None
         if cfg.run.resume == "never":
             raise ConfigError(
                 f"run directory {self.path} already holds checkpoints and run.resume is 'never'; "
                 f"pick another run.name or delete the folder"
-            )
-        import yaml
-
-        before, now = _recipe_of(_saved_config(self.config)), _recipe_of(yaml.safe_load(config_to_yaml(cfg)))
-        if before != now:
-            raise ConfigError(
-                f"run directory {self.path} was started with a different recipe ({_recipe_differences(before, now)}); "
-                f"resume it with the same recipe, or start a new run with run.name=<new name>"
             )
         ckpt = self.resumable(main=int(os.environ.get("RANK", "0")) == 0)
         if ckpt is None:  # starting over would drop the run's metrics.jsonl: leave that to the user
@@ -226,6 +218,47 @@ class RunDir:
                 "with run.name=<new name>, or delete the folder to start this one over"
             )
         return ckpt
+
+    def tokenizer_fingerprint(self) -> str | None:
+        """The fingerprint of the tokenizer the run trained with, as recorded with its validation blocks; None for
+        a run from before it was recorded."""
+        from safetensors import safe_open
+
+        if not self.val_blocks.is_file():
+            return None
+        try:
+            with safe_open(str(self.val_blocks), framework="pt") as f:
+                return (f.metadata() or {}).get(TOKENIZER_KEY)
+        except Exception:  # a damaged file: evaluation's perplexity names it when it reads the blocks
+            return None
+
+    def saved_recipe(self) -> dict:
+        """config.yaml as plain data; a missing, empty or unreadable one is one message with the way to restore
+        it."""
+        import yaml
+
+        fix = (
+            "it records the recipe this run was started with: rerun the run's training command (it writes the file "
+            "again once identity.json shows the recipe is the same), or restore it from a copy"
+        )
+        try:
+            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FairDistillError(f"{self.config} is missing; {fix}") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise FairDistillError(f"{self.config} cannot be read as YAML ({first}); {fix}") from None
+        if data is None:
+            raise FairDistillError(f"{self.config} is empty; {fix}")
+        if not isinstance(data, dict):
+            raise FairDistillError(
+                f"{self.config} holds a {type(data).__name__}, not the recipe's sections; {fix}"
+            )
+        return data
+
+    def recipe(self) -> Config:
+        """The recipe the run was started with (config.yaml), today's defaults filled in for keys it predates."""
+        return config_from_dict(self.saved_recipe(), str(self.config))
 
     def bytes_used(self) -> int:
         """What the checkpoints and final/ hold (the part of a run's peak already on disk)."""
@@ -236,7 +269,7 @@ class RunDir:
         run's peak less what its checkpoints and final/ already hold."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write_test"
+            probe = self.path / self.WRITE_PROBE
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
@@ -345,46 +378,3 @@ def peak_disk_bytes(
 
 def _bytes_under(*folders: Path) -> int:
     return sum(f.stat().st_size for d in folders if d.is_dir() for f in d.rglob("*") if f.is_file())
-
-
-def _saved_config(path: Path) -> dict:
-    """A run's config.yaml with today's defaults filled in for keys it predates (so an upgrade can resume)."""
-    import yaml
-
-    raw = yaml.safe_load(path.read_text())
-    try:
-        return yaml.safe_load(config_to_yaml(load_config(path)))
-    except Exception:
-        return raw
-
-
-def _recipe_of(d: dict) -> dict:
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    for section, keys in RESUMABLE_CHANGES.items():
-        if keys is None:
-            d.pop(section, None)
-        elif isinstance(d.get(section), dict):
-            for k in keys:
-                d[section].pop(k, None)
-    return d
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _recipe_differences(saved: dict, now: dict) -> str:
-    a, b = _flat(saved), _flat(now)
-    diffs = [
-        f"{k}: {a.get(k)!r} there, {b.get(k)!r} now"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
-    more = f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
-    return "; ".join(diffs[:5]) + more

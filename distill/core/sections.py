@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
 from typing import Any, Literal
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+INT64 = 2**63 - 1
+"""The largest integer a field takes: torch and numpy hold integers in 64 bits."""
 
 
 class _Invalid:
@@ -92,6 +95,10 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             problems.append(f"{where} must be a mapping, got {value!r}")
             return _INVALID
+        bad = _non_finite(value, where)
+        if bad:
+            problems.append(_non_finite_problem(*bad))
+            return _INVALID
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -104,18 +111,59 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             return _INVALID
         return value
     if tp is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads `3e-4` (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{where} must be a number, got {value!r}")
-            return _INVALID
-        return float(value)
+        return _coerce_float(value, where, problems)
     if tp is str:
         if not isinstance(value, str):
             problems.append(f"{where} must be a string, got {value!r}")
             return _INVALID
         return value
     return value
+
+
+def _coerce_float(value: Any, where: str, problems: list[str]) -> Any:
+    """A finite float from a number (or a `3e-4` YAML 1.1 left as a string). NaN and the infinities are refused
+    however they arrive (YAML `.nan`/`.inf`, `1e999`, an integer too large for a float): no range check can hold
+    them (every comparison with NaN is false), and the maths downstream would carry them silently."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = value.strip()  # YAML 1.1 reads `3e-4` (no dot) as a string
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where} must be a number, got {value!r}")
+        return _INVALID
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        out = math.inf
+    if not math.isfinite(out):
+        problems.append(_non_finite_problem(where, value))
+        return _INVALID
+    return out
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first NaN or infinity inside plain data (a mapping such as `student.config_overrides`), with where."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(value, list | tuple) else f"{where}.{k}")
+        if found:
+            return found
+    return None
+
+
+def _non_finite_problem(where: str, value: Any) -> str:
+    shown = value if isinstance(value, str) else repr(value)
+    if isinstance(value, int) and len(shown) > 24:
+        shown = f"{shown[:8]}... ({len(shown)} digits)"
+    return (
+        f"{where} must be a finite number, got {shown} (YAML reads .nan, .inf and numbers past 1.8e308 as "
+        "not-a-number or infinity); give a number such as 0.5"
+    )
 
 
 def build_section(cls: type, data: Any, where: str, problems: list[str]) -> Any:

@@ -48,6 +48,9 @@ def inspect_twins(cfg: Config, n_show: int = 3) -> str:
     if cfg.data.source == "teacher_samples" or decide:
         teacher, tokenizer, _ = load_teacher(cfg)
     else:
+        from distill.models.remote_code import allow_remote_code
+
+        allow_remote_code(cfg)
         path = resolve_teacher_path(cfg.teacher, cfg.data.cache_dir)
         tokenizer = load_tokenizer(path, cfg.teacher.revision, cfg.teacher.trust_remote_code)
     # the transfer set a training run of this recipe uses: sampled (or read back) in the run's precision

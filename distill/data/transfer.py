@@ -23,6 +23,7 @@ from distill.core.files import (
     atomic_write,
     digest,
     model_fingerprint,
+    not_a_file,
     read_jsonl,
     tokenizer_fingerprint,
 )
@@ -58,13 +59,43 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def _expand_files(patterns: list[str]) -> list[Path]:
+    """The files `data.files` names. A path given as is must be a regular file, and so must what a glob
+    matches, folders aside (`data/*` may match subfolders): a FIFO would block the read, a device or a looping
+    link would be read as nothing."""
+    import glob as _glob
+
     files: list[Path] = []
     for pat in patterns:
-        matches = resource_glob(pat)
+        matches = resource_glob(pat) or _links(pat)
         if not matches:
             raise DataError(f"data.files: {pat!r} matches no file; check the path or glob")
-        files += [m for m in matches if m.is_file()]
+        literal = not _glob.has_magic(pat)
+        kept = []
+        for m in matches:
+            why = not_a_file(m)
+            if why is None:
+                kept.append(m)
+            elif literal or why != "is a folder, not a file":
+                hint = (
+                    f"; give the files in it, e.g. {str(Path(pat) / '*.txt')!r}"
+                    if why.startswith("is a folder")
+                    else ""
+                )
+                raise DataError(
+                    f"data.files: {str(m)!r} {why}{hint}; data.files takes text, JSON Lines or Parquet files"
+                )
+        if not kept:
+            raise DataError(
+                f"data.files: {pat!r} matches only folders ({', '.join(map(str, matches[:3]))}); give files"
+            )
+        files += kept
     return files
+
+
+def _links(pattern: str) -> list[Path]:
+    """A path given as is that is a symbolic link to nothing (or to itself): glob skips it, and it is named."""
+    p = Path(pattern).expanduser()
+    return [p] if p.is_symlink() else []
 
 
 def _scan_file(path: Path, text_field: str) -> tuple[int, int]:

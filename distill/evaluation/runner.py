@@ -26,7 +26,6 @@ import torch
 from distill.core.config import EMBEDDED_MODELS, EMBEDDED_PREFIX, Config, DataConfig
 from distill.core.errors import DataError, FairDistillError, ModelError
 from distill.core.files import atomic_write, to_strict_json
-from distill.core.recipe import load_config
 from distill.evaluation import results as R
 from distill.evaluation import suites as S
 from distill.evaluation.registry import Context, LoadedModel, kind
@@ -104,6 +103,27 @@ def resolve_checkpoint(ckpt: str | Path, cache_dir: str | Path | None = None) ->
     return Checkpoint(text, text, None, text)
 
 
+def check_out_dir(out: Path) -> None:
+    """`out` can be the results folder: it, or the nearest part of its path that exists, is a writable folder.
+    Checked before any model loads, so a wrong `--out` is not found after the whole evaluation has run."""
+    import os
+
+    for p in (out, *out.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            what = "is a file" if p == out else f"cannot be created: {p} is a file"
+            raise FairDistillError(
+                f"eval output {str(out)!r} {what}; the results are written into a folder (<suite>.json and the "
+                "texts beside it): give a folder with --out (it is created when missing)"
+            )
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise FairDistillError(
+                f"eval output {str(out)!r}: {p} is not writable; give another folder with --out"
+            )
+        return
+
+
 def device_for(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,6 +152,8 @@ def load_model(ck: Checkpoint, device: torch.device, role: str, teacher: str | N
     from distill.models.loading import load_pretrained as _from_pretrained
 
     tokenizer = load_tokenizer(ck.path)
+    if ck.run_dir is not None:
+        check_run_tokenizer(ck.run_dir, tokenizer, f"checkpoint {ck.spec!r}")
     model = _from_pretrained(ck.path, "checkpoint", torch.float32)
     check_model_vocab(model, tokenizer, f"checkpoint {ck.spec!r}")
     model.eval().requires_grad_(False).to(device)
@@ -152,8 +174,9 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
     from distill.models.loading import load_teacher
 
     model, tokenizer, path = load_teacher(cfg)
-    model.to(device)
     name = cfg.teacher.name_or_path
+    check_run_tokenizer(run_dir, tokenizer, f"the run's teacher {name!r}")
+    model.to(device)
     info = _model_info(
         model,
         label=f"teacher ({name})",
@@ -166,8 +189,34 @@ def load_run_teacher(cfg: Config, device: torch.device, run_dir: Path) -> Loaded
     return LoadedModel(model, tokenizer, info)
 
 
+def check_run_tokenizer(run_dir: Path, tokenizer, what: str) -> None:
+    """Refuse a tokenizer other than the one the run trained with (its fingerprint is recorded with the run's
+    validation blocks): the same token ids would mean other words, and every score would be wrong."""
+    from distill.core.files import tokenizer_fingerprint
+    from distill.core.rundir import RunDir
+
+    run = RunDir(run_dir)
+    recorded = run.tokenizer_fingerprint()
+    if recorded is None:
+        log.info(
+            "%s: no tokenizer fingerprint recorded in %s (a run from before it was); not checked", what, run
+        )
+        return
+    found = tokenizer_fingerprint(tokenizer)
+    if found != recorded:
+        raise ModelError(
+            f"{what}: its tokenizer is not the one the run trained with (fingerprint {found}; {run.val_blocks.name} "
+            f"records {recorded}), so its token ids would mean other words and every score would be wrong; restore "
+            "the tokenizer files saved with the model (tokenizer.json, tokenizer_config.json and the others "
+            "save_pretrained wrote), or evaluate the folder alone, outside its run"
+        )
+
+
 def run_config(run_dir: Path) -> Config:
-    return load_config(R.run_config_file(run_dir))
+    """The recipe a run was trained with (its config.yaml); an empty or unreadable one is one message."""
+    from distill.core.rundir import RunDir
+
+    return RunDir(run_dir).recipe()
 
 
 # --------------------------------------------------------------------------------------------------------------

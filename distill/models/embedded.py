@@ -29,6 +29,10 @@ EMBEDDED = {
     "tiny-random": {"layers": 4, "hidden": 64, "vocab": 1024, "seed": 0},
 }
 
+EMBEDDED_POSITIONS = {"smollm2-135m": 8192, "tiny-random": 512}
+"""Positions each embedded model has (SmolLM2: the GGUF's llama.context_length), so `distill check` can test
+`data.block_size` before a conversion; kept apart from `EMBEDDED`, whose entries name the converted folders."""
+
 
 def embedded_gguf_path(key: str) -> Path:
     info = EMBEDDED[key]
@@ -133,7 +137,7 @@ def _save_tiny_random(folder: Path) -> None:
         num_hidden_layers=spec["layers"],
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=EMBEDDED_POSITIONS["tiny-random"],
         tie_word_embeddings=True,
         bos_token_id=eos,
         eos_token_id=eos,

@@ -7,6 +7,7 @@ model card's section, the run's W&B run and figures, and the teacher-vs-student 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from distill.core.config import method_label
 from distill.core.errors import ModelError
 from distill.core.files import read_jsonl
+from distill.core.ownership import RunLock
+from distill.core.rundir import RunDir
 from distill.core.tracking import log_evaluation
 from distill.evaluation import results as R
 from distill.evaluation import runner
@@ -44,6 +47,22 @@ def evaluate_checkpoint(
     spec = S.load_suite(suite, overrides)
     ck = runner.resolve_checkpoint(ckpt)
     out = Path(out_dir) if out_dir is not None else ck.default_out()
+    runner.check_out_dir(out)
+    with _owning(ck.run_dir):  # its card, eval/ and W&B run are the run's: one writer at a time
+        return _evaluate_checkpoint(spec, ck, out, reference)
+
+
+@contextlib.contextmanager
+def _owning(run_dir: Path | None):
+    """The run folder's lock (`core.ownership.RunLock`) while an evaluation writes into it; nothing outside a run."""
+    if run_dir is None:
+        yield
+        return
+    with RunLock(RunDir(run_dir)):
+        yield
+
+
+def _evaluate_checkpoint(spec: S.Suite, ck: runner.Checkpoint, out: Path, reference: str | None) -> dict:
     device = runner.device_for(spec.device)
     runner.set_cpu_heap(device)
     data = runner.prepare_tasks(spec)
@@ -107,6 +126,11 @@ def evaluate_run(run_dir: str | Path, suite: str | Path, overrides: list[str] | 
     ck = runner.resolve_checkpoint(Path(run_dir))
     if ck.run_dir is None:
         raise ModelError(f"{str(run_dir)!r} is not a run directory (no config.yaml); use evaluate_checkpoint")
+    with _owning(ck.run_dir):
+        return _evaluate_run(spec, ck)
+
+
+def _evaluate_run(spec: S.Suite, ck: runner.Checkpoint) -> str:
     run = ck.run_dir
     device = runner.device_for(spec.device)
     runner.set_cpu_heap(device)

@@ -13,6 +13,8 @@ import torch
 
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
+from distill.core.ownership import RunLock, check_identity, write_identity
+from distill.core.recipe import SEED_MAX
 from distill.core.rundir import RunDir
 from distill.core.tracking import finish_trackers, redact, wandb_init_kwargs, wandb_mode, wandb_run_id
 
@@ -25,14 +27,26 @@ class TrainingStopped(Exception):
         self.exit_code = exit_code
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT: raised at once from wherever the run was (a KeyboardInterrupt, so no `except
+    Exception` holds it up); what was being written is removed, never left to pass for whole."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        self.signum, self.exit_code = signum, 128 + int(signum)
+        super().__init__(message or f"stopped at once by a second {signal.Signals(signum).name}")
+
+
 class StopSignals:
-    """Record SIGTERM/SIGINT (cluster preemption, Ctrl-C) instead of dying mid-step; the loop checks `received`."""
+    """Record SIGTERM/SIGINT (cluster preemption, Ctrl-C) instead of dying mid-step: the loop checks between
+    micro-batches and at each step's end. A second signal raises `StoppedAtOnce` there and then."""
 
     def __init__(self):
         self.received: int | None = None
         self._old: dict[int, object] = {}
 
     def _handler(self, signum, frame):
+        if self.received is not None:
+            raise StoppedAtOnce(signum)
         self.received = signum
 
     def __enter__(self):
@@ -50,10 +64,11 @@ class StopSignals:
 
     def agreed(self, accelerator) -> int | None:
         """The signal any process received (every process must stop at the same step: a signal may reach them
-        at different times), or None."""
+        at different times), or None. With several processes it is a collective: all call it at the same point."""
+        if accelerator.num_processes == 1:
+            return self.received
         flag = torch.tensor(float(self.received is not None), device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
+        flag = accelerator.reduce(flag, reduction="sum")
         return (self.received or signal.SIGTERM) if float(flag) > 0 else None
 
 
@@ -91,6 +106,7 @@ def make_accelerator(cfg: Config, run: RunDir, mixed_precision: str, stack: Exit
     )
     tracking = Tracking(accelerator)
     stack.callback(tracking.close)
+    check_seed(cfg.run.seed, accelerator.num_processes)
     if launched > 1 and accelerator.num_processes != launched:
         raise FairDistillError(
             f"{launched} processes were launched (WORLD_SIZE) but Accelerate joined {accelerator.num_processes}; "
@@ -108,6 +124,39 @@ def make_accelerator(cfg: Config, run: RunDir, mixed_precision: str, stack: Exit
             cfg.train.micro_batch_size
         )
     return accelerator, tracking
+
+
+def claim_run_folder(cfg: Config, run: RunDir, lock: RunLock, accelerator) -> None:
+    """Before anything is written to the folder: the main process takes its lock (`lock`, released by the run's
+    stack) and checks the recipe's identity, recording it in a new folder. The other processes of the launch share
+    the folder and leave the lock alone; when the main process is refused, every process raises its message."""
+    error: FairDistillError | None = None
+    if accelerator.is_main_process:
+        try:
+            lock.acquire()
+            if check_identity(run, cfg):
+                write_identity(run, cfg)
+        except FairDistillError as e:
+            error = e
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [str(error) if error is not None else None]
+        broadcast_object_list(box, from_process=0)
+        if box[0] is not None and error is None:
+            error = FairDistillError(box[0])
+    if error is not None:
+        raise error
+
+
+def check_seed(seed: int, world: int) -> None:
+    """Every process seeds numpy with run.seed + its rank (`set_seed(device_specific=True)`): the largest of them
+    must still be a numpy seed."""
+    if seed + world - 1 > SEED_MAX:
+        raise FairDistillError(
+            f"run.seed={seed} with {world} processes: each process seeds numpy with run.seed + its rank, past "
+            f"numpy's largest seed {SEED_MAX}; use run.seed <= {SEED_MAX - world + 1}"
+        )
 
 
 def uses_wandb(cfg: Config) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import signal
 import time
 from contextlib import ExitStack
@@ -25,7 +26,7 @@ import torch
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
 from distill.counterfactual.twins import make_step_batch
-from distill.training.lifecycle import StopSignals, TrainingStopped
+from distill.training.lifecycle import StoppedAtOnce, StopSignals, TrainingStopped
 from distill.training.losses import combine
 from distill.training.prepare import Run, prepare
 from distill.training.step import student_loss_sums
@@ -39,39 +40,94 @@ def train(cfg: Config, stop_after: int | None = None, keep_tracking: bool = Fals
     evaluation that follows in this process (`tracking.log_evaluation` logs into it and finishes it)."""
     with ExitStack() as stack:  # closes the trackers and the process group however the run ends
         r = prepare(cfg, stack)
-        left = r.finished  # resumed after its last step, with final/ written: nothing to do
-        with StopSignals() as signals, _progress(r) as bar:
-            r.student.train()
-            window, batches = Window(), iter(r.batches)
-            while not left and r.step < r.total_steps:
-                t_step = time.perf_counter()
-                result = optimizer_step(r, batches)
-                if result["stopped"]:
-                    last = r.run.latest()
-                    hint = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                    raise FairDistillError(
-                        f"non-finite loss at step {r.step + 1}; {hint}. Lower train.lr, raise train.clip, or set "
-                        "train.on_nan=skip"
-                    )
-                window.add(result, time.perf_counter() - t_step)
-                bar.update(1)
-                if result["loss"] is not None:
-                    bar.set_postfix(loss=f"{result['loss']:.3f}")
-                report(r, window, result.get("grad_norm"), bar)
-                saved = checkpoint(r) if _every(r, r.cfg.train.save_every) else None
-                left = saved is not None and stop_after is not None and stop_after <= r.step < r.total_steps
-                signum = signals.agreed(r.accelerator)
-                if signum is not None and r.step < r.total_steps and not left:
-                    saved = saved or checkpoint(r)
-                    raise TrainingStopped(
-                        f"stopped by {signal.Signals(signum).name} at step {r.step}/{r.total_steps}; checkpoint "
-                        f"{saved} saved. Resume with the same command: {cfg.command()}",
-                        128 + int(signum),
-                    )
-        if not left:  # `stop_after` leaves as a preempted job would: no export
-            export(r)
-            r.tracking.keep_wandb = keep_tracking
+        with StopSignals() as signals:
+            try:
+                left = _steps(r, signals, stop_after)
+                if not left:  # `stop_after` leaves as a preempted job would: no export
+                    export(r)
+            except StoppedAtOnce as e:
+                last = r.run.latest()
+                kept = (
+                    f"the last whole checkpoint is {last.name}" if last else "no checkpoint was written yet"
+                )
+                raise StoppedAtOnce(
+                    e.signum,
+                    f"stopped at once by a second {signal.Signals(e.signum).name} at step {r.step}/{r.total_steps}; "
+                    f"what was being written was removed and {kept}. Resume with the same command: {cfg.command()}",
+                ) from None
+            if signals.received is not None and not left:
+                raise TrainingStopped(
+                    f"stopped by {signal.Signals(signals.received).name} after the last step: final/ was written "
+                    f"whole first and the run is complete ({r.step}/{r.total_steps} steps); what follows it (the "
+                    "evaluation suite) did not run",
+                    128 + int(signals.received),
+                )
+            r.tracking.keep_wandb = keep_tracking and not left
     return r.run.path
+
+
+def _steps(r: Run, signals: StopSignals, stop_after: int | None) -> bool:
+    """The optimizer steps from `r.step` to the end; True when there is nothing to export: `stop_after` left
+    early, or the run was resumed after its last step with final/ written."""
+    with _progress(r) as bar:
+        r.student.train()
+        window, batches, left = Window(), iter(r.batches), r.finished  # finished: resumed after its last step
+        while not left and r.step < r.total_steps:
+            t_step = time.perf_counter()
+            result = optimizer_step(r, batches, signals)
+            if result["interrupted"]:
+                raise _stopped(r, signals.received or signal.SIGTERM, during=True)
+            if result["stopped"]:
+                raise _non_finite(r)
+            window.add(result, time.perf_counter() - t_step)
+            bar.update(1)
+            if result["loss"] is not None:
+                bar.set_postfix(loss=f"{result['loss']:.3f}")
+            report(r, window, result.get("grad_norm"), bar)
+            saved = checkpoint(r) if _every(r, r.cfg.train.save_every) else None
+            left = saved is not None and stop_after is not None and stop_after <= r.step < r.total_steps
+            signum = signals.agreed(r.accelerator)
+            if signum is not None and r.step < r.total_steps and not left:
+                raise _stopped(r, signum, during=False)
+    if not left and r.step and r.state["skipped_nan"] >= r.step:
+        raise FairDistillError(
+            f"every one of the {r.step} steps had a non-finite loss and was skipped (train.on_nan=skip), so the "
+            "student never trained: no final/ is written (the checkpoints are kept). The loss is not finite before "
+            "any update, so the teacher's outputs or the data are the cause, not the learning rate; check the "
+            "teacher (distill eval <teacher>)"
+        )
+    return bool(left)
+
+
+def _non_finite(r: Run) -> FairDistillError:
+    last = r.run.latest()
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+    if r.step == 0:  # no update yet: the learning rate cannot be the cause
+        fix = (
+            "The loss was not finite before any update, so the teacher's outputs or the data are the cause, not "
+            "the learning rate; check the teacher (distill eval <teacher>)"
+        )
+    else:
+        fix = "Lower train.lr, raise train.clip, or set train.on_nan=skip"
+    return FairDistillError(f"non-finite loss at step {r.step + 1}; {kept}. {fix}")
+
+
+def _stopped(r: Run, signum: int, during: bool) -> TrainingStopped:
+    """Save the state at the end of the last whole step (unless a checkpoint of it exists) and say so."""
+    name = signal.Signals(signum).name
+    where = (
+        f"during step {r.step + 1}/{r.total_steps} (its micro-batches so far were dropped)"
+        if during
+        else f"at step {r.step}/{r.total_steps}"
+    )
+    if r.step == 0:
+        what = "no step had ended, so nothing was saved; the same command starts it again"
+        return TrainingStopped(f"stopped by {name} {where}; {what}: {r.cfg.command()}", 128 + int(signum))
+    saved = r.run.checkpoint(r.step) if r.saved_at == r.step else checkpoint(r)
+    return TrainingStopped(
+        f"stopped by {name} {where}; checkpoint {saved} saved. Resume with the same command: {r.cfg.command()}",
+        128 + int(signum),
+    )
 
 
 @contextlib.contextmanager
@@ -86,17 +142,24 @@ def _progress(r: Run):
         bar.close()
 
 
-def optimizer_step(r: Run, batches) -> dict:
+def optimizer_step(r: Run, batches, stop: StopSignals | None = None) -> dict:
     """One optimizer step over `grad_accum` micro-batches. The losses are sums divided by the token count of the
     whole step on all processes, so splitting a batch changes nothing. A non-finite loss is skipped
-    (`train.on_nan: skip`) or stops the run ("stopped"); every process takes the same decision."""
+    (`train.on_nan: skip`) or stops the run ("stopped"); every process takes the same decision. A signal recorded
+    by `stop` is honoured between micro-batches: the step is dropped ("interrupted") and the data position and
+    random states are put back as they were at its start, so a checkpoint saved then is the previous step's."""
     cfg, accelerator, accum = r.cfg, r.accelerator, r.cfg.train.grad_accum
     world, device = accelerator.num_processes, accelerator.device
+    start = _position(r) if stop is not None else None
     t_wait = time.perf_counter()
     items = []
     for _ in range(accum):
+        if stop is not None and stop.received is not None:
+            break
         idx = next(batches)
         items.append(make_step_batch(r.train_blocks[idx], r.cf, idx))
+    if stop is not None and stop.agreed(accelerator) is not None:
+        return _drop_step(r, start)
     t_wait = time.perf_counter() - t_wait
     local_tokens = sum(b.tokens for b in items)
     global_tokens = accelerator.reduce(
@@ -106,6 +169,8 @@ def optimizer_step(r: Run, batches) -> dict:
     normaliser = float(global_tokens) / world
     kd_sum = ce_sum = weighted = lr_sum = 0.0
     for k, batch in enumerate(items):
+        if k and stop is not None and stop.agreed(accelerator) is not None:
+            return _drop_step(r, start)
         targets = r.teacher_targets.targets(batch)
         if targets.changed is not None:  # kd.changed_weight: the loss positions it weighs
             weighted += float((targets.changed & (batch.labels != -100).to(targets.changed.device)).sum())
@@ -129,7 +194,7 @@ def optimizer_step(r: Run, batches) -> dict:
     changed, weighted = float(reduced[2]) / world, float(reduced[3]) / max(1.0, float(global_tokens))
     n = max(1, int(global_tokens))
     step_loss = (cfg.kd.alpha * kd_sum + (1 - cfg.kd.alpha) * ce_sum + cfg.kd.log_ratio * lr_sum) / n
-    out = {"stopped": False, "loss": None, "wait": t_wait}
+    out = {"stopped": False, "interrupted": False, "loss": None, "wait": t_wait}
     if not math.isfinite(step_loss):
         r.opt.zero_grad(set_to_none=True)
         if cfg.train.on_nan != "skip":
@@ -155,6 +220,34 @@ def optimizer_step(r: Run, batches) -> dict:
         "changed": changed,
         "weighted": weighted,
     }
+
+
+def _position(r: Run) -> dict:
+    """What a step advances before its optimizer update: the data position, the augment draws and the random
+    states a checkpoint saves (Python, numpy, torch, CUDA)."""
+    cuda = (
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    )
+    return {
+        "batches": r.batches.state_dict(),
+        "augment": r.cf.generator.get_state() if r.cf is not None else None,
+        "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda),
+    }
+
+
+def _drop_step(r: Run, start: dict) -> dict:
+    """Undo a step left between micro-batches: its gradients, the data it drew and the random numbers it used."""
+    r.opt.zero_grad(set_to_none=True)
+    r.batches.load_state_dict(start["batches"])
+    if start["augment"] is not None:
+        r.cf.generator.set_state(start["augment"])
+    py, npy, cpu, cuda = start["rng"]
+    random.setstate(py)
+    np.random.set_state(npy)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    return {"stopped": False, "interrupted": True, "loss": None}
 
 
 class Window:
@@ -228,7 +321,9 @@ def checkpoint(r: Run) -> Path:
     """Save the run's state at `r.step` (weights, optimizer, schedule, data position, augment draws, counters)."""
     rng = {"augment": r.cf.generator.get_state() if r.cf is not None else None}
     state = {"step": r.step, "batches": r.batches.state_dict(), "state": r.state}
-    return r.run.save_checkpoint(r.accelerator, r.step, state, rng, r.cfg.train.keep_last)
+    saved = r.run.save_checkpoint(r.accelerator, r.step, state, rng, r.cfg.train.keep_last)
+    r.saved_at = r.step
+    return saved
 
 
 def export(r: Run) -> None:
@@ -240,6 +335,7 @@ def export(r: Run) -> None:
     state_dict = accelerator.get_state_dict(r.student)
     if not r.main:
         return
+    from distill.models.remote_code import check_no_code, library_tokenizer
     from distill.reporting.card import write_card
 
     model = accelerator.unwrap_model(r.student)
@@ -248,8 +344,9 @@ def export(r: Run) -> None:
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        r.tokenizer.save_pretrained(folder)
+        library_tokenizer(r.tokenizer).save_pretrained(folder)
         write_card(folder, r.cfg, r.run.path, model=model, precision=r.mixed_precision)
+        check_no_code(folder)  # the teacher's code never travels with the student
 
     r.run.write_final(write)
     log.info("final student written to %s", r.run.final)

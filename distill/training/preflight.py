@@ -18,6 +18,69 @@ from distill.core.errors import ConfigError, FairDistillError, ModelError
 log = logging.getLogger(__name__)
 
 
+STEP_BATCH_BYTES = 16 * 2**10
+"""Memory of one drawn micro-batch besides its tokens: the `StepBatch`'s tensors and Python objects (about 16.5
+KiB measured with twins on, 2 rows of 16 tokens: most of it per micro-batch, not per token)."""
+STEP_TOKEN_BYTES = 256
+"""Memory per row token of a drawn micro-batch: ids, masks and labels of the rows and their twins, and the twins'
+alignment fields, int64 each (about 150 bytes measured; rounded up)."""
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def step_budget(cfg: Config) -> dict:
+    """What one optimizer step and the run cost on one process: tokens, forward/backward passes, and the memory
+    the step's inputs take (all `grad_accum` micro-batches are drawn before the first forward, so the step's
+    token count is known)."""
+    t, block = cfg.train, cfg.data.block_size
+    tokens = t.grad_accum * t.micro_batch_size * block
+    steps = t.max_steps if t.max_steps is not None else -(-t.max_tokens // tokens)
+    return {
+        "tokens": tokens,
+        "memory": t.grad_accum * (STEP_BATCH_BYTES + t.micro_batch_size * block * STEP_TOKEN_BYTES),
+        "steps": steps,
+        "passes": steps * t.grad_accum,
+    }
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 2**10:.3g} KiB"
+
+
+def step_budget_line(cfg: Config) -> str:
+    """The step's and the run's size in one line (`distill check` and `train` print it)."""
+    b, t = step_budget(cfg), cfg.train
+    return (
+        f"one optimizer step: {t.grad_accum} micro-batches x {t.micro_batch_size} rows x {cfg.data.block_size} "
+        f"tokens = {b['tokens']:.3g} tokens per process, their inputs about {_size(b['memory'])} held at once; the "
+        f"run: {b['steps']} steps, {b['passes']:.3g} forward/backward passes per process"
+    )
+
+
+def check_step_budget(cfg: Config) -> None:
+    """Refuse a step whose inputs alone exceed this machine's memory."""
+    b, t = step_budget(cfg), cfg.train
+    ram = physical_memory()
+    if ram is not None and b["memory"] > ram:
+        raise ConfigError(
+            f"train.grad_accum={t.grad_accum} x train.micro_batch_size={t.micro_batch_size} x data.block_size="
+            f"{cfg.data.block_size}: one optimizer step draws all its micro-batches ({b['tokens']:.3g} tokens) before "
+            f"its first forward, about {_size(b['memory'])} of inputs, more than this machine's {_size(ram)} of "
+            "memory; lower train.grad_accum (a larger batch comes from train.micro_batch_size or more processes)"
+        )
+
+
 def _local_config(path: Path) -> dict:
     try:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -50,12 +113,8 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
         path = Path(name).expanduser()
         check_local_dir(path, "teacher.name_or_path")
     else:
-        try:
-            from transformers import AutoConfig
-
-            c = AutoConfig.from_pretrained(name, revision=cfg.teacher.revision)
-        except Exception:  # offline and not cached: train's own loader names the problem
-            log.info("teacher %s: config not available here; its layer count is checked when it loads", name)
+        c = _hub_config(cfg)
+        if c is None:
             return None, None, None
         return getattr(c, "num_hidden_layers", None), getattr(c, "vocab_size", None), None
     depth, vocab = _depth_and_vocab(_local_config(path))
@@ -67,9 +126,74 @@ def teacher_shape(cfg: Config) -> tuple[int | None, int | None, int | None]:
     return depth, vocab, tokens
 
 
+def _hub_config(cfg: Config):
+    """A hub teacher's config from the local cache, or None (offline and not cached: it is checked when it
+    loads). Never its code: a config that needs it is read as None here."""
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(cfg.teacher.name_or_path, revision=cfg.teacher.revision)
+    except Exception:
+        log.info(
+            "teacher %s: config not available here; it is checked when it loads", cfg.teacher.name_or_path
+        )
+        return None
+
+
+def teacher_positions(cfg: Config) -> int | None:
+    """The teacher's positions from its config.json (the recorded number for an embedded model), or None."""
+    from distill.models.embedded import EMBEDDED_POSITIONS
+    from distill.models.loading import is_local_path, positions
+
+    name = cfg.teacher.name_or_path
+    if name.startswith(EMBEDDED_PREFIX):
+        return EMBEDDED_POSITIONS.get(name[len(EMBEDDED_PREFIX) :])
+    if is_local_path(name):
+        return positions(_local_config(Path(name).expanduser()))
+    c = _hub_config(cfg)
+    return positions(c) if c is not None else None
+
+
+def remote_code_report(cfg: Config) -> list[str]:
+    """What the teacher's own code (a local folder's `*.py` and `auto_map`) means for the run, read without
+    running it: a problem when its architecture exists only in that code (its student could not be saved
+    without it); otherwise a line saying whether it will run."""
+    from distill.models.remote_code import library_arch, not_library_message, shipped_code
+
+    name = cfg.teacher.name_or_path
+    code = shipped_code(name)
+    if not code:
+        return []
+    if not library_arch(code["model_type"]):
+        return [not_library_message(name, code)]
+    files = ", ".join(code["files"]) or "auto_map"
+    if cfg.teacher.trust_remote_code:
+        log.warning(
+            "teacher %r ships its own code (%s) and teacher.trust_remote_code is true: train runs it once confirmed "
+            "with --trust-remote-code; the student is saved as transformers' own %r architecture, without it",
+            name,
+            files,
+            code["model_type"],
+        )
+    else:
+        log.info(
+            "teacher %r ships its own code (%s); with teacher.trust_remote_code false it loads with transformers' "
+            "own %r code, and its code never runs",
+            name,
+            files,
+            code["model_type"],
+        )
+    return []
+
+
 def _check_models(cfg: Config) -> None:
-    problems: list[str] = []
+    from distill.models.loading import position_problems
+
+    code_problems = remote_code_report(cfg)
+    if code_problems:  # nothing else of such a teacher is read: its tokenizer could need its code
+        raise ConfigError(code_problems)
     depth, vocab, tokens = teacher_shape(cfg)
+    problems = position_problems(teacher_positions(cfg), cfg, f"teacher {cfg.teacher.name_or_path!r}")
     s = cfg.student
     if s.init == "teacher_layers" and depth is not None and s.layers:
         bad = [i for i in s.layers if i >= depth]
@@ -99,8 +223,29 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(problems)
 
 
-def preflight(cfg: Config) -> None:
-    """Run every check that needs no model weights; raise what was found (see the module docstring)."""
+def check_run_folder(cfg: Config) -> None:
+    """What `train` would refuse about the run folder, read without writing: another run holding it, or a
+    recipe it does not belong to."""
+    from distill.core.ownership import check_identity, lock_owner
+    from distill.core.rundir import RunDir
+
+    run = RunDir.for_config(cfg)
+    owner = lock_owner(run)
+    if owner is not None:
+        raise FairDistillError(owner)
+    check_identity(run, cfg)
+
+
+def early_checks(cfg: Config) -> None:
+    """What `train` refuses before it touches the run folder: the size of a step (printed)."""
+    check_step_budget(cfg)
+    log.info("%s", step_budget_line(cfg))
+
+
+def preflight(cfg: Config, standalone: bool = False) -> None:
+    """Run every check that needs no model weights; raise what was found (see the module docstring).
+    `standalone` (`distill check`): also `early_checks` and `check_run_folder`, which `train` makes itself
+    before it takes the run folder."""
     from distill.counterfactual.wordlists import load_lexicon, load_professions
     from distill.data.transfer import preflight as data_preflight
     from distill.evaluation.metrics.pronoun_probe import load_templates
@@ -108,6 +253,8 @@ def preflight(cfg: Config) -> None:
     checks = [lambda: data_preflight(cfg.data)]
     if cfg.augment.mode != "off" or cfg.perturb.kind != "none":
         checks.append(lambda: load_lexicon(cfg.augment.pairs, cfg.augment.one_to_many, cfg.augment.names))
+    if standalone:
+        checks += [lambda: check_step_budget(cfg), lambda: check_run_folder(cfg)]
     checks += [
         lambda: load_professions(cfg.probe.professions),
         lambda: load_templates(cfg.probe.templates),

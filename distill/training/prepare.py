@@ -1,8 +1,8 @@
 """Everything the training loop needs, built in order: `prepare(cfg, stack) -> Run`.
 
-run folder (resume or start) -> Accelerator -> cheap checks -> transfer blocks -> teacher, student (pruned:
-ranked on the blocks) -> twin table -> teacher targets (live or cached) -> optimizer and schedule -> resume state ->
-trackers -> step 0's measurements. Cheap checks come first, so a bad recipe fails before any model loads.
+Accelerator -> run folder (its lock and recipe identity, then resume or start) -> cheap checks -> transfer
+blocks -> teacher, student (pruned: ranked on the blocks) -> twin table -> teacher targets (live or cached) ->
+optimizer and schedule -> resume state -> trackers -> step 0's measurements. Cheap checks come first, so a bad recipe fails before any model loads.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import torch
 
 from distill.core.config import Config
 from distill.core.errors import FairDistillError
-from distill.core.files import atomic_save_tensors, atomic_write
+from distill.core.files import atomic_save_tensors, atomic_write, tokenizer_fingerprint
+from distill.core.ownership import RunLock
 from distill.core.recipe import config_to_yaml, save_config
-from distill.core.rundir import RunDir, peak_disk_bytes
+from distill.core.rundir import TOKENIZER_KEY, RunDir, peak_disk_bytes
 from distill.core.tracking import MetricsLog
 from distill.counterfactual import her_decide
 from distill.counterfactual.twins import Counterfactuals
 from distill.data.transfer import MicroBatches, build_blocks
 from distill.teacher.targets import CachedTeacher, LiveTeacher, NoTeacher, open_cache, shard_teacher
-from distill.training.lifecycle import Tracking, make_accelerator, start_trackers
+from distill.training.lifecycle import Tracking, claim_run_folder, make_accelerator, start_trackers
 from distill.training.monitor import Monitor
 from distill.training.step import fused_head
 
@@ -61,6 +62,8 @@ class Run:
     step: int = 0
     state: dict = field(default_factory=dict)
     resume_step: int | None = None
+    saved_at: int | None = None
+    """The step of the newest checkpoint this run saved or resumed from."""
     metrics: MetricsLog | None = None
     monitor: Monitor | None = None
     timings: dict = field(default_factory=dict)
@@ -102,15 +105,23 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 
     from distill.core.cpu_heap import configure_cpu_heap, heap_log_line
     from distill.core.precision import emulated_bf16_warning, resolve_mixed_precision
-    from distill.training.preflight import preflight
+    from distill.models.remote_code import allow_remote_code
+    from distill.training.preflight import early_checks, preflight
 
     heap_line = heap_log_line(
         *configure_cpu_heap()
     )  # before any large tensor, the transfer set's sampling included
+    early_checks(cfg)
+    allow_remote_code(cfg)  # refused unconfirmed, or warned, before any of the teacher's code could run
     run = RunDir.for_config(cfg)
-    resume_ckpt = run.open(cfg)
+    lock = RunLock(run)
+    stack.callback(
+        lock.release
+    )  # first in, so released last: after the trackers have written their last file
     mp, mp_reason = resolve_mixed_precision(cfg.train.mixed_precision)
     accelerator, tracking = make_accelerator(cfg, run, mp, stack)
+    claim_run_folder(cfg, run, lock, accelerator)  # before anything is written to the folder
+    resume_ckpt = run.open(cfg)
     r = Run(cfg, run, accelerator, tracking, mp)
     set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each process draws its own dropout masks
     t_setup = time.perf_counter()
@@ -146,7 +157,7 @@ def prepare(cfg: Config, stack: ExitStack) -> Run:
 def _load(r: Run, t_setup: float) -> None:
     """Transfer blocks, teacher, student and twins; `r.timings` gets the load and data seconds."""
     from distill.models.attention import check_attention
-    from distill.models.loading import build_student, check_tokenizers, load_teacher
+    from distill.models.loading import build_student, check_positions, check_tokenizers, load_teacher
     from distill.models.pruning import check_prune
 
     cfg, accelerator = r.cfg, r.accelerator
@@ -165,6 +176,7 @@ def _load(r: Run, t_setup: float) -> None:
         t_early = time.perf_counter() - t0
 
     r.teacher, r.tokenizer, _ = load_teacher(cfg)
+    check_positions(r.teacher, cfg, f"teacher {cfg.teacher.name_or_path!r}")
     r.teacher.to(device)
     if cfg.student.init == "pretrained" and cfg.student.path and Path(cfg.student.path).is_dir():
         check_tokenizers(r.tokenizer, cfg.student.path)
@@ -174,6 +186,7 @@ def _load(r: Run, t_setup: float) -> None:
         check_attention(r.teacher, cfg.train.attention)  # the student will be the teacher's architecture
     else:
         r.student = build_student(cfg.student, r.teacher, seed=cfg.run.seed)
+        check_positions(r.student, cfg, "the student")
         check_attention(r.student, cfg.train.attention)
         r.n_params = _n_params(r.student)
         if r.main:
@@ -188,8 +201,10 @@ def _load(r: Run, t_setup: float) -> None:
         with accelerator.main_process_first(), accelerator.autocast():
             blocks = build_blocks(cfg, r.tokenizer, teacher=r.teacher, device=device)
     r.train_blocks, r.val_blocks = blocks
-    if r.main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them
-        atomic_save_tensors({"val": r.val_blocks}, r.run.val_blocks)
+    if r.main:  # the held-out blocks travel with the run, so evaluation measures perplexity on exactly them,
+        # with the fingerprint of the tokenizer that made them, which evaluation checks its tokenizers against
+        meta = {TOKENIZER_KEY: tokenizer_fingerprint(r.tokenizer)}
+        atomic_save_tensors({"val": r.val_blocks}, r.run.val_blocks, metadata=meta)
     if pruning:
         _prune(r)
     if r.cf is not None:
@@ -279,7 +294,7 @@ def _resume(r: Run, ckpt: Path) -> None:
     """Continue from `ckpt`: weights, optimizer, schedule, data position, augment draws, counters."""
     accelerator, world = r.accelerator, r.accelerator.num_processes
     st, rng = r.run.load_checkpoint(accelerator, ckpt)
-    r.step = r.resume_step = st["step"]
+    r.step = r.resume_step = r.saved_at = st["step"]
     r.batches.load_state_dict(st["batches"])
     r.state.update(st["state"])
     # the data position counts global micro-batches of micro_batch_size x world rows

@@ -39,14 +39,21 @@ def nan_teacher(tmp_path, tokenizer):
 def test_non_finite_loss_stops_with_the_step_and_a_hint(tmp_path, nan_teacher):
     cfg = _cfg(tmp_path, nan_teacher, "augment.mode=off", "perturb.kind=none")
     with pytest.raises(
-        FairDistillError, match=r"non-finite loss at step 1; no checkpoint was written yet\. .*on_nan=skip"
-    ):
+        FairDistillError, match=r"non-finite loss at step 1; no checkpoint was written yet\."
+    ) as e:
         train(cfg)
+    # before any update the learning rate cannot be the cause: the hint says what can
+    assert "not finite before any update" in str(e.value) and "Lower train.lr" not in str(e.value)
 
 
 def test_non_finite_loss_can_be_skipped_and_counted(tmp_path, nan_teacher):
     cfg = _cfg(tmp_path, nan_teacher, "augment.mode=off", "perturb.kind=none", "train.on_nan=skip")
-    run_dir = train(cfg)
+    with pytest.raises(
+        FairDistillError, match=r"every one of the 4 steps had a non-finite loss and was skipped"
+    ):
+        train(cfg)  # an untrained student is not exported as if it were one
+    run_dir = tmp_path / "runs" / "debug"
+    assert not (run_dir / "final").exists()
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_3", "step_4"]
     import json
 
@@ -96,15 +103,23 @@ def test_secrets_are_redacted():
     assert out["tracking"]["project"] == "p" and out["data"]["sample_max_new_tokens"] == 5
 
 
-def test_trust_remote_code_warns(tmp_path, teacher_dir, caplog):
+def test_trust_remote_code_is_confirmed_and_warned(tmp_path, teacher_dir, caplog, monkeypatch):
+    """From a recipe file only (tests/unit/core/test_config.py), confirmed by --trust-remote-code (here its
+    environment variable), warned; tests/system/test_remote_code.py runs a teacher that ships code."""
+    from distill.models import remote_code
     from distill.models.loading import load_teacher
 
-    cfg = load_config(
-        "recipes/debug.yaml", [f"teacher.name_or_path={teacher_dir}", "teacher.trust_remote_code=true"]
-    )
+    recipe = tmp_path / "remote.yaml"
+    recipe.write_text(f"teacher: {{name_or_path: {teacher_dir}, trust_remote_code: true}}\n")
+    cfg = load_config(recipe, ["student.layers=[0, 1]"])
+    monkeypatch.delenv(remote_code.CONFIRM_ENV, raising=False)
+    with pytest.raises(ConfigError, match="confirm with --trust-remote-code"):
+        load_teacher(cfg)
+    monkeypatch.setenv(remote_code.CONFIRM_ENV, "1")
+    monkeypatch.setattr(remote_code, "_WARNED", set())
     with caplog.at_level("WARNING"):
         load_teacher(cfg)
-    assert "trust_remote_code is on" in caplog.text
+    assert "trust_remote_code is on, confirmed" in caplog.text
 
 
 # ---- checkpoints: damaged files, the disk's peak, a disk that fills up --------------------------------------

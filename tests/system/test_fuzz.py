@@ -167,3 +167,81 @@ def test_any_recipe_bytes(tmp_path_factory, blob):
         load_config(p)
     except ConfigError as e:
         assert str(e).startswith(f"{p}: ")
+
+
+# ---- recipe values: NaN, infinities, huge and negative numbers in every numeric field -------------------------
+
+
+def _numeric_fields(node=None, prefix=""):
+    import dataclasses
+
+    node = node if node is not None else Config()
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if f.metadata.get("internal"):
+            continue
+        if dataclasses.is_dataclass(value):
+            yield from _numeric_fields(value, f"{prefix}{f.name}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool) or value is None:
+            yield f"{prefix}{f.name}"
+
+
+NUMERIC_FIELDS = sorted(_numeric_fields())
+# What a hostile-but-realistic user types: YAML's own spellings of NaN and infinity, numbers past a float's range,
+# integers past 64 bits, negatives, zero, and the tiny and huge ends of each type.
+hostile_numbers = st.one_of(
+    st.sampled_from(
+        [".nan", ".NaN", ".inf", "-.inf", "+.inf", "1e999", "-1e999", "1e300", "-1e-300", "0", "-0.0"]
+    ),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(
+        lambda f: repr(f).replace("nan", ".nan").replace("inf", ".inf")
+    ),
+)
+
+
+def _accepted_is_sane(cfg: Config) -> None:
+    """A recipe that loads holds finite floats, 64-bit integers and numpy-range seeds only."""
+    import math
+
+    from distill.core.recipe import SEED_MAX
+
+    for name in NUMERIC_FIELDS:
+        value = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
+        if isinstance(value, float):
+            assert math.isfinite(value), (name, value)
+        elif isinstance(value, int):
+            assert abs(value) <= 2**63 - 1, (name, value)
+    assert 0 <= cfg.run.seed <= SEED_MAX
+    assert all(math.isfinite(b) for b in cfg.train.betas)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(NUMERIC_FIELDS), hostile_numbers, st.booleans())
+def test_any_number_in_any_field_is_accepted_sanely_or_named(tmp_path_factory, field, text, in_file):
+    """The same value through a recipe file (YAML scalar written as is) or an override: either the recipe loads
+    with every number finite and in range, or one ConfigError names the field."""
+    import yaml as _yaml
+
+    from distill.core.recipe import read_recipe
+
+    if in_file:
+        data = read_recipe("recipes/debug.yaml")
+        section, key = field.split(".", 1)
+        node = data.setdefault(section, {})
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = "VALUE_HERE"
+        path = tmp_path_factory.mktemp("v") / "recipe.yaml"
+        path.write_text(_yaml.safe_dump(data, sort_keys=False).replace("VALUE_HERE", text))
+        load = lambda: load_config(path)  # noqa: E731
+    else:
+        load = lambda: load_config("recipes/debug.yaml", [f"{field}={text}"])  # noqa: E731
+    try:
+        cfg = load()
+    except ConfigError as e:
+        assert any(field in p for p in e.problems), (field, text, e.problems)
+    else:
+        _accepted_is_sane(cfg)

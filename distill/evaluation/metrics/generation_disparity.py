@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from distill.core.recipe import TEMPERATURE_RANGE
 from distill.evaluation.bold import BOLD_DOMAINS, BOLD_GENDER_GROUPS
 from distill.evaluation.polarity import DEFAULT_FEMALE_WORDS, DEFAULT_MALE_WORDS
 from distill.evaluation.registry import (
@@ -79,7 +80,10 @@ class DisparityTask(GenerationTask):
 def check_generation(where: str, task: GenerationTask, problems: list[str], two_groups: bool = False) -> None:
     """Range and choice checks of a sampling task; `two_groups`: the task compares exactly two groups."""
     check_range(problems, f"{where}.top_p", task.top_p, 0, 1, lo_open=True)
-    check_range(problems, f"{where}.temperature", task.temperature, 0)
+    if task.temperature != 0:  # 0 is greedy; otherwise logits / temperature must stay finite
+        check_range(
+            problems, f"{where}.temperature", task.temperature, *TEMPERATURE_RANGE, why="or 0, greedy"
+        )
     if isinstance(task.domain, str) and task.domain not in BOLD_DOMAINS:
         problems.append(
             f"{where}.domain must be one of {', '.join(BOLD_DOMAINS)}, got {task.domain!r}"

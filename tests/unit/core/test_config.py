@@ -85,7 +85,7 @@ def test_all_problems_gathered_at_once():
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("kd.temperature=0", "kd.temperature must be in (0"),
+        ("kd.temperature=0", "kd.temperature must be in [0.01, 100.0]"),
         ("augment.p=2", "augment.p must be in [0, 1]"),
         ("perturb.kind=avg", "perturb.kind must be one of"),
         ("train.micro_batch_size=0", "train.micro_batch_size must be in [1"),
@@ -190,3 +190,69 @@ def test_a_folder_is_not_a_recipe_and_the_hint_lists_the_shipped_ones(tmp_path, 
     with pytest.raises(ConfigError, match=r"recipe file not found: nope.yaml; shipped recipes \(in /") as e:
         load_config("nope.yaml")
     assert "debug.yaml" in str(e.value) and "ls recipes" not in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n# and a document marker\n"])
+def test_an_empty_recipe_says_it_is_empty(tmp_path, text):
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "the recipe is empty (nothing but comments or blank lines)" in str(e.value)
+    assert "student.layers" not in str(e.value)
+
+
+def test_what_is_not_a_recipe_file_is_named_for_what_it_is(tmp_path):
+    import os
+
+    loop = tmp_path / "loop.yaml"
+    os.symlink(tmp_path / "other.yaml", loop)
+    os.symlink(loop, tmp_path / "other.yaml")
+    dangling = tmp_path / "dangling.yaml"
+    os.symlink(tmp_path / "gone.yaml", dangling)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    cases = {
+        str(loop): "is a symbolic link that loops",
+        str(dangling): f"is a symbolic link to '{tmp_path / 'gone.yaml'}', which does not exist",
+        str(fifo): "is a named pipe (FIFO), not a file",
+        "/dev/null": "is a character device, not a file",
+        "-": "a recipe is read from a file, not from standard input",
+    }
+    for recipe, fragment in cases.items():
+        with pytest.raises(ConfigError) as e:
+            load_config(recipe)
+        assert fragment in str(e.value) and "not found" not in str(e.value), (recipe, str(e.value))
+
+
+@pytest.mark.parametrize("name", ["-x", ".hidden", "..", "_x"])
+def test_a_run_name_must_start_with_a_letter_or_digit(name):
+    with pytest.raises(ConfigError) as e:
+        load_config("recipes/debug.yaml", [f"run.name={name}"])
+    assert f"run.name {name!r} must start with a letter or digit" in str(e.value)
+    assert "e.g. run.name=" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["teacher.trust_remote_code=true", "teacher={trust_remote_code: true}"])
+def test_trust_remote_code_is_refused_on_the_command_line(override):
+    with pytest.raises(ConfigError) as e:
+        load_config("recipes/debug.yaml", [override])
+    assert "teacher.trust_remote_code: true is refused on the command line" in str(e.value)
+    assert "only from a recipe file" in str(e.value)
+    assert (
+        load_config("recipes/debug.yaml", ["teacher.trust_remote_code=false"]).teacher.trust_remote_code
+        is False
+    )
+
+
+def test_trust_remote_code_from_a_recipe_file_is_taken(tmp_path):
+    p = tmp_path / "remote.yaml"
+    p.write_text(
+        Path(ROOT / "recipes" / "debug.yaml")
+        .read_text()
+        .replace(
+            'teacher: {name_or_path: "embedded:tiny-random"}',
+            "teacher: {name_or_path: x, trust_remote_code: true}",
+        )
+    )
+    assert load_config(p, ["kd.alpha=0.7"]).teacher.trust_remote_code is True

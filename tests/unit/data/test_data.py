@@ -141,3 +141,36 @@ def test_prompt_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_prompts(tmp_path / "missing.txt")
     assert len(read_prompts("recipes/data/opening_lines.txt")) >= 100
+
+
+def test_what_is_not_a_data_file_is_named_for_what_it_is(tmp_path):
+    """A folder named like a file, a FIFO (which would block a read) and a looping link: each named, never read,
+    never reported as "0 bytes, too short"."""
+    import os
+
+    from distill.data.transfer import preflight
+
+    folder = tmp_path / "x.txt"
+    folder.mkdir()
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    os.symlink(tmp_path / "b.txt", tmp_path / "a.txt")
+    os.symlink(tmp_path / "a.txt", tmp_path / "b.txt")
+    cases = {
+        str(folder): "is a folder, not a file; give the files in it",
+        str(fifo): "is a named pipe (FIFO), not a file",
+        str(tmp_path / "a.txt"): "is a symbolic link that loops",
+        str(tmp_path / "x*"): "matches only folders",
+    }
+    for given, fragment in cases.items():
+        with pytest.raises(DataError) as e:
+            preflight(_cfg(tmp_path, [given]).data)
+        assert fragment in str(e.value) and "bytes" not in str(e.value), (given, str(e.value))
+
+
+def test_a_glob_still_skips_the_folders_it_matches(tmp_path):
+    from distill.data.transfer import _expand_files
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("text")
+    assert _expand_files([str(tmp_path / "*")]) == [tmp_path / "a.txt"]

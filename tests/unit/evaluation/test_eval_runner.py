@@ -301,3 +301,28 @@ def test_a_run_evaluated_alone_is_compared_with_its_teacher(run_dir):
     assert "r_teacher" in summary and "r_teacher_unseen" in summary
     result = out["tasks"]["winogender"]["result"]
     assert set(result["teacher_per_occupation"]) == set(result["per_occupation"])
+
+
+@pytest.mark.parametrize("where", ["file", "file/below"])
+def test_an_out_that_is_a_file_is_refused_before_any_model_loads(tmp_path, model_dir, monkeypatch, where):
+    from distill.core.errors import FairDistillError
+    from distill.evaluation import runner
+
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    with pytest.raises(
+        FairDistillError, match=r"eval output .* (is a file|cannot be created: .*file is a file)"
+    ):
+        evaluate_checkpoint(model_dir, "quick", out_dir=tmp_path / where, overrides=SMALL)
+    assert blocker.read_text() == "keep me"
+
+
+def test_a_run_in_use_is_not_evaluated_into(run_dir):
+    from distill.core.ownership import RunFolderInUse, RunLock
+    from distill.core.rundir import RunDir
+
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with RunLock(RunDir(run_dir)), pytest.raises(RunFolderInUse, match="is in use by process"):
+        evaluate_checkpoint(run_dir, "quick", overrides=SMALL)
+    assert sorted(p.name for p in run_dir.rglob("*")) == before

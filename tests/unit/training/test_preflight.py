@@ -162,3 +162,24 @@ def test_check_of_the_debug_recipe_writes_nothing(tmp_path, no_weights, capsys, 
     assert main(["check", str(root / "recipes/debug.yaml"), "student.layers=[0, 4]"]) == EXIT_USER_ERROR
     assert "the teacher has 4 layers (0..3); [4] do not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_an_absurd_accumulation_is_refused_before_the_run_folder_is_touched(
+    tmp_path, teacher_dir, no_weights, capsys, command
+):
+    """The issue's train.grad_accum=1000000000: its step would draw 4e9 micro-batches before the first forward
+    (terabytes of inputs) and never end; refused with the estimate and the fix, before anything is written."""
+    assert _run(command, tmp_path, teacher_dir, "train.grad_accum=1000000000") == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "train.grad_accum=1000000000 x train.micro_batch_size=2 x data.block_size=16" in last
+    assert "TiB of inputs, more than this machine's" in last and "lower train.grad_accum" in last
+    assert not (tmp_path / "runs").exists()
+
+
+def test_check_prints_the_step_and_run_estimate(tmp_path, teacher_dir, no_weights, capsys):
+    assert _run("check", tmp_path, teacher_dir, "train.grad_accum=3") == 0
+    err = capsys.readouterr().err
+    assert "one optimizer step: 3 micro-batches x 2 rows x 16 tokens = 96 tokens per process" in err
+    assert "the run: 1 steps, 3 forward/backward passes per process" in err

@@ -138,20 +138,31 @@ def test_different_recipe_in_existing_run_dir_is_refused(tmp_path, teacher_dir):
     assert (run_dir / "final").is_dir() and sorted(p.name for p in run_dir.rglob("*")) == before
 
 
-def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_dir):
-    """A config.yaml written before a key existed (here teacher.cache, kd.fused and train.attention), or with
-    another loss chunk size, is the same recipe: the run resumes instead of being refused, here with another
-    attention kernel."""
+@pytest.mark.parametrize("older", ["identity", "config.yaml"])
+def test_a_run_from_before_new_settings_existed_still_resumes(tmp_path, teacher_dir, older):
+    """An identity.json recorded before a key existed (here augment.her_decider and probe.winogender), or a
+    folder from before identity.json whose config.yaml predates keys (teacher.cache, kd.fused, train.attention)
+    or has another loss chunk size, is the same recipe: the run resumes instead of being refused, here with
+    another attention kernel."""
+    import json
+
     import yaml
 
     run_dir = train(_cfg(tmp_path, teacher_dir, "train.max_steps=2", "tracking.wandb=false"))
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    for k in ("cache", "cache_top_k"):
-        saved["teacher"].pop(k)
-    saved["kd"].pop("fused")
-    saved["kd"]["chunk_size"] = 1024
-    saved["train"].pop("attention")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    if older == "identity":
+        ident = json.loads((run_dir / "identity.json").read_text())
+        ident["recipe"]["augment"].pop("her_decider")
+        ident["recipe"]["probe"].pop("winogender")
+        (run_dir / "identity.json").write_text(json.dumps(ident))
+    else:
+        (run_dir / "identity.json").unlink()
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        for k in ("cache", "cache_top_k"):
+            saved["teacher"].pop(k)
+        saved["kd"].pop("fused")
+        saved["kd"]["chunk_size"] = 1024
+        saved["train"].pop("attention")
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     again = train(
         _cfg(
             tmp_path,
