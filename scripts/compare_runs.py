@@ -72,6 +72,11 @@ def main() -> int:
     ap.add_argument("mode", choices=("record", "compare"))
     ap.add_argument("path", type=Path)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument(
+        "--new-keys-ok",
+        action="store_true",
+        help="compare: metrics.jsonl keys the record lacks (a metric added on purpose) are listed, not compared",
+    )
     args = ap.parse_args()
     names = args.only or list(CASES)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +89,15 @@ def main() -> int:
         args.path.write_text(json.dumps({**old, **got}, indent=1, sort_keys=True))
         return 0
     want = json.loads(args.path.read_text())
+    if args.new_keys_ok:
+        added = set()
+        for n in names:
+            old_rows = (want.get(n) or {}).get("metrics") or []
+            for row, old in zip(got[n]["metrics"], old_rows):
+                added |= set(row) - set(old)
+                for k in set(row) - set(old):
+                    del row[k]
+        print(f"metrics.jsonl keys the record lacks, left out: {sorted(added)}")
     bad = [n for n in names if got[n] != want.get(n)]
     for n in bad:
         w, g = want.get(n, {}), got[n]
