@@ -56,11 +56,13 @@ def resolve(recipe: str | Path, read: Callable[[str | Path], dict]) -> dict:
         # a shipped recipe's file name, from anywhere
         if not chain and not path.exists() and shipped.is_file():
             current, path = shipped, shipped
+        data = read(
+            current if not chain else path
+        )  # names what is not a recipe file (a loop, a folder) first
         path = path.resolve()
         if path in chain:
             cycle = " -> ".join([*shown, str(current)])
             raise ConfigError(f"recipe bases form a cycle: {cycle}; remove one `base:`", str(recipe))
-        data = read(current if not chain else path)
         chain.append(path)
         shown.append(str(current))
         name = data.pop(BASE_KEY, None)

@@ -125,7 +125,7 @@ def _check_numbers(cfg: Config, p: list[str]) -> None:
     check_range(p, "kd.changed_tv", cfg.kd.changed_tv, 0, 1, lo_open=True)
     check_range(p, "kd.log_ratio", cfg.kd.log_ratio, 0)
     check_range(p, "kd.log_ratio_mass", cfg.kd.log_ratio_mass, 0, 1, lo_open=True)
-    if cfg.kd.log_ratio > 0 and cfg.kd.alpha == 0:
+    if isinstance(cfg.kd.log_ratio, int | float) and cfg.kd.log_ratio > 0 and cfg.kd.alpha == 0:
         p.append(
             f"kd.log_ratio {cfg.kd.log_ratio:g} pulls the student towards the target's log-ratios, but kd.alpha is 0 "
             "(no target); set kd.alpha > 0 or kd.log_ratio: 0"

@@ -73,7 +73,15 @@ def test_the_dry_run_measures_one_step_of_every_variant_at_tiny_sizes(dry_run, s
         assert step["tokens_per_s"] > 0 and step["mfu"] > 0 and step["peak_bytes"] is None  # no CUDA here
     # the method trains on the twins too: more tokens per step than plain KD
     assert n["steps"]["method"]["tokens"] == (2 + n["twin_rows"]) * 16 > n["steps"]["cached_kd"]["tokens"]
-    assert set(n["steps"]) | set(n["skipped"]) == {"ce", "cached_kd", "method", "live_kd", "hf_kd", "trl_kd"}
+    assert set(n["steps"]) | set(n["skipped"]) == {
+        "ce",
+        "cached_kd",
+        "method",
+        "method_log_ratio",
+        "live_kd",
+        "hf_kd",
+        "trl_kd",
+    }
 
 
 def test_the_dry_run_resolves_every_launch_and_validates_every_recipe(dry_run):
