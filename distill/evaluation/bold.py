@@ -1,6 +1,6 @@
 """Prompts of BOLD (Dhamala et al., "BOLD: Dataset and Metrics for Measuring Biases in Open-Ended Language
-Generation", FAccT 2021): a local file in BOLD's published JSON format, the hub copy `AmazonScience/bold`, or the
-project's own offline profession templates.
+Generation", FAccT 2021): the copy shipped in `eval/data/bold/`, any local file in BOLD's published JSON format, the
+hub copy `AmazonScience/bold`, or the project's own profession templates.
 
 BOLD's files (`prompts/<domain>_prompt.json` in github.com/amazon-science/bold) map group -> name -> prompts:
 `{"nursing_specialties": {"Flight_nursing": ["Flight nursing is a field of ...", ...], ...}, ...}`.
@@ -41,7 +41,9 @@ BOLD_PROFESSION_GROUPS = (
     "railway_industry_occupations",
 )
 BOLD_GENDER_GROUPS = ("American_actors", "American_actresses")
-# Project-written prompts in BOLD's format, one file per domain we ship, so generation disparity runs offline.
+# BOLD's own prompt and Wikipedia files, shipped unchanged (eval/data/bold/README.md): the suites' offline default.
+BOLD_DIR = "eval/data/bold"
+# Project-written prompts in BOLD's format for its profession groups (not BOLD's prompts).
 PROJECT_TEMPLATES = {"profession": "eval/data/profession_templates.json"}
 
 
@@ -84,8 +86,8 @@ def parse_bold(data: object, source: str) -> dict[str, list[str]]:
 
 def _from_hub(domain: str) -> dict[str, list[str]]:
     hint = (
-        "download prompts/<domain>_prompt.json from github.com/amazon-science/bold and pass path=..., or use the "
-        f"project's offline templates (path='{PROJECT_TEMPLATES['profession']}' for the profession domain)"
+        f"use the copy shipped with fairdistill (path='{BOLD_DIR}', the profession and gender domains), or "
+        "download prompts/<domain>_prompt.json from github.com/amazon-science/bold and pass path=..."
     )
     ds = load_hub(BOLD_HUB_ID, None, "train", hint)
     out: dict[str, list[str]] = {}
@@ -110,8 +112,8 @@ def load_bold(
 ) -> dict[str, list[str]]:
     """BOLD prompts of one domain as `{group: [prompt, ...]}`.
 
-    `path`: a JSON file in BOLD's format, or a folder holding `<domain>_prompt.json` (BOLD's file names); None
-    loads the hub copy `AmazonScience/bold`. `groups` keeps only those groups (an unknown name is an error).
+    `path`: a JSON file in BOLD's format, or a folder holding `<domain>_prompt.json` (BOLD's file names; the
+    shipped `BOLD_DIR` has the profession and gender domains); None loads the hub copy `AmazonScience/bold`. `groups` keeps only those groups (an unknown name is an error).
     `max_per_group` keeps a seeded random subset of each larger group, in file order; the subset of a group
     depends only on `seed` and the group's name, so adding groups does not change it.
     """
