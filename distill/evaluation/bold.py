@@ -15,6 +15,9 @@ from pathlib import Path
 
 from distill.core.errors import DataError
 from distill.core.resources import resource_path
+
+# BOLD's own prompt and Wikipedia files, shipped unchanged (eval/data/bold/README.md): the suites' offline default.
+from distill.data.heldout import BOLD_DIR as BOLD_DIR
 from distill.evaluation._data import load_hub
 
 BOLD_DOMAINS = ("profession", "gender", "race", "religious_ideology", "political_ideology")
@@ -41,8 +44,6 @@ BOLD_PROFESSION_GROUPS = (
     "railway_industry_occupations",
 )
 BOLD_GENDER_GROUPS = ("American_actors", "American_actresses")
-# BOLD's own prompt and Wikipedia files, shipped unchanged (eval/data/bold/README.md): the suites' offline default.
-BOLD_DIR = "eval/data/bold"
 # Project-written prompts in BOLD's format for its profession groups (not BOLD's prompts).
 PROJECT_TEMPLATES = {"profession": "eval/data/profession_templates.json"}
 
