@@ -243,8 +243,10 @@ def prompt_bootstrap(
     Each resample draws every group's prompts with replacement (as many as it has, each with all its
     continuations), recomputes each group's M and F, its parity and female share, and over groups the mean and
     worst parity (groups with undefined parity left out, as in `disparity_summary`) and the pooled female share.
-    Resamples where a number is undefined are dropped before its percentiles. Returns `female_share_ci`,
-    `parity_mean_ci`, `parity_min_ci` and `groups: {group: {n_prompts, parity_ci, female_share_ci}}`.
+    Resamples where a number is undefined are dropped before its percentiles. A group of one prompt has no spread
+    to resample: its intervals are undefined (nan), and so are those over groups, which would otherwise be too
+    narrow. Returns `female_share_ci`, `parity_mean_ci`, `parity_min_ci` and
+    `groups: {group: {n_prompts, parity_ci, female_share_ci}}`.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -260,14 +262,15 @@ def prompt_bootstrap(
         females.append(bf)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = bf / (bm + bf)
+        one = len(m) < 2  # nothing to resample
         per_group[g] = {
             "n_prompts": len(m),
-            "parity_ci": _percentiles(_parity_array(bm, bf), alpha),
-            "female_share_ci": _percentiles(share, alpha),
+            "parity_ci": [math.nan, math.nan] if one else _percentiles(_parity_array(bm, bf), alpha),
+            "female_share_ci": [math.nan, math.nan] if one else _percentiles(share, alpha),
         }
-    if not counts:
+    if not counts or any(g["n_prompts"] < 2 for g in per_group.values()):
         nan = [math.nan, math.nan]
-        return {"female_share_ci": nan, "parity_mean_ci": nan, "parity_min_ci": nan, "groups": {}}
+        return {"female_share_ci": nan, "parity_mean_ci": nan, "parity_min_ci": nan, "groups": per_group}
     m_all, f_all = np.vstack(males), np.vstack(females)  # (groups, n_boot)
     parity = _parity_array(m_all, f_all)
     defined = np.isfinite(parity)

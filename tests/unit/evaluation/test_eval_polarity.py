@@ -195,6 +195,20 @@ def test_prompt_intervals_count_continuations_of_one_prompt_once():
     assert 0.4 < ratio < 0.6
 
 
+def test_a_group_of_one_prompt_has_no_interval():
+    """One prompt per group: every resample is the sample, which says nothing about other prompts."""
+    a, a_of = _labels((2, 1, 0))
+    b, b_of = _labels((1, 1, 1), (0, 2, 0))
+    s = disparity_summary({"a": a, "b": b}, n_boot=100, prompt_of={"a": a_of, "b": b_of})
+    assert s["female_share"] == pytest.approx(4 / 7) and s["parity_mean"] == pytest.approx(
+        0.5 * (0.5 + 1 / 3)
+    )
+    for key in ("female_share_ci", "parity_mean_ci", "parity_min_ci"):
+        assert all(math.isnan(x) for x in s[key])
+    assert all(math.isnan(x) for x in s["groups"]["a"]["parity_ci"]) and s["groups"]["a"]["n_prompts"] == 1
+    assert s["groups"]["b"]["female_share_ci"][0] < s["groups"]["b"]["female_share_ci"][1]
+
+
 def test_per_prompt_counts_and_mismatched_inputs():
     male, female = per_prompt_counts(["male", "female", "female", "neutral"], [3, 3, 7, 7])
     assert male.tolist() == [1, 0] and female.tolist() == [1, 1]
