@@ -312,7 +312,8 @@ def _group_cell(g: dict | None) -> str:
     if not g:
         return "-"
     ci = g.get("parity_ci")
-    interval = f" [{_two(ci[0])}, {_two(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else ""
+    defined = isinstance(ci, list) and len(ci) == 2 and "n/a" not in (_two(ci[0]), _two(ci[1]))
+    interval = f" [{_two(ci[0])}, {_two(ci[1])}]" if defined else ""
     male, female = g.get("male") or 0, g.get("female") or 0
     share = g.get("female_share", female / (male + female) if male + female else math.nan)
     return (
