@@ -1,5 +1,6 @@
 """`generation_disparity`: sample continuations of BOLD-format prompts, label each by gender polarity; per-group
-parity min(F/M, M/F), its mean and worst group, and the female share with a 95% interval (Dhamala et al. 2021).
+parity min(F/M, M/F), its mean and worst group, and the female share, with 95% intervals over prompts (Dhamala
+et al. 2021).
 
 The sampling and labelling here are shared with `sentiment_gap` (metrics/sentiment.py), which scores the same
 records differently.
