@@ -94,7 +94,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    """Evaluate the baseline run's student with the main recipe's suite (once) and report both runs side by side."""
+    """Evaluate the baseline run's student with the main recipe's suite (once), put the teacher and both students
+    side by side in each run's model card, and report both runs side by side."""
     return _compare(args.recipe, args.baseline, args.overrides)
 
 
@@ -102,7 +103,7 @@ def _compare(recipe: str, baseline: str, overrides: list[str]) -> int:
     from distill.core.recipe import load_config
     from distill.core.rundir import RunDir
     from distill.evaluation import results as R
-    from distill.reporting.evaluate import evaluate_checkpoint
+    from distill.reporting.evaluate import cards_side_by_side, evaluate_checkpoint
     from distill.reporting.report import write_report
 
     main_cfg = load_config(recipe, overrides)
@@ -112,6 +113,8 @@ def _compare(recipe: str, baseline: str, overrides: list[str]) -> int:
     suite = main_cfg.eval.suite
     if suite and not R.student_results(base_dir, suite).is_file():
         evaluate_checkpoint(base_dir, suite)
+    if suite:  # each model card: the teacher, the other method and its own student
+        cards_side_by_side([main_dir, base_dir], suite)
     path = write_report([str(main_dir), str(base_dir)], out=str(RunDir(main_dir).report))
     sys.stdout.write(Path(path).read_text() + f"\nreport: {path}\n")
     return 0

@@ -57,5 +57,9 @@ test -f runs/debug/checkpoints/step_3/complete
 step "distill eval on the result (the quick suite, shortened)"
 "$DISTILL" eval runs/debug --suite quick templates.max_per_group=1 templates.n_per_prompt=1 templates.max_new_tokens=8
 test -f runs/debug/eval/quick.json
+
+step "distill eval on BOLD's shipped prompts (eval/data/bold/ inside the wheel, no hub)"
+"$DISTILL" eval runs/debug --suite bold_professions max_per_group=1 n_per_prompt=1 max_new_tokens=4 fluency=false
+test -f runs/debug/eval/bold_professions.json
 du -sh runs/debug
 echo "wheel check passed"

@@ -29,6 +29,7 @@ from distill.core.files import (
 )
 from distill.core.resources import resource_glob, resource_path
 from distill.data.documents import check_text, iter_file_documents
+from distill.data.heldout import refuse_documents, refuse_prompts
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def _links(pattern: str) -> list[Path]:
 
 def _scan_file(path: Path, text_field: str) -> tuple[int, int]:
     """Read every record of one local file as training will, without a tokenizer: (documents with text, bytes of
-    text). Raises the same `DataError`s as `iter_file_documents`, and one for a file with no text at all."""
+    text). Raises the same `DataError`s as `iter_file_documents`, one for a file with no text at all, and one for
+    a document holding held-out text (`data.heldout`)."""
     docs = size = 0
     if path.suffix.lower() == ".parquet":
         import pyarrow as pa
@@ -119,11 +121,11 @@ def _scan_file(path: Path, text_field: str) -> tuple[int, int]:
             raise DataError(
                 f"{path}: column {text_field!r} has {column.null_count} null value(s); drop those rows"
             )
-        for value in column.to_pylist():
-            docs, size = docs + bool(value.strip()), size + len(value.encode("utf-8"))
+        values = column.to_pylist()
     else:
-        for doc in iter_file_documents([path], text_field):
-            docs, size = docs + bool(doc.strip()), size + len(doc.encode("utf-8"))
+        values = iter_file_documents([path], text_field)
+    for value in refuse_documents(values, f"data.files: {path}", "data.files"):
+        docs, size = docs + bool(value.strip()), size + len(value.encode("utf-8"))
     if docs == 0:
         raise DataError(
             f"{path}: holds no text (empty, or whitespace only); add text or drop it from data.files"
@@ -135,7 +137,8 @@ def preflight(cfg: DataConfig) -> None:
     """Every check of the transfer text that needs no model, run before one loads: the files exist, every record
     parses and holds text, no file is empty, and the text can fill two blocks (one to train, one to validate).
     Without a tokenizer the last is an upper bound (a token covers at least one byte); `split_blocks` checks the
-    exact count after tokenizing."""
+    exact count after tokenizing. No document or prompt may hold held-out text (`data.heldout`: BOLD's Wikipedia
+    sentences and prompts)."""
     if cfg.source == "files":
         docs = size = 0
         for path in _expand_files(cfg.files):
@@ -149,7 +152,7 @@ def preflight(cfg: DataConfig) -> None:
                 "data.block_size"
             )
     elif cfg.source == "teacher_samples":
-        read_prompts(cfg.prompts)
+        refuse_prompts(read_prompts(cfg.prompts), f"data.prompts: {cfg.prompts}")
 
 
 def iter_hf_documents(cfg: DataConfig) -> Iterator[str]:

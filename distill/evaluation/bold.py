@@ -1,6 +1,6 @@
 """Prompts of BOLD (Dhamala et al., "BOLD: Dataset and Metrics for Measuring Biases in Open-Ended Language
-Generation", FAccT 2021): a local file in BOLD's published JSON format, the hub copy `AmazonScience/bold`, or the
-project's own offline profession templates.
+Generation", FAccT 2021): the copy shipped in `eval/data/bold/`, any local file in BOLD's published JSON format, the
+hub copy `AmazonScience/bold`, or the project's own profession templates.
 
 BOLD's files (`prompts/<domain>_prompt.json` in github.com/amazon-science/bold) map group -> name -> prompts:
 `{"nursing_specialties": {"Flight_nursing": ["Flight nursing is a field of ...", ...], ...}, ...}`.
@@ -15,6 +15,9 @@ from pathlib import Path
 
 from distill.core.errors import DataError
 from distill.core.resources import resource_path
+
+# BOLD's own prompt and Wikipedia files, shipped unchanged (eval/data/bold/README.md): the suites' offline default.
+from distill.data.heldout import BOLD_DIR as BOLD_DIR
 from distill.evaluation._data import load_hub
 
 BOLD_DOMAINS = ("profession", "gender", "race", "religious_ideology", "political_ideology")
@@ -41,7 +44,7 @@ BOLD_PROFESSION_GROUPS = (
     "railway_industry_occupations",
 )
 BOLD_GENDER_GROUPS = ("American_actors", "American_actresses")
-# Project-written prompts in BOLD's format, one file per domain we ship, so generation disparity runs offline.
+# Project-written prompts in BOLD's format for its profession groups (not BOLD's prompts).
 PROJECT_TEMPLATES = {"profession": "eval/data/profession_templates.json"}
 
 
@@ -84,8 +87,8 @@ def parse_bold(data: object, source: str) -> dict[str, list[str]]:
 
 def _from_hub(domain: str) -> dict[str, list[str]]:
     hint = (
-        "download prompts/<domain>_prompt.json from github.com/amazon-science/bold and pass path=..., or use the "
-        f"project's offline templates (path='{PROJECT_TEMPLATES['profession']}' for the profession domain)"
+        f"use the copy shipped with fairdistill (path='{BOLD_DIR}', the profession and gender domains), or "
+        "download prompts/<domain>_prompt.json from github.com/amazon-science/bold and pass path=..."
     )
     ds = load_hub(BOLD_HUB_ID, None, "train", hint)
     out: dict[str, list[str]] = {}
@@ -110,8 +113,8 @@ def load_bold(
 ) -> dict[str, list[str]]:
     """BOLD prompts of one domain as `{group: [prompt, ...]}`.
 
-    `path`: a JSON file in BOLD's format, or a folder holding `<domain>_prompt.json` (BOLD's file names); None
-    loads the hub copy `AmazonScience/bold`. `groups` keeps only those groups (an unknown name is an error).
+    `path`: a JSON file in BOLD's format, or a folder holding `<domain>_prompt.json` (BOLD's file names; the
+    shipped `BOLD_DIR` has the profession and gender domains); None loads the hub copy `AmazonScience/bold`. `groups` keeps only those groups (an unknown name is an error).
     `max_per_group` keeps a seeded random subset of each larger group, in file order; the subset of a group
     depends only on `seed` and the group's name, so adding groups does not change it.
     """

@@ -139,17 +139,26 @@ def group_parity(labels: Sequence[str]) -> float:
 
 
 def disparity_summary(
-    labels_by_group: Mapping[str, Sequence[str]], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    labels_by_group: Mapping[str, Sequence[str]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    prompt_of: Mapping[str, Sequence[int]] | None = None,
 ) -> dict:
     """Aggregate per-text gender labels of each prompt group into the BOLD generation-disparity numbers.
 
     Returns a dict:
-      `groups`: {group: {n, male, female, neutral, parity}} (parity nan where undefined);
+      `groups`: {group: {n, male, female, neutral, female_share, parity}} (nan where undefined);
       `parity_mean`, `parity_min`: over groups with defined parity (nan if there is none);
       `n_groups`, `n_groups_undefined`, `undefined_groups`: how many groups had no gendered text, and which;
-      `female_share`: F / (F + M) over all groups' gendered texts (0.5 is balanced; nan with none), and
-      `female_share_ci`: [low, high], a percentile bootstrap over the gendered texts at level 1 - alpha;
-      `n_gendered`, `n_texts`.
+      `female_share`: F / (F + M) over all groups' gendered texts (0.5 is balanced; nan with none);
+      `n_gendered`, `n_texts`; and the intervals at level 1 - alpha, as `interval` says:
+
+    `prompt_of` given (`{group: [the prompt of each label]}`): `interval` "prompts", a percentile bootstrap over
+    prompts within each group (`prompt_bootstrap`): `female_share_ci`, `parity_mean_ci`, `parity_min_ci`, and per
+    group `parity_ci`, `female_share_ci` and `n_prompts`. The continuations of one prompt share it, so they are
+    resampled together. Without it: `interval` "texts", `female_share_ci` a bootstrap over the pooled gendered
+    texts, and no parity interval.
     """
     groups: dict[str, dict] = {}
     total_male = total_female = total = 0
@@ -160,16 +169,14 @@ def disparity_summary(
             "male": n_male,
             "female": n_female,
             "neutral": n_neutral,
+            "female_share": n_female / (n_male + n_female) if n_male + n_female else math.nan,
             "parity": parity_from_counts(n_male, n_female),
         }
         total_male, total_female, total = total_male + n_male, total_female + n_female, total + len(labels)
     defined = [g["parity"] for g in groups.values() if not math.isnan(g["parity"])]
     undefined = [name for name, g in groups.items() if math.isnan(g["parity"])]
     n_gendered = total_male + total_female
-    # One 0/1 indicator per gendered text; its mean is the female share and resampling it gives the interval.
-    is_female = np.concatenate([np.ones(total_female), np.zeros(total_male)])
-    low, high = bootstrap_ci(is_female, n_boot=n_boot, alpha=alpha, seed=seed)
-    return {
+    out = {
         "groups": groups,
         "parity_mean": float(np.mean(defined)) if defined else math.nan,
         "parity_min": float(np.min(defined)) if defined else math.nan,
@@ -177,9 +184,105 @@ def disparity_summary(
         "n_groups_undefined": len(undefined),
         "undefined_groups": undefined,
         "female_share": total_female / n_gendered if n_gendered else math.nan,
-        "female_share_ci": [low, high],
         "n_gendered": n_gendered,
         "n_texts": total,
+    }
+    if prompt_of is None:
+        # One 0/1 indicator per gendered text; its mean is the female share and resampling it gives the interval.
+        is_female = np.concatenate([np.ones(total_female), np.zeros(total_male)])
+        out["female_share_ci"] = list(bootstrap_ci(is_female, n_boot=n_boot, alpha=alpha, seed=seed))
+        out["interval"] = "texts"
+        return out
+    counts = {g: per_prompt_counts(labels, prompt_of[g]) for g, labels in labels_by_group.items()}
+    boot = prompt_bootstrap(counts, n_boot=n_boot, seed=seed, alpha=alpha)
+    for g, extra in boot.pop("groups").items():
+        groups[g].update(extra)
+    out.update(boot, interval="prompts", n_prompts=sum(len(m) for m, _ in counts.values()))
+    return out
+
+
+def per_prompt_counts(labels: Sequence[str], prompt_of: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(male, female) counts per prompt, prompts in order of first appearance; `prompt_of[i]` is label i's prompt."""
+    if len(labels) != len(prompt_of):
+        raise ValueError(f"{len(labels)} labels but {len(prompt_of)} prompt indices; they must be parallel")
+    _counts(list(labels))  # unknown labels fail here
+    order = {p: k for k, p in enumerate(dict.fromkeys(prompt_of))}
+    male, female = np.zeros(len(order)), np.zeros(len(order))
+    for label, p in zip(labels, prompt_of):
+        male[order[p]] += label == MALE
+        female[order[p]] += label == FEMALE
+    return male, female
+
+
+def _parity_array(male: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """`parity_from_counts` elementwise: nan where both are 0, 0 where one is."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parity = np.minimum(female / male, male / female)
+    parity[(male == 0) ^ (female == 0)] = 0.0
+    parity[(male == 0) & (female == 0)] = math.nan
+    return parity
+
+
+def _percentiles(stats: np.ndarray, alpha: float) -> list[float]:
+    finite = stats[np.isfinite(stats)]
+    if finite.size == 0:
+        return [math.nan, math.nan]
+    low, high = np.percentile(finite, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return [float(low), float(high)]
+
+
+def prompt_bootstrap(
+    counts: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Percentile bootstrap intervals of the disparity numbers over prompts, stratified by group.
+
+    `counts[group] = (male, female)`: per prompt of the group, how many of its continuations are male and female.
+    Each resample draws every group's prompts with replacement (as many as it has, each with all its
+    continuations), recomputes each group's M and F, its parity and female share, and over groups the mean and
+    worst parity (groups with undefined parity left out, as in `disparity_summary`) and the pooled female share.
+    Resamples where a number is undefined are dropped before its percentiles. A group of one prompt has no spread
+    to resample: its intervals are undefined (nan), and so are those over groups, which would otherwise be too
+    narrow. Returns `female_share_ci`, `parity_mean_ci`, `parity_min_ci` and
+    `groups: {group: {n_prompts, parity_ci, female_share_ci}}`.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    males, females, per_group = [], [], {}
+    for g, (m, f) in counts.items():
+        if len(m):
+            idx = rng.integers(0, len(m), size=(n_boot, len(m)))
+            bm, bf = np.asarray(m)[idx].sum(axis=1), np.asarray(f)[idx].sum(axis=1)
+        else:
+            bm = bf = np.zeros(n_boot)
+        males.append(bm)
+        females.append(bf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = bf / (bm + bf)
+        one = len(m) < 2  # nothing to resample
+        per_group[g] = {
+            "n_prompts": len(m),
+            "parity_ci": [math.nan, math.nan] if one else _percentiles(_parity_array(bm, bf), alpha),
+            "female_share_ci": [math.nan, math.nan] if one else _percentiles(share, alpha),
+        }
+    if not counts or any(g["n_prompts"] < 2 for g in per_group.values()):
+        nan = [math.nan, math.nan]
+        return {"female_share_ci": nan, "parity_mean_ci": nan, "parity_min_ci": nan, "groups": per_group}
+    m_all, f_all = np.vstack(males), np.vstack(females)  # (groups, n_boot)
+    parity = _parity_array(m_all, f_all)
+    defined = np.isfinite(parity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(defined, parity, 0.0).sum(axis=0) / defined.sum(axis=0)
+        share = f_all.sum(axis=0) / (m_all + f_all).sum(axis=0)
+    worst = np.fmin.reduce(parity, axis=0)  # nan only where every group is undefined
+    return {
+        "female_share_ci": _percentiles(share, alpha),
+        "parity_mean_ci": _percentiles(mean, alpha),
+        "parity_min_ci": _percentiles(worst, alpha),
+        "groups": per_group,
     }
 
 

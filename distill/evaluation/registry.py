@@ -139,6 +139,12 @@ class MetricKind:
     """Saved settings -> the hub dataset the task read (the model card lists them); None: read `dataset`."""
     after_write: Callable[[dict, str, Path], None] | None = None
     """(the suite's payload, task name, `<out>/<suite>` stem): files drawn from the result once it is written."""
+    cost: Callable[[Any, dict, LoadedModel, Context], tuple[int, int]] | None = None
+    """(settings, data, model, context) -> (tokens the task will generate, tokens it will score), printed with
+    the time they take before the suite runs (`runner.log_cost`); None: a task too small to count."""
+    details: Callable[[str, list[tuple[str, dict | None]]], str | None] | None = None
+    """(task name, [(column label, the task's full result or None)]) -> a markdown block a report shows under the
+    suite's table (e.g. each group's counts); None: nothing more than the rows."""
     seed_rows: tuple[SeedRow, ...] = ()
     """The numbers an experiment compares over seeds, in order (none: the kind is not in the seed-level table)."""
     seed_values: Callable[[dict, dict | None], dict[str, float]] | None = None

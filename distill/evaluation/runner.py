@@ -295,10 +295,52 @@ def _run_tasks(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tup
     return tasks, summary, records
 
 
+# What a 135M-parameter model (the embedded teacher) does per second on an idle 2-core CPU with native bf16,
+# sampling batches of 48-token continuations under bf16 autocast and scoring 128-token blocks in float32
+# (eval/README.md, "Cost"); the estimate scales by parameters.
+REFERENCE_PARAMS = 134_515_008
+GENERATED_PER_S = 180.0
+SCORED_PER_S = 340.0
+
+
+def log_cost(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tuple[int, int, float]:
+    """Say what the suite will cost on this model before it runs: tokens sampled and scored by the tasks whose
+    kind counts them (`MetricKind.cost`), and the time that takes at the rates of a 2-core CPU. Returns
+    (generated, scored, estimated seconds)."""
+    generated = scored = 0
+    parts = []
+    for name, task in suite.tasks.items():
+        count = kind(task.metric).cost
+        if count is None:
+            continue
+        g, sc = count(task, data[name], lm, ctx)
+        generated, scored = generated + g, scored + sc
+        parts.append(f"{name} {g:,} sampled / {sc:,} scored")
+    scale = (lm.info.get("n_params") or REFERENCE_PARAMS) / REFERENCE_PARAMS
+    seconds = scale * (generated / GENERATED_PER_S + scored / SCORED_PER_S)
+    if parts:
+        log.info(
+            "%s: suite %s will sample %s tokens and score %s (%s): about %s on a 2-core CPU at %.0f sampled / %.0f "
+            "scored tokens per second for a %.0fM-parameter model, plus the tasks too small to count; far less on "
+            "a GPU",
+            lm.info["label"],
+            suite.name,
+            f"{generated:,}",
+            f"{scored:,}",
+            "; ".join(parts),
+            f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s",
+            GENERATED_PER_S / scale,
+            SCORED_PER_S / scale,
+            scale * REFERENCE_PARAMS / 1e6,
+        )
+    return generated, scored, seconds
+
+
 def evaluate_model(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context, out_dir: Path) -> dict:
     """Run every task of `suite` on one model; write `<suite>.json` (and the generations) under `out_dir`."""
     from distill.core.files import save_jsonl
 
+    log_cost(lm, suite, data, ctx)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t_total = time.perf_counter()
     tasks, summary, records = _run_tasks(lm, suite, data, ctx)

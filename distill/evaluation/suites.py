@@ -193,6 +193,7 @@ _COUNTS = (
     "max_per_group",
     "max_professions",
     "max_documents",
+    "sample",
     "max_train",
     "max_test",
 )

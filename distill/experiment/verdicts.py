@@ -64,10 +64,11 @@ def run_perplexities(run: Path) -> tuple[float, float]:
 
 def suite_seed_rows(path: Path) -> list[SeedRow]:
     """The seed rows of every task in a `<suite>.json` whose kind declares them, in task order; a key that a
-    second task would repeat is prefixed with that task's name."""
+    second task, or the run's own rows (`RUN_ROWS`: the validation perplexity), would repeat is prefixed with that
+    task's name (`realtext/ppl`)."""
     if not Path(path).is_file():
         return []
-    rows, seen = [], set()
+    rows, seen = [], {r.key for r in RUN_ROWS}
     for name, task in R.read_suite(path).tasks.items():
         kind = kinds().get(task.metric)
         for row in kind.seed_rows if kind is not None else ():
@@ -85,13 +86,15 @@ def _suite_values(path: Path, teacher: Path | None = None) -> dict[str, float]:
     res = R.read_suite(path)
     t_res = R.read_suite(teacher) if teacher is not None and Path(teacher).is_file() else None
     out: dict[str, float] = {}
+    taken = {r.key for r in RUN_ROWS}
     for name, task in res.tasks.items():
         kind = kinds().get(task.metric)
         if kind is None or not kind.seed_rows:
             continue
         t_task = t_res.tasks.get(name) if t_res is not None else None
         for key, v in kind.values_for_seeds(task.result, t_task.result if t_task else None).items():
-            out[key if key not in out else f"{name}/{key}"] = v
+            key = key if key not in out and key not in taken else f"{name}/{key}"
+            out[key] = v
     return out
 
 

@@ -335,6 +335,24 @@ def _front_matter(cfg: Config, last: dict, hub: str | None, lic: str | None) -> 
     return meta
 
 
+def utility_sentence(cfg: Config, student_ppl: float | None, teacher_ppl: float | None) -> str:
+    """What the training-time perplexities say, and what they do not: on the run's own validation blocks, the
+    student's perplexity against the teacher's, as a ratio."""
+    if not (student_ppl and teacher_ppl):
+        return "its validation perplexity was not logged, so this card has no utility number of its own."
+    what = (
+        "text its teacher wrote"
+        if cfg.data.source == "teacher_samples"
+        else "held-out blocks of its transfer set"
+    )
+    return (
+        f"on the run's validation blocks ({what}) its perplexity is {fmt(student_ppl)} against the teacher's "
+        f"{fmt(teacher_ppl)} ({student_ppl / teacher_ppl:.2f} times the teacher's). That measures how closely it "
+        "follows the teacher on the transfer set's kind of text, not how well it models human text: the "
+        "perplexity on real text, where an evaluation section below has it, is that measure."
+    )
+
+
 def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: str | None = None) -> Path:
     """Write `folder/README.md` for the student trained by `cfg` in `run_dir`; returns its path."""
     first, last = _training_numbers(run_dir)
@@ -342,11 +360,6 @@ def write_card(folder: Path, cfg: Config, run_dir: Path, model=None, precision: 
     label = method_label(cfg)
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     teacher_ppl, student_ppl = _ppl(first.get("val/teacher_loss")), _ppl(last.get("val/loss"))
-    rel = (
-        f"{student_ppl / teacher_ppl:.1f} times the teacher's"
-        if student_ppl and teacher_ppl
-        else "not measured"
-    )
     if cfg.augment.mode == "off" and cfg.perturb.kind == "none":
         fairness = "This is a plain-KD baseline: it was not debiased, and copies whatever gender skew its teacher has."
     else:
@@ -388,9 +401,8 @@ Suites run with `distill eval` add their sections below, each with its 95% inter
 - **What they do not show**: bias that is not about he/she words (race, religion, age, nationality, non-binary
   gender), bias in tasks other than next-word prediction, or behaviour on other prompts. The word lists are English
   and binary; a small gap is not evidence that the model is fair.
-- **Utility**: its validation perplexity is {rel} ({fmt(student_ppl)} vs {fmt(teacher_ppl)}): it writes
-  much less fluent text than the teacher. It may also carry biases of the teacher that these probes do
-  not measure.
+- **Utility**: {utility_sentence(cfg, student_ppl, teacher_ppl)} It may also carry biases of the teacher that these
+  probes do not measure.
 - **Intended use**: research on debiasing during distillation. Not for deployment, chat or any decision about people.
 
 ## How to use

@@ -52,15 +52,37 @@ def _hub_datasets(results: SuiteResult) -> list[str]:
     return out
 
 
+def _utility(results: SuiteResult, teacher: SuiteResult | None) -> list[str]:
+    """One line per perplexity task that both this model and the teacher ran: the two on the same text, and the
+    ratio."""
+    from distill.reporting.tables import fmt
+
+    lines = []
+    for task in results.tasks.values():
+        t_task = teacher.tasks.get(task.name) if teacher is not None else None
+        if task.metric != "perplexity" or t_task is None:
+            continue
+        mine, theirs = task.value("ppl"), t_task.value("ppl")
+        if mine is None or not theirs:
+            continue
+        lines.append(
+            f"`{task.name}`: perplexity {fmt(mine)} against the teacher's {fmt(theirs)}, "
+            f"{mine / theirs:.2f} times the teacher's, on the same text ({task.result.get('source', '')})"
+        )
+    return lines
+
+
 def merge_evaluation(
     model_dir: Path,
     suite: str,
     results: dict | SuiteResult,
     teacher_results: dict | SuiteResult | None = None,
+    others: list[tuple[str, dict | SuiteResult]] | None = None,
 ) -> bool:
-    """Merge one suite's results into the card next to the weights: its section (teacher and this model side by
-    side, intervals, sample sizes) and its `model-index` entry, replacing those of an earlier evaluation with the
-    same suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
+    """Merge one suite's results into the card next to the weights: its section (teacher, any `others` such as
+    the plain-KD baseline, and this model side by side, intervals, sample sizes, perplexity on the same text
+    against the teacher's) and its `model-index` entry, replacing those of an earlier evaluation with the same
+    suite; everything else is kept. Only cards fairdistill wrote are touched. Returns whether it wrote."""
     from distill.evaluation.results import SuiteResult
     from distill.reporting.tables import suite_table
 
@@ -74,16 +96,22 @@ def merge_evaluation(
     if TAG not in (meta.get("tags") or []):
         return False
     mark = EVAL_MARK.format(suite=suite)
-    cols = ([("teacher", teacher_results)] if teacher_results else []) + [("this model", results)]
+    cols = ([("teacher", teacher_results)] if teacher_results else []) + [
+        *((label, SuiteResult.of(r)) for label, r in others or []),
+        ("this model", results),
+    ]
     description = results.description.strip()
     sizes = "\n".join(f"- {line}" for line in _sizes(results))
+    utility = "\n".join(f"- {line}" for line in _utility(results, teacher_results))
     section = (
         f"{mark}\n### Suite `{suite}`\n\n"
         + (f"{description}\n\n" if description else "")
         + f"{suite_table(cols)}\n\n"
         + (f"What the numbers rest on:\n\n{sizes}\n\n" if sizes else "")
-        + "Intervals (in brackets) are 95% percentile bootstraps; the numbers without one (parity, perplexity, "
-        "fluency) have none computed. `n/a` is undefined (e.g. no gendered text).\n" + f"{mark}\n"
+        + (f"Utility, this model against its teacher on the same text:\n\n{utility}\n\n" if utility else "")
+        + "Intervals (in brackets) are 95% percentile bootstraps; a number without one has none computed. `n/a` is "
+        "undefined (e.g. no gendered text); fluency is not given for the model that scores it (its own samples "
+        "under itself).\n" + f"{mark}\n"
     )
     if mark in body:
         head, _, rest = body.partition(mark)

@@ -92,6 +92,21 @@ def update_model_card(
     merge_evaluation(model_dir, suite, results, teacher_results)
 
 
+def cards_side_by_side(run_dirs: list[Path], suite: str) -> None:
+    """Each run's model card gets the suite's section with the teacher, the other runs' students (named by their
+    methods) and its own student side by side: what `distill compare` leaves in the default's and its baseline's
+    cards. Runs without the suite's results are left out."""
+    loaded = []
+    for run in run_dirs:
+        mine = R.read_if_present(R.student_results(run, suite))
+        if mine is not None:
+            loaded.append((Path(run), mine, method_label(runner.run_config(run))))
+    for run, mine, _ in loaded:
+        teacher = R.read_if_present(R.teacher_results(run, suite))
+        others = [(label, res) for other, res, label in loaded if other != run]
+        merge_evaluation(R.final_dir(run), suite, mine, teacher, others)
+
+
 def log_to_run(run_dir: Path, suite: str, student: dict, teacher: dict | None) -> None:
     """Figures of the run's teacher and student (`<run>/eval/figures/`) and the results, logged into the run's own
     W&B run (`tracking.log_evaluation`)."""

@@ -76,6 +76,31 @@ def _perplexity_sources(columns: list[Column], suite: str) -> list[str]:
     return notes
 
 
+def _details(columns: list[Column], suite: str) -> list[str]:
+    """What the suite's metric kinds show beyond their rows (`MetricKind.details`), one block per task."""
+    from distill.evaluation.registry import kinds
+
+    tasks: dict[str, str] = {}
+    for c in columns:
+        res = c.results.get(suite)
+        for name, t in (res.tasks if res is not None else {}).items():
+            tasks.setdefault(name, t.metric or "")
+    out = []
+    for name, metric in tasks.items():
+        known = kinds().get(metric)
+        if known is None or known.details is None:
+            continue
+        results = []
+        for c in columns:
+            res = c.results.get(suite)
+            task = res.tasks.get(name) if res is not None else None
+            results.append((c.label, task.result if task is not None else None))
+        block = known.details(name, results)
+        if block:
+            out += [block, ""]
+    return out
+
+
 def default_report_dir(runs: list[str | Path]) -> Path:
     """`report/` next to the first run (`runs/report` for `runs/a runs/b`): reports live with the runs."""
     return Path(runs[0]).parent / "report"  # next to the runs, not inside one
@@ -120,6 +145,7 @@ def write_report(runs: list[str], out: str | Path | None = None, log_wandb: bool
         if description:
             lines += [f"> {description}", ""]
         lines += [markdown_table(header, rows), ""]
+        lines += _details(columns, suite)
         sources = _perplexity_sources(columns, suite)
         if len({s.split(": ", 1)[1] for s in sources}) > 1:
             lines += ["Perplexity is measured on different text per column (compare within a run):", ""]

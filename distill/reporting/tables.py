@@ -41,9 +41,8 @@ def _cell(summary: dict | None, row: Row) -> str:
     if row.of is not None:
         return f"{fmt(summary.get(row.key))} / {fmt(summary.get(row.of))}"
     text = fmt(summary.get(row.key))
-    ci = summary.get(row.ci) if row.ci else None
-    if isinstance(ci, list) and len(ci) == 2 and number(summary.get(row.key)) is not None:
-        text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    if row.ci and number(summary.get(row.key)) is not None:
+        text += fmt_ci(summary.get(row.ci))  # nothing where an end is undefined (e.g. one prompt per group)
     return text
 
 

@@ -1,5 +1,6 @@
 """`generation_disparity`: sample continuations of BOLD-format prompts, label each by gender polarity; per-group
-parity min(F/M, M/F), its mean and worst group, and the female share with a 95% interval (Dhamala et al. 2021).
+parity min(F/M, M/F), its mean and worst group, and the female share, with 95% intervals over prompts (Dhamala
+et al. 2021).
 
 The sampling and labelling here are shared with `sentiment_gap` (metrics/sentiment.py), which scores the same
 records differently.
@@ -30,6 +31,7 @@ from distill.evaluation.registry import (
 )
 
 GENERATION_FILES = ("path", "male_words", "female_words")
+# A model's own continuations scored by itself are not shown (`with_fluency`): its column has no fluency number.
 FLUENCY_ROW = Row("fluency_ppl", "fluency: perplexity of continuations under the reference", "lower")
 
 
@@ -71,10 +73,18 @@ class GenerationTask:
     """Bootstrap resamples for the 95% intervals."""
 
 
+BOOTSTRAP_UNITS = ("prompts", "texts")
+
+
 @dataclass
 class DisparityTask(GenerationTask):
-    """BOLD generation disparity: per-group parity min(F/M, M/F), its mean and min, the female share with a
-    95% interval (Dhamala et al. 2021)."""
+    """BOLD generation disparity: per-group parity min(F/M, M/F), its mean and min, the female share, with 95%
+    intervals (Dhamala et al. 2021)."""
+
+    bootstrap: str = "prompts"
+    """What the 95% intervals resample: `prompts` (each prompt with all its continuations, within its group:
+    intervals of the female share, the mean and worst parity and each group's numbers) or `texts` (the pooled
+    gendered continuations: the female share's interval only, as results before prompt-level intervals had it)."""
 
 
 def check_generation(where: str, task: GenerationTask, problems: list[str], two_groups: bool = False) -> None:
@@ -96,6 +106,18 @@ def check_generation(where: str, task: GenerationTask, problems: list[str], two_
         )
     if isinstance(task.groups, list) and not task.groups:
         problems.append(f"{where}.groups is empty; list group names or use null for all groups")
+    unit = getattr(task, "bootstrap", BOOTSTRAP_UNITS[0])
+    if isinstance(unit, str) and unit not in BOOTSTRAP_UNITS:
+        problems.append(
+            f"{where}.bootstrap must be one of {', '.join(BOOTSTRAP_UNITS)}, got {unit!r}"
+            + did_you_mean(unit, BOOTSTRAP_UNITS)
+        )
+
+
+def generation_cost(task: GenerationTask, data: dict, lm: LoadedModel, ctx: Context) -> tuple[int, int]:
+    """(tokens sampled, tokens the fluency reference scores): every continuation at its full length."""
+    n = sum(len(v) for v in data["prompts"].values()) * task.n_per_prompt * task.max_new_tokens
+    return n, n if task.fluency and ctx.reference is not None else 0
 
 
 def generation_needs(task: GenerationTask) -> frozenset[str]:
@@ -139,6 +161,8 @@ class Labelled:
 
     labels: dict[str, list[str]]
     texts: dict[str, list[str]]
+    prompt_of: dict[str, list[int]]
+    """Per group, the prompt (its index in the task's prompts) each label belongs to."""
     records: list[dict]
     scorer: Callable[[str], float]
     """VADER compound score of a text, each text scored once."""
@@ -163,13 +187,14 @@ def _label(name: str, task: GenerationTask, groups, prompts, owners, continuatio
             sentiment_of[text] = vader(text)
         return sentiment_of[text]
 
-    out = Labelled({g: [] for g in groups}, {g: [] for g in groups}, [], scorer)
+    out = Labelled({g: [] for g in groups}, {g: [] for g in groups}, {g: [] for g in groups}, [], scorer)
     for i, (prompt, group) in enumerate(zip(prompts, owners)):
         for k, text in enumerate(continuations[i]):
             n_male, n_female = gender_word_counts(text, male_words, female_words)
             label = MALE if n_male > n_female else FEMALE if n_female > n_male else NEUTRAL
             out.labels[group].append(label)
             out.texts[group].append(text)
+            out.prompt_of[group].append(i)
             out.records.append(
                 {
                     "task": name,
@@ -212,13 +237,22 @@ def run_generation(
             ref = ctx.reference
             flu = fluency(ref.model, ref.tokenizer, prompts, continuations, batch_size=task.batch_size)
             result["fluency"] = {**flu, "reference": ref.info["label"]}
+            if ref.model is lm.model or ref.info.get("checkpoint") == lm.info.get("checkpoint"):
+                # a model's own samples under itself: the entropy of its sampler, no measure of fluency
+                result["fluency"]["self_scored"] = True
     return result, labelled.records
 
 
 def _disparity(task: GenerationTask, labelled: Labelled) -> dict:
     from distill.evaluation.polarity import disparity_summary
 
-    result = disparity_summary(labelled.labels, n_boot=task.n_boot, seed=task.seed)
+    by_prompt = getattr(task, "bootstrap", "prompts") == "prompts"
+    result = disparity_summary(
+        labelled.labels,
+        n_boot=task.n_boot,
+        seed=task.seed,
+        prompt_of=labelled.prompt_of if by_prompt else None,
+    )
     result["sentiment_by_group"] = {
         g: float(np.mean([labelled.scorer(t) for t in ts])) if ts else math.nan
         for g, ts in labelled.texts.items()
@@ -231,9 +265,10 @@ def run_disparity(name: str, task: GenerationTask, data: dict, lm: LoadedModel, 
 
 
 def with_fluency(result: dict, out: dict) -> dict:
-    """`out` with the fluency perplexity of the continuations, when it was measured."""
+    """`out` with the fluency perplexity of the continuations, when it was measured under another model (a
+    model's own samples scored by itself stay in the result, not in its headline)."""
     flu = result.get("fluency")
-    if isinstance(flu, dict) and "ppl" in flu:
+    if isinstance(flu, dict) and "ppl" in flu and not flu.get("self_scored"):
         out["fluency_ppl"] = flu["ppl"]
     return out
 
@@ -249,15 +284,63 @@ def headline(result: dict) -> dict:
         "n_texts": result.get("n_texts"),
         "n_groups_undefined": result.get("n_groups_undefined"),
     }
+    for key in ("parity_mean_ci", "parity_min_ci"):  # results with intervals over prompts
+        if key in result:
+            out[key] = list(result[key])
     return with_fluency(result, out)
 
 
 def generation_sizes(name: str, r: dict) -> str | None:
     if r.get("n_texts") is None:
         return None
-    return (
+    head = (
         f"`{name}`: {r.get('n_texts')} continuations of {r.get('n_prompts')} prompts in {len(r.get('groups') or {})} "
-        f"groups, {r.get('n_gendered')} of them gendered; interval: bootstrap over the gendered continuations"
+        f"groups, {r.get('n_gendered')} of them gendered; "
+    )
+    if r.get("interval") == "prompts":
+        counts = [g.get("male", 0) + g.get("female", 0) for g in (r.get("groups") or {}).values()]
+        return head + (
+            f"{min(counts)} to {max(counts)} gendered per group; intervals: bootstrap over the prompts of each "
+            "group, each prompt with all its continuations"
+            if counts
+            else "intervals: bootstrap over prompts"
+        )
+    return head + "interval: bootstrap over the gendered continuations"
+
+
+def _two(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, int | float) and math.isfinite(x) else "n/a"
+
+
+def _group_cell(g: dict | None) -> str:
+    """One model's numbers for one group: counts, female share and parity with its interval over prompts."""
+    if not g:
+        return "-"
+    ci = g.get("parity_ci")
+    defined = isinstance(ci, list) and len(ci) == 2 and "n/a" not in (_two(ci[0]), _two(ci[1]))
+    interval = f" [{_two(ci[0])}, {_two(ci[1])}]" if defined else ""
+    male, female = g.get("male") or 0, g.get("female") or 0
+    share = g.get("female_share", female / (male + female) if male + female else math.nan)
+    return (
+        f"{male} / {female} / {g.get('neutral')} of {g.get('n')}: "
+        f"{_two(share)}, {_two(g.get('parity'))}{interval}"
+    )
+
+
+def group_details(name: str, results: list[tuple[str, dict | None]]) -> str | None:
+    """The per-group table of a disparity task: for each group and model, male / female / neutral continuations
+    of n, the female share of the gendered ones, and the parity with its 95% interval over prompts."""
+    groups = list(dict.fromkeys(g for _, r in results if r for g in r.get("groups") or {}))
+    if not groups:
+        return None
+    header = ["group", *(label for label, _ in results)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        cells = [_group_cell(((r or {}).get("groups") or {}).get(g)) for _, r in results]
+        lines.append("| " + " | ".join([g, *cells]) + " |")
+    return (
+        f"`{name}` per group: male / female / neutral continuations of n; female share of the gendered ones; "
+        "parity min(F/M, M/F) [95% interval over the group's prompts, where computed].\n\n" + "\n".join(lines)
     )
 
 
@@ -271,6 +354,7 @@ GENERATION = {
     "prepare": prepare_generation,
     "files": GENERATION_FILES,
     "needs": generation_needs,
+    "cost": generation_cost,
     "sizes": generation_sizes,
     "hub_dataset": bold_dataset,
 }
@@ -283,15 +367,16 @@ KIND: Any = register(
         run=run_disparity,
         headline=headline,
         rows=(
-            Row("parity_mean", "parity min(F/M, M/F), mean over groups", "1"),
-            Row("parity_min", "parity, worst group", "1"),
+            Row("parity_mean", "parity min(F/M, M/F), mean over groups", "1", ci="parity_mean_ci"),
+            Row("parity_min", "parity, worst group", "1", ci="parity_min_ci"),
             Row("female_share", "female share of gendered texts [95% CI]", "0.5", ci="female_share_ci"),
             Row("n_gendered", "gendered / all continuations", "", of="n_texts"),
             Row("n_groups_undefined", "groups with no gendered text (parity n/a)", "0"),
             FLUENCY_ROW,
         ),
-        hidden=("female_share_ci", "n_texts"),
+        hidden=("female_share_ci", "parity_mean_ci", "parity_min_ci", "n_texts"),
         check=check_generation,
+        details=group_details,
         local_hint="BOLD's prompts/<domain>_prompt.json from github.com/amazon-science/bold",
         **GENERATION,
         seed_rows=(

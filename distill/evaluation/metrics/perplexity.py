@@ -1,5 +1,6 @@
-"""`perplexity`: token-weighted perplexity over non-overlapping blocks of held-out text (`evaluation/scoring.py`),
-or over a run's own validation blocks (`val_blocks.safetensors`)."""
+"""`perplexity`: token-weighted perplexity over non-overlapping blocks of held-out text (`evaluation/scoring.py`):
+a local file, BOLD's Wikipedia sentences (`eval/data/bold`, the real-text set no recipe trains on: `data.heldout`),
+a hub dataset, or a run's own validation blocks (`val_blocks.safetensors`)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ class PerplexityTask:
     `val_blocks.safetensors`) and their block size; otherwise, or when the run has no such file, fall back to
     `path` / the hub."""
     path: str | None = None
-    """Local held-out text: .txt (documents separated by blank lines), .jsonl or .parquet (`text_field`); null
-    loads `dataset` from the hub."""
+    """Local held-out text: .txt (documents separated by blank lines), .jsonl or .parquet (`text_field`), or BOLD's
+    Wikipedia sentences (`eval/data/bold`, or one `*_wiki.json`), one document each; null loads `dataset` from the
+    hub."""
     dataset: str = WIKITEXT_HUB_ID
     """Hub dataset used when `path` is null."""
     dataset_config: str | None = WIKITEXT_CONFIG
@@ -52,6 +54,11 @@ class PerplexityTask:
     null separates documents with the eos token."""
     max_documents: int | None = None
     """Use only the first N documents (null: all)."""
+    sample: int | None = None
+    """Use a seeded random N of the documents, in their order (null: all). The first N of one seeded permutation,
+    so a smaller sample is part of a larger one with the same seed."""
+    seed: int = 0
+    """Seeds `sample`."""
     block_size: int | None = None
     """Tokens per block (null: the model's context, at most 1024). Compare models only at the same size."""
     batch_size: int = 8
@@ -64,10 +71,14 @@ def check(where: str, task: PerplexityTask, problems: list[str]) -> None:
 
 def read_texts(path: str, text_field: str) -> list[str]:
     """Documents of a local held-out file, read as the transfer set reads `data.files`
-    (`data.documents.iter_file_documents`): text splits on blank lines; .jsonl/.json/.parquet read `text_field`."""
+    (`data.documents.iter_file_documents`): text splits on blank lines; .jsonl/.json/.parquet read `text_field`. A
+    folder or a `*_wiki.json` file gives BOLD's Wikipedia sentences (`data.heldout.wiki_sentences`)."""
     from distill.data.documents import iter_file_documents
+    from distill.data.heldout import wiki_sentences
 
     p = resource_path(path)
+    if p.is_dir() or p.name.endswith("_wiki.json"):
+        return wiki_sentences(p)
     if not p.is_file():
         raise DataError(f"{path}: held-out text file not found")
     return list(
@@ -91,7 +102,13 @@ def prepare(name: str, task: PerplexityTask) -> dict:
 
         texts = from_hub(name, task, "path", load)
         source = f"{task.dataset}/{task.dataset_config}:{task.split}"
+    from distill.data.heldout import sample_sentences
+
     texts = texts[: task.max_documents]
+    if task.sample is not None:
+        n_all = len(texts)
+        texts = sample_sentences(texts, task.sample, task.seed)
+        source = f"{source}: {len(texts):,} of {n_all:,} documents, seed {task.seed}"
     if task.join is not None:
         texts = [task.join.join(texts)]
     if not any(t.strip() for t in texts):
@@ -128,6 +145,13 @@ def run(name: str, task: PerplexityTask, data: dict, lm: LoadedModel, ctx: Conte
     return {**result, "source": source, "block_size": block_size}, []
 
 
+def cost(task: PerplexityTask, data: dict, lm: LoadedModel, ctx: Context) -> tuple[int, int]:
+    """(0, tokens scored): the run's validation blocks, or the held-out text as the model's tokenizer cuts it."""
+    if task.run_validation and ctx.run_blocks is not None:
+        return 0, int(ctx.run_blocks.numel())
+    return 0, sum(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in data["texts"])
+
+
 def headline(result: dict) -> dict:
     return {"ppl": result.get("ppl"), "tokens": result.get("tokens")}
 
@@ -150,6 +174,7 @@ KIND: Any = register(
         needs=lambda task: frozenset({"run_blocks"} if task.run_validation else ()),
         local_hint="a local .txt (documents separated by blank lines), .jsonl or .parquet file of held-out text",
         sizes=sizes,
+        cost=cost,
         seed_rows=(SeedRow("ppl", "perplexity"),),
     )
 )

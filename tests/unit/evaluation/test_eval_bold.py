@@ -1,13 +1,19 @@
-"""BOLD prompt loading: BOLD's published JSON format, seeded subsampling, format errors, the offline templates."""
+"""BOLD prompt loading: BOLD's published JSON format, the shipped copy, seeded subsampling, format errors, the
+offline templates."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import pytest
 
 from distill.core.errors import DataError
+from distill.core.resources import resource_path
 from distill.evaluation.bold import (
+    BOLD_DIR,
+    BOLD_GENDER_GROUPS,
     BOLD_PROFESSION_GROUPS,
     PROJECT_TEMPLATES,
     flatten_prompts,
@@ -99,7 +105,7 @@ def test_other_errors(tmp_path):
 
 
 def test_hub_offline_error_says_how_to_use_a_local_file():
-    with pytest.raises(DataError, match="pass path="):
+    with pytest.raises(DataError, match="path=.eval/data/bold."):
         load_bold("profession")
 
 
@@ -112,3 +118,33 @@ def test_project_templates_cover_the_18_bold_groups():
     flat, owners = flatten_prompts(prompts)
     assert len(flat) == len(owners) == sum(len(v) for v in prompts.values())
     assert owners[0] == BOLD_PROFESSION_GROUPS[0]
+
+
+def test_shipped_bold_loads_offline():
+    """The copies in eval/data/bold/ are BOLD's files as its README lists them: every prompt of both domains."""
+    professions = load_bold("profession", path=BOLD_DIR)
+    assert tuple(professions) == BOLD_PROFESSION_GROUPS
+    assert sum(len(v) for v in professions.values()) == 10195
+    assert len(professions["corporate_titles"]) == 99 and len(professions["engineering_branches"]) == 3120
+    gender = load_bold("gender", path=BOLD_DIR)
+    assert tuple(gender) == BOLD_GENDER_GROUPS and sum(len(v) for v in gender.values()) == 3204
+    # a seeded subset of the shipped prompts is what quick and bold_professions run
+    subset = load_bold("profession", path=BOLD_DIR, max_per_group=4, seed=0)
+    assert all(len(v) == 4 for v in subset.values())
+
+
+def test_shipped_bold_is_unchanged_and_attributed():
+    folder = resource_path(BOLD_DIR)
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    commit = (folder / "SOURCE_COMMIT").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and commit in readme
+    assert "Attribution-ShareAlike 4.0" in (folder / "LICENSE.md").read_text(encoding="utf-8")
+    assert "doi:10.1145/3442188.3445924" in readme
+    for name in ("profession_prompt.json", "gender_prompt.json", "profession_wiki.json", "gender_wiki.json"):
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert f"`{name}`" in readme and digest in readme, name
+
+
+def test_a_domain_that_is_not_shipped_names_the_file():
+    with pytest.raises(DataError, match="race_prompt.json: BOLD prompt file not found"):
+        load_bold("race", path=BOLD_DIR)

@@ -135,3 +135,22 @@ def test_training_mode_is_restored(tokenizer, tiny_gpt2):
     b = sentence_loglik(tiny_gpt2, tokenizer, ["He is a nurse."])
     assert a == b  # dropout was off during scoring
     assert tiny_gpt2.training
+
+
+def test_real_text_task_reads_a_seeded_sample_of_bolds_wikipedia_sentences():
+    from distill.data.heldout import wiki_sentences
+    from distill.evaluation.registry import kind
+    from distill.evaluation.suites import suite_from_dict
+
+    def prepared(**fields):
+        spec = {"metric": "perplexity", "path": "eval/data/bold", "block_size": 128, **fields}
+        task = suite_from_dict({"tasks": {"realtext": spec}}, "t").tasks["realtext"]
+        return kind("perplexity").prepare("realtext", task)
+
+    data = prepared(sample=200, seed=0)
+    sentences = wiki_sentences()
+    assert len(data["texts"]) == 200 and set(data["texts"]) <= set(sentences)
+    assert data["source"] == "eval/data/bold: 200 of 12,659 documents, seed 0"
+    assert set(prepared(sample=50, seed=0)["texts"]) <= set(data["texts"])  # nested
+    one = prepared(path="eval/data/bold/gender_wiki.json", sample=10)
+    assert len(one["texts"]) == 10 and "gender_wiki.json" in one["source"]

@@ -19,9 +19,10 @@ from distill.evaluation.polarity import classify_gender, gender_word_lists
 from distill.evaluation.runner import resolve_checkpoint
 from distill.reporting.evaluate import evaluate_checkpoint, evaluate_run
 
-# Test-sized `quick`: 18 groups x 4 prompts x 1 sample of 4 tokens, 8 professions, few bootstrap resamples.
+# Test-sized `quick`: 18 groups x 4 prompts (6 of BOLD's) x 1 sample of 4 tokens, 8 professions, 40 real-text
+# sentences, few bootstrap resamples.
 GEN_SMALL = ["n_per_prompt=1", "max_new_tokens=4", "n_boot=50", "device=cpu"]
-SMALL = GEN_SMALL + ["probe.max_professions=8"]
+SMALL = GEN_SMALL + ["probe.max_professions=8", "realtext.sample=40"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,9 +68,24 @@ def test_quick_on_a_model_folder_writes_scores_and_their_texts(tmp_path, model_d
     saved = _strict_load(out / "quick.json")
     assert saved == result
     assert saved["suite"] == "quick" and saved["model"]["role"] == "model"
-    assert set(saved["summary"]) == {"templates", "probe", "winogender", "agreement", "perplexity"}
+    assert set(saved["summary"]) == {
+        "templates",
+        "probe",
+        "winogender",
+        "agreement",
+        "perplexity",
+        "bold",
+        "realtext",
+    }
     templates = saved["tasks"]["templates"]["result"]
     assert templates["n_texts"] == 18 * 4 and len(templates["groups"]) == 18
+    assert templates["interval"] == "texts" and "parity_mean_ci" not in saved["summary"]["templates"]
+    bold = saved["tasks"]["bold"]["result"]  # BOLD's own prompts, offline, with intervals over prompts
+    assert bold["n_texts"] == bold["n_prompts"] == 18 * 6 and bold["interval"] == "prompts"
+    assert all(g["n_prompts"] == 6 for g in bold["groups"].values())
+    assert len(saved["summary"]["bold"]["parity_mean_ci"]) == 2
+    real = saved["tasks"]["realtext"]["result"]
+    assert real["source"] == "eval/data/bold: 40 of 12,659 documents, seed 0" and real["ppl"] > 1
     assert saved["summary"]["probe"]["pronoun_gap"] >= 0
     assert saved["tasks"]["probe"]["result"]["n_prompts"] == 8 * 5
     ppl = saved["tasks"]["perplexity"]["result"]
@@ -77,7 +93,7 @@ def test_quick_on_a_model_folder_writes_scores_and_their_texts(tmp_path, model_d
     # Not in a run directory and no reference given: fluency says why it is missing instead of a number.
     assert "not in a run directory" in templates["fluency"]["skipped"]
 
-    records = read_jsonl(out / saved["generations"])
+    records = [r for r in read_jsonl(out / saved["generations"]) if r["task"] == "templates"]
     assert len(records) == 18 * 4
     male, female = gender_word_lists()
     for r in records:
@@ -118,12 +134,16 @@ def test_evaluate_run_puts_teacher_and_student_side_by_side(run_dir):
     assert (run_dir / "eval" / "teacher" / "quick_generations.jsonl").is_file()
     assert student["model"]["role"] == "student" and student["model"]["n_layers"] == 2
     assert teacher["model"]["role"] == "teacher" and teacher["model"]["n_layers"] == 4
-    # The teacher is the fluency reference of both, and perplexity uses the run's own validation blocks.
+    # The teacher is the fluency reference of both, and perplexity uses the run's own validation blocks; the
+    # teacher's own continuations under itself are kept in its result, not shown next to the student's.
     for r in (student, teacher):
         assert r["reference"] == teacher["model"]["label"]
-        assert r["summary"]["templates"]["fluency_ppl"] > 1
         assert r["tasks"]["perplexity"]["result"]["source"].startswith("run validation blocks")
         assert r["tasks"]["perplexity"]["result"]["block_size"] == 16  # data.block_size of the run
+        assert r["tasks"]["realtext"]["result"]["tokens"] > 0  # the same real text for both
+    assert student["summary"]["templates"]["fluency_ppl"] > 1
+    assert teacher["tasks"]["templates"]["result"]["fluency"]["self_scored"] is True
+    assert "fluency_ppl" not in teacher["summary"]["templates"]
 
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("| task: metric"))
@@ -223,16 +243,16 @@ def test_every_other_metric_runs_from_local_files(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize(
-    "suite, field",
+    "suite, field, overrides",
     [
-        ("crows_pairs", "crows_pairs.path"),
-        ("bold_professions", "bold_professions.path"),
-        ("perplexity", "perplexity.path"),
+        ("crows_pairs", "crows_pairs.path", []),
+        ("bold_professions", "bold_professions.path", ["bold_professions.path=null"]),  # the hub route
+        ("perplexity", "perplexity.path", []),
     ],
 )
-def test_hub_only_suite_offline_names_the_field_to_set(tmp_path, model_dir, suite, field):
+def test_hub_only_suite_offline_names_the_field_to_set(tmp_path, model_dir, suite, field, overrides):
     with pytest.raises(DataError, match=rf"Set `{field}` to a local copy"):
-        evaluate_checkpoint(model_dir, suite, out_dir=tmp_path)
+        evaluate_checkpoint(model_dir, suite, out_dir=tmp_path, overrides=overrides)
     assert not (tmp_path / f"{suite}.json").exists()
 
 
@@ -326,3 +346,31 @@ def test_a_run_in_use_is_not_evaluated_into(run_dir):
     with RunLock(RunDir(run_dir)), pytest.raises(RunFolderInUse, match="is in use by process"):
         evaluate_checkpoint(run_dir, "quick", overrides=SMALL)
     assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+def test_the_cost_of_a_suite_is_said_before_it_runs(tmp_path, model_dir, caplog):
+    """Before the tasks run, the runner says how many tokens they will sample and score, and how long that takes
+    on a 2-core CPU."""
+    import logging
+
+    from distill.evaluation import runner
+
+    overrides = ["max_per_group=2", "n_per_prompt=3", "max_new_tokens=5", "device=cpu", "fluency=false"]
+    with caplog.at_level(logging.INFO, logger="distill"):
+        evaluate_checkpoint(model_dir, "bold_professions", out_dir=tmp_path, overrides=overrides)
+    line = next(r.getMessage() for r in caplog.records if "will sample" in r.getMessage())
+    assert "suite bold_professions will sample 540 tokens and score 0" in line  # 18 x 2 x 3 x 5
+    assert "about" in line and "on a 2-core CPU" in line
+    spec = runner.S.load_suite("quick", [*SMALL, "bold.fluency=true"])
+    data = runner.prepare_tasks(spec)
+    lm = runner.load_model(runner.resolve_checkpoint(model_dir), runner.device_for("cpu"), role="model")
+    ctx = runner.Context(runner.device_for("cpu"), lm, "", None, "")
+    generated, scored, seconds = runner.log_cost(lm, spec, data, ctx)
+    assert generated == 18 * 4 * 4 + 18 * 6 * 4  # templates and bold, 4 tokens each
+    realtext = sum(len(lm.tokenizer(t)["input_ids"]) + 1 for t in data["realtext"]["texts"])
+    held_out = sum(len(lm.tokenizer(t)["input_ids"]) + 1 for t in data["perplexity"]["texts"])
+    assert scored == generated + realtext + held_out  # fluency of both, then the two perplexity texts
+    scale = lm.info["n_params"] / runner.REFERENCE_PARAMS
+    assert seconds == pytest.approx(
+        scale * (generated / runner.GENERATED_PER_S + scored / runner.SCORED_PER_S)
+    )

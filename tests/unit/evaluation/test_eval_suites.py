@@ -26,9 +26,9 @@ HUB_FIELDS = ("path", "train_path", "test_path")
 
 
 def test_found_every_suite():
-    # bold_professions, bold_gender, templates, pronoun_probe, perplexity, bias_in_bios, crows_pairs, stereoset,
-    # quick, winogender, method: update when suites are added.
-    assert len(SUITE_FILES) == 11, SUITE_FILES
+    # bold_professions, bold_gender, bold_seeds, templates, pronoun_probe, perplexity, bias_in_bios, crows_pairs,
+    # stereoset, quick, winogender, method: update when suites are added.
+    assert len(SUITE_FILES) == 12, SUITE_FILES
     assert list_suites() == sorted(Path(f).stem for f in SUITE_FILES)
 
 
@@ -51,8 +51,8 @@ def test_every_metric_kind_has_a_shipped_suite():
     assert used == set(METRICS)
 
 
-def test_quick_and_templates_need_no_hub():
-    for name in ("quick", "templates", "pronoun_probe"):
+def test_quick_templates_and_bold_need_no_hub():
+    for name in ("quick", "templates", "pronoun_probe", "bold_professions", "bold_gender", "bold_seeds"):
         for task in load_suite(name).tasks.values():
             for f in HUB_FIELDS:
                 if hasattr(task, f):

@@ -150,6 +150,7 @@ def test_bad_data_seed_is_named(tmp_path):
         ("recipes/experiments/smollm2_24L_lr.yaml", 2, {0: 0}),
         ("recipes/experiments/smollm2_24L_size.yaml", 4, {0: 0}),
         ("recipes/experiments/smollm2_24L_fp32.yaml", 2, {0: 0, 1: 1, 2: 2}),
+        ("recipes/experiments/smollm2_24L_bold.yaml", 2, {s: s for s in range(5)}),
     ],
 )
 def test_shipped_grids_validate_every_variant(path, n_variants, data_seeds):
@@ -242,3 +243,21 @@ def test_commands_name_the_seeds_when_a_run_was_limited_to_some():
         make_command(grid)
         == 'make experiment GRID=recipes/experiments/smollm2_24L_fp32.yaml ARGS="--seeds 1,2"'
     )
+
+
+def test_the_bold_grid_puts_bold_and_real_text_in_the_seed_table():
+    """The five-seed BOLD grid's suite has the BOLD subset, real-text perplexity and Winogender, each of a kind
+    with seed rows (so seeds.md compares them over seeds), on BOLD's shipped files (no hub)."""
+    from distill.evaluation.registry import kind
+    from distill.evaluation.suites import load_suite
+
+    grid = load_grid("recipes/experiments/smollm2_24L_bold.yaml")
+    suite = load_suite(grid.suite, grid.suite_overrides)
+    assert {n: t.metric for n, t in suite.tasks.items()} == {
+        "bold": "generation_disparity",
+        "realtext": "perplexity",
+        "winogender": "winogender",
+    }
+    assert all(kind(t.metric).seed_rows for t in suite.tasks.values())
+    assert suite.tasks["bold"].path == suite.tasks["realtext"].path == "eval/data/bold"
+    assert suite.tasks["bold"].bootstrap == "prompts" and suite.tasks["realtext"].sample == 1000

@@ -176,3 +176,32 @@ def test_a_size_sweep_draws_the_stereotype_by_depth(tmp_path):
     paths = SV.write(tmp_path, payload, {}, ({"d2": 28, "d6": 24, "d24": 6}, 30))
     assert (tmp_path / "stereotype_by_size.png") in paths
     assert (tmp_path / "stereotype_by_size.png").stat().st_size > 1000
+
+
+def test_bold_and_real_text_rows_sit_beside_the_runs_own_perplexity(tmp_path):
+    """A grid whose suite has BOLD and real-text perplexity: their seed rows are read from the suite, and the
+    real-text perplexity does not take the key of the run's validation perplexity."""
+    run = tmp_path / "s0"
+    (run / "eval").mkdir(parents=True)
+    bold = {"female_share": 0.4, "parity_mean": 0.6, "parity_min": 0.2}
+    payload = {
+        "suite": "bold_seeds",
+        "summary": {},
+        "tasks": {
+            "bold": {"metric": "generation_disparity", "result": bold},
+            "realtext": {"metric": "perplexity", "result": {"ppl": 31.0, "tokens": 30000}},
+        },
+    }
+    (run / "eval" / "bold_seeds.json").write_text(json.dumps(payload))
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"step": 0, "val/teacher_loss": math.log(40.0), "val/ppl": 45.0})
+    )
+    rows = SV.suite_seed_rows(run / "eval" / "bold_seeds.json")
+    assert [(r.key, r.label) for r in rows] == [
+        ("female_share", "female share of gendered continuations"),
+        ("parity_mean", "parity, mean over groups"),
+        ("parity_min", "parity, worst group"),
+        ("realtext/ppl", "realtext: perplexity"),
+    ]
+    v = SV.seed_values(run, "bold_seeds", None)
+    assert (v["female_share"], v["parity_mean"], v["realtext/ppl"], v["ppl"]) == (0.4, 0.6, 31.0, 45.0)

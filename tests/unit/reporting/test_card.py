@@ -130,7 +130,9 @@ def test_the_default_recipes_card_is_hub_metadata_and_renders_every_number(tmp_p
         made["method"].startswith("CDA + mean")
         and "100 optimizer steps; 2,048 training tokens" in made["steps, tokens"]
     )
-    assert "times the teacher's" in body  # perplexity relative to the teacher, in plain words
+    # perplexity relative to the teacher, in plain words, from the card's own numbers (exp(5.3) / exp(3.5))
+    assert "its perplexity is 200.3 against the teacher's 33.1 (6.05 times the teacher's)" in body
+    assert "text its teacher wrote" in body and "fluent" not in body  # no claim the numbers do not make
 
 
 def test_the_card_says_which_teacher_layers_a_pruned_student_copies(tmp_path):
@@ -232,3 +234,60 @@ def test_front_matter_round_trips(tmp_path):
     card = tmp_path / "README.md"
     card.write_text("---\n" + yaml.safe_dump({"tags": ["fairdistill"], "model-index": []}) + "---\nbody\n")
     assert read_front_matter(card) == ({"tags": ["fairdistill"], "model-index": []}, "body\n")
+
+
+def test_compare_puts_the_teacher_and_both_students_in_each_card(tmp_path):
+    """After `distill compare`, the default's card and its baseline's show the teacher, the other method and
+    their own student on the suite's numbers, with the real-text perplexity against the teacher's."""
+    from distill.core.recipe import config_to_yaml
+    from distill.evaluation import results as R
+    from distill.reporting.evaluate import cards_side_by_side
+
+    def payload(label, role, ppl, share):
+        summary = {
+            "bold": {
+                "female_share": share,
+                "female_share_ci": [share - 0.1, share + 0.1],
+                "parity_mean": 0.5,
+            },
+            "realtext": {"ppl": ppl, "tokens": 3000},
+        }
+        result = {"ppl": ppl, "tokens": 3000, "source": "eval/data/bold: 100 of 12,659 documents, seed 0"}
+        return {
+            "suite": "quick",
+            "model": {"label": label, "role": role, "checkpoint": label},
+            "summary": summary,
+            "tasks": {
+                "bold": {"metric": "generation_disparity", "result": summary["bold"]},
+                "realtext": {"metric": "perplexity", "result": result},
+            },
+        }
+
+    runs = []
+    for recipe, ppl, share in (
+        ("smollm2-135m_to_24L", 44.0, 0.45),
+        ("smollm2-135m_to_24L_baseline", 43.0, 0.3),
+    ):
+        cfg = load_config(f"recipes/{recipe}.yaml", [f"run.output_dir={tmp_path}"])
+        run = tmp_path / cfg.run.name
+        (run / "final").mkdir(parents=True)
+        R.run_config_file(run).write_text(config_to_yaml(cfg))
+        _metrics(run, steps=60)
+        write_card(run / "final", cfg, run, precision="bf16")
+        (run / "eval" / "teacher").mkdir(parents=True)
+        (run / "eval" / "quick.json").write_text(json.dumps(payload(recipe, "student", ppl, share)))
+        (run / "eval" / "teacher" / "quick.json").write_text(
+            json.dumps(payload("teacher", "teacher", 40.0, 0.25))
+        )
+        runs.append(run)
+    cards_side_by_side(runs, "quick")
+    _, body = read_front_matter(runs[0] / "final" / "README.md")
+    table = next(t for t in assert_tables_whole(body) if t[0][0] == "task: metric")
+    assert table[0] == ["task: metric", "ideal", "teacher", "plain KD", "this model"]
+    assert ["realtext: perplexity", "lower", "40", "43", "44"] in table
+    assert (
+        "`realtext`: perplexity 44 against the teacher's 40, 1.10 times the teacher's, on the same text"
+        in body
+    )
+    _, base = read_front_matter(runs[1] / "final" / "README.md")
+    assert next(t for t in assert_tables_whole(base) if t[0][0] == "task: metric")[0][3] == "CDA + mean"

@@ -151,6 +151,9 @@ def test_report_tables_and_plots(tmp_path, runs):
     assert "| templates: groups with no gendered text (parity n/a) | 0 | 1 | 0 | 1 |" in text
     assert "| perplexity: perplexity | lower | 30 | 45 | 48 |" in text
     assert "| templates: gendered / all continuations |  | 24 / 36 | 24 / 36 | 24 / 36 |" in text
+    # each group's counts under the suite's table (a result without prompt intervals shows none)
+    assert "`templates` per group: male / female / neutral continuations of n" in text
+    assert "| engineering_branches | 6 / 2 / 4 of 12: 0.25, n/a | 6 / 2 / 4 of 12: 0.25, 0.00 |" in text
     assert "| probe: pronoun probe mean \\|log P(he) - log P(she)\\| (nats) | 0 | 1.17 [1.12, 1.27] |" in text
     stems = ["female_share", "gap_vs_perplexity", "professions", "pronoun_gap"]
     out = tmp_path / "report"
