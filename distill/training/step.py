@@ -95,29 +95,35 @@ def student_loss_sums(
 
 def _log_ratio(labels, hidden, head, logits, targets: Targets, sides, cfg: Config):
     """The log-ratio term over the loss positions (labels != -100) of the student rows: from the student's final
-    hidden states and head (fused) or its logits, against the targets' log-ratios."""
+    hidden states and head (fused) or its logits, against the targets' log-ratios. A [rows, V] tensor is cut to
+    G's columns before its rows are picked, so no [N, V] copy is made."""
     from distill.training.log_ratio import log_ratio_sum, student_columns, target_columns
 
     valid = labels != -100
     rows = valid.reshape(-1).nonzero(as_tuple=True)[0]
-
-    def flat(x):
-        return None if x is None else x.reshape(-1, x.shape[-1]).index_select(0, rows.to(x.device))
-
     cols = sides.cols
-    z = student_columns(
-        flat(hidden),
-        None if head is None else head.weight,
-        None if head is None else head.bias,
-        flat(logits),
-        cols,
-    )
-    q = target_columns(
-        flat(targets.logq),
-        flat(targets.logits),
-        flat(targets.hidden),
-        targets.head,
-        cols.to(z.device),
-        cfg.kd.temperature,
-    )
+
+    def flat(x, columns=None):
+        if x is None:
+            return None
+        x = x.reshape(-1, x.shape[-1])
+        if columns is not None:
+            x = x[:, columns.to(x.device)]
+        return x.index_select(0, rows.to(x.device))
+
+    if logits is not None:
+        z = flat(logits, cols).float()
+    else:
+        z = student_columns(flat(hidden), head.weight, head.bias, None, cols)
+    if targets.logq is not None:
+        q = flat(targets.logq, cols).float()
+    else:
+        q = target_columns(
+            None,
+            flat(targets.logits),
+            flat(targets.hidden),
+            targets.head,
+            cols.to(z.device),
+            cfg.kd.temperature,
+        )
     return log_ratio_sum(z, q.to(z.device), sides.to(z.device), cfg.kd.temperature, cfg.kd.log_ratio_mass)
