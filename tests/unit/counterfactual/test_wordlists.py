@@ -325,3 +325,62 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_bytes("\ufeffhe\tshe\nking\tqueen\n".encode())
     assert load_lexicon(pairs, one_to_many=None).pairs == (("he", "she"), ("king", "queen"))
+
+
+# --- the wider first-name list (word_lists/names_census.tsv, built by scripts/census_names.py) ------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _census_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("census_names", ROOT / "scripts" / "census_names.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_census_names_extend_names_tsv_and_leave_the_guard_names_out() -> None:
+    wide = load_lexicon(names="word_lists/names_census.tsv")
+    hand = load_lexicon(names="word_lists/names.tsv")
+    assert len(wide.names) >= 500
+    assert wide.names[: len(hand.names)] == hand.names  # names.tsv's pairs first, pairing kept
+    every = [n for pair in wide.names for n in pair]
+    assert len(every) == len(set(every))
+    males, females = {m for m, _ in wide.names}, {f for _, f in wide.names}
+    assert {"joe", "steve", "carlos"} <= males and {"ann", "louise", "julia"} <= females
+    # ordinary words, months, places, surnames and names of both sexes stay out
+    for word in ("will", "mark", "frank", "heather", "joy", "rose", "june", "april", "may", "bill", "dean",
+                 "rusty", "virginia", "charlotte", "williams", "davis", "jean", "terry", "kelly"):
+        assert word not in every, word
+    subjects = (ROOT / "eval/data/agreement/subjects.tsv").read_text().splitlines()
+    unlisted = {r.split("\t")[0].lower() for r in subjects if r.endswith("\tname_unlisted")}
+    assert len(unlisted) >= 10 and not unlisted & set(every)
+    swapped = Swapper(wide, use_names=True).swap("Joe told Louise that he would call her; Ingrid waited.")
+    assert swapped == "Ann told Steve that she would call him; Ingrid waited."
+
+
+def test_census_rules_on_a_small_census(tmp_path: Path) -> None:
+    """Each rule of scripts/census_names.py drops the name it is for, and pairs go by frequency rank."""
+    mod = _census_script()
+    rows = {
+        "dist.male.first": [("JOHN", 3.0), ("ZEB", 2.0), ("JEAN", 1.5), ("ROBIN", 1.0), ("DAVIS", 0.1), ("AL", 0.4),
+                            ("OTTO", 0.3), ("AUSTIN", 0.2)],
+        "dist.female.first": [("MARY", 3.0), ("XENA", 2.5), ("JEAN", 1.0), ("JUNE", 0.9), ("ODA", 0.5)],
+        "dist.all.last": [("DAVIS", 0.48), ("OTTO", 0.001)],
+    }
+    for name, entries in rows.items():
+        (tmp_path / name).write_text(
+            "".join(f"{n:<15}{p:.3f}  0.000  {i + 1}\n" for i, (n, p) in enumerate(entries))
+        )
+    words = tmp_path / "words"
+    words.write_text("robin\nJohn\nrun\n")
+    pairs, why = mod.build(tmp_path, words, n_pairs=10)
+    hand = mod.read_pairs(ROOT / "word_lists" / "names.tsv")
+    assert pairs[: len(hand)] == hand
+    # john and mary are names.tsv's; jean is of both sexes (1.5 < 20 x 1.0); robin and june are words; davis is more
+    # a surname; al is too short; austin a place: zeb/xena and otto/oda remain, paired by rank
+    assert pairs[len(hand) :] == [("zeb", "xena"), ("otto", "oda")]
+    assert why["both sexes"] == 2 and why["a surname"] == 1 and why["a place"] == 1 and why["letters"] == 1
+    assert why["an English word"] == 2
