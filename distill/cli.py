@@ -93,6 +93,17 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_erase(args) -> int:
+    from distill.training.erase import erase_run
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("student.erase.rank=") for o in overrides):
+        overrides.insert(0, "student.erase.rank=1")
+    out = erase_run(args.run, args.out, overrides)
+    sys.stdout.write(f"{out}\n")
+    return 0
+
+
 def _cmd_compare(args) -> int:
     """Evaluate the baseline run's student with the main recipe's suite (once), put the teacher and both students
     side by side in each run's model card, and report both runs side by side."""
@@ -378,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("recipe", help="the main recipe (its eval.suite is used)")
     m.add_argument("baseline", help="the baseline recipe")
     m.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + "; applied to both recipes")
+
+    er = _sub(
+        sub,
+        "erase",
+        _cmd_erase,
+        "a new run whose student is RUN's with the gender lean erased in closed form (student.erase), fitted on "
+        "RUN's transfer set; RUN is only read",
+    )
+    er.add_argument("run", help="a trained run folder, e.g. runs/smollm2-135m_to_24L")
+    er.add_argument("--out", required=True, help="the new run folder (must not exist, or be empty)")
+    er.add_argument(
+        "overrides", nargs="*", help="student.erase.* settings, e.g. student.erase.rank=1 (default rank: 1)"
+    )
 
     _add_experiment(sub)
 

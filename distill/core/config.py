@@ -79,6 +79,20 @@ class PruneConfig:
 
 
 @dataclass
+class EraseConfig:
+    rank: int = 0
+    """Directions erased per layer after training (`distill.training.erase`: a LEACE eraser of the gender lean,
+    fitted on the student's MLP outputs at gender-neutral positions of the transfer set and folded into the MLP
+    output projections, so `final/` stays a plain Hugging Face model); 0: off. `distill erase RUN --out NEW`
+    does the same to a finished run."""
+    layers: list[int] | None = None
+    """Layers whose MLP output is edited (negative counts from the top); null: the upper half."""
+    keep_context: bool = True
+    """Leave the direction that carries the context's gender (the mean difference between positions after a
+    female and after a male word) untouched, so pronoun agreement is not erased with the lean."""
+
+
+@dataclass
 class StudentConfig:
     init: Literal["teacher_layers", "config", "pretrained"] = "teacher_layers"
     """`teacher_layers`: copy embeddings, the chosen layers, final norm and head from the teacher;
@@ -95,6 +109,8 @@ class StudentConfig:
     """Extra config fields for `init: config` (e.g. {hidden_size: 256})."""
     path: str | None = None
     """Local directory or hub id for `init: pretrained`."""
+    erase: EraseConfig = field(default_factory=EraseConfig)
+    """Closed-form erasure of the gender lean after training, e.g. {rank: 1} (off by default)."""
 
 
 @dataclass
@@ -322,7 +338,8 @@ class Config:
 def method_label(cfg: Config) -> str:
     """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
     alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CDA + mean + KD x4 where changed"
-    (`kd.changed_weight`), "CDA + mean + log-ratio x0.25" (`kd.log_ratio`), "CE only" (kd.alpha 0), as a paper's
+    (`kd.changed_weight`), "CDA + mean + log-ratio x0.25" (`kd.log_ratio`), "... + erasure (rank 1)"
+    (`student.erase`), "CE only" (kd.alpha 0), as a paper's
     table would name them."""
     if cfg.run.label:
         return cfg.run.label
@@ -338,6 +355,8 @@ def method_label(cfg: Config) -> str:
         parts.append(f"KD x{cfg.kd.changed_weight:g} where changed")
     if cfg.kd.log_ratio > 0:
         parts.append(f"log-ratio x{cfg.kd.log_ratio:g}")
+    if cfg.student.erase.rank > 0:
+        parts.append(f"erasure (rank {cfg.student.erase.rank})")
     if cfg.kd.alpha == 0:
         return " + ".join(["CE only", *parts])
     return " + ".join(parts) if parts else "plain KD"

@@ -222,6 +222,7 @@ def _check_student(cfg: Config, p: list[str]) -> None:
     if isinstance(pr.drop, int) and not isinstance(pr.drop, bool):
         check_range(p, "student.prune.drop", pr.drop, 0)
     check_range(p, "student.prune.blocks", pr.blocks, 1)
+    check_range(p, "student.erase.rank", s.erase.rank, 0, 64)
     check_range(p, "student.prune.batch_size", pr.batch_size, 1)
     if isinstance(pr.by, str) and pr.by not in PRUNE_BY:
         p.append(f"student.prune.by must be one of {', '.join(PRUNE_BY)}, got {pr.by!r}")

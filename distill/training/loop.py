@@ -12,6 +12,7 @@ The evaluation suite (`eval.suite`) runs afterwards, from the command line (`dis
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -326,6 +327,26 @@ def checkpoint(r: Run) -> Path:
     return saved
 
 
+def _erase(r: Run, model, state_dict):
+    """`student.erase` on the main process before `final/` is written: on the model itself, or, where the engine
+    shards it (FSDP, DeepSpeed), on a full copy built from the gathered weights. Writes `<run>/erase.json`."""
+    from accelerate.utils import DistributedType
+
+    from distill.core.files import atomic_write, to_strict_json
+    from distill.training.erase import erase_student
+
+    if r.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(model.config)
+        model.load_state_dict(state_dict)
+    report = erase_student(
+        model, r.tokenizer, r.cfg, r.train_blocks, r.val_blocks, autocast=r.accelerator.autocast
+    )
+    atomic_write(r.run.path / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
+    return model, model.state_dict()
+
+
 def export(r: Run) -> None:
     """The per-profession probe table, then `final/`: the student (save_pretrained), its tokenizer, its card."""
     accelerator = r.accelerator
@@ -341,6 +362,8 @@ def export(r: Run) -> None:
     model = accelerator.unwrap_model(r.student)
     # a name copied from the teacher's GGUF metadata, not this model's
     model.config.__dict__.pop("_model_name_or_path", None)
+    if r.cfg.student.erase.rank > 0:
+        model, state_dict = _erase(r, model, state_dict)
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)

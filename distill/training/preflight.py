@@ -186,6 +186,20 @@ def remote_code_report(cfg: Config) -> list[str]:
     return []
 
 
+def _student_depth(cfg: Config, teacher_depth: int | None) -> int | None:
+    """The student's layer count as the recipe will build it, where it can be told before loading a model."""
+    s = cfg.student
+    if s.init == "teacher_layers":
+        if s.layers:
+            return len(s.layers)
+        if teacher_depth is not None and s.prune.drop:
+            return teacher_depth - s.prune.drop
+        return None
+    if s.init == "config":
+        return s.num_layers or (teacher_depth // 2 if teacher_depth else None)
+    return None
+
+
 def _check_models(cfg: Config) -> None:
     from distill.models.loading import position_problems
 
@@ -200,6 +214,14 @@ def _check_models(cfg: Config) -> None:
         if bad:
             problems.append(
                 f"student.layers {s.layers}: the teacher has {depth} layers (0..{depth - 1}); {bad} do not exist"
+            )
+    student_depth = _student_depth(cfg, depth)
+    if s.erase.rank > 0 and s.erase.layers and student_depth is not None:
+        bad = [i for i in s.erase.layers if not -student_depth <= i < student_depth]
+        if bad:
+            problems.append(
+                f"student.erase.layers {s.erase.layers}: the student has {student_depth} layers "
+                f"(0..{student_depth - 1}, or -1..-{student_depth} from the top); {bad} do not exist"
             )
     if vocab is not None and tokens is not None and tokens > vocab:
         problems.append(
