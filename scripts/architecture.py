@@ -20,7 +20,17 @@ BEGIN = "<!-- table: scripts/architecture.py --write -->"
 END = "<!-- end of table -->"
 # Data flows in this order. Imports follow pyproject.toml's layers contract, which differs in one place: training
 # sits above evaluation and reporting there, because it runs the live probes and writes the model card at export.
-ORDER = ("core", "models", "data", "counterfactual", "teacher", "training", "evaluation", "reporting", "experiment")
+ORDER = (
+    "core",
+    "models",
+    "data",
+    "counterfactual",
+    "teacher",
+    "training",
+    "evaluation",
+    "reporting",
+    "experiment",
+)
 
 
 def _first_line(path: Path) -> str:

@@ -47,7 +47,9 @@ PLACES = frozenset(
     "florence victoria adelaide regina lourdes savannah brooklyn india china america asia africa israel jordan "
     "sierra chelsea devon kent cornelius geneva helena alberta mercedes chester trent aurora german jesus les".split()
 )
-MONTHS = frozenset("january february march april may june july august september october november december".split())
+MONTHS = frozenset(
+    "january february march april may june july august september october november december".split()
+)
 
 
 def read_census(path: Path) -> dict[str, float]:
@@ -95,7 +97,9 @@ def lexicon_words() -> set[str]:
 
 def dictionary_words(path: Path) -> set[str]:
     """The lower-case entries of a one-word-per-line dictionary (proper nouns there are capitalised)."""
-    return {w for w in path.read_text(encoding="utf-8", errors="replace").split() if re.fullmatch(r"[a-z]+", w)}
+    return {
+        w for w in path.read_text(encoding="utf-8", errors="replace").split() if re.fullmatch(r"[a-z]+", w)
+    }
 
 
 def keep(sex, other, surnames, words: set[str], banned: set[str], why: Counter) -> list[str]:
@@ -149,13 +153,20 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=500, help="Census pairs to add after names.tsv's")
     ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(ROOT)}")
     a = ap.parse_args()
-    for f in (a.census / "dist.male.first", a.census / "dist.female.first", a.census / "dist.all.last", a.dict):
+    for f in (
+        a.census / "dist.male.first",
+        a.census / "dist.female.first",
+        a.census / "dist.all.last",
+        a.dict,
+    ):
         if not f.is_file():
             print(f"error: {f} not found; see the commands in this script's docstring", file=sys.stderr)
             return 2
     pairs, why = build(a.census, a.dict, a.pairs)
     hand = len(read_pairs(ROOT / "word_lists" / "names.tsv"))
-    print(f"{len(pairs)} pairs ({hand} from names.tsv, {len(pairs) - hand} from the Census); dropped: {dict(why)}")
+    print(
+        f"{len(pairs)} pairs ({hand} from names.tsv, {len(pairs) - hand} from the Census); dropped: {dict(why)}"
+    )
     print("first Census pairs:", ", ".join(f"{m}/{f}" for m, f in pairs[hand : hand + 12]))
     print("last Census pairs:", ", ".join(f"{m}/{f}" for m, f in pairs[-6:]))
     if a.write:

@@ -45,6 +45,10 @@ TARGET_KEEP = 0.70
 TARGET_CUT = 0.66
 TARGET_PPL_VS_REF = 0.02
 TARGET_PPL_VS_TEACHER = 1.5
+TARGET_AGREEMENT_POINTS = 1.0
+"""Pronoun agreement (% correct) may fall at most this many points below the reference's."""
+TARGET_MARGIN = 0.10
+"""The agreement margin may fall at most this share below the reference's."""
 # The stereotype's size on occupations the transfer prompts never name: what the targets are judged on.
 SIZE_KEYS = ("slope_unseen", "spread_unseen")
 
@@ -231,6 +235,52 @@ def _targets(
                 "target": f"{v} perplexity <= {TARGET_PPL_VS_TEACHER}x the teacher's on the same blocks",
                 "value": ratio,
                 "met": bool(math.isfinite(ratio) and ratio <= TARGET_PPL_VS_TEACHER),
+            }
+        )
+        out.extend(_guards(v, m, variants[reference]["metrics"], reference))
+    return out
+
+
+def _guards(v: str, m: dict, ref: dict, reference: str) -> list[dict]:
+    """What a method must not break, where the suite measured it: real-text perplexity within 2% of the
+    reference's, pronoun agreement within a point and its margin within 10%, the lean no further from 0."""
+    out = []
+    if "realtext/ppl" in m:
+        rel = m["realtext/ppl"]["relative"]
+        out.append(
+            {
+                "target": f"{v} perplexity on real text within {TARGET_PPL_VS_REF:.0%} of {reference}'s",
+                "value": rel,
+                "met": bool(math.isfinite(rel) and abs(rel) <= TARGET_PPL_VS_REF),
+            }
+        )
+    if "agreement" in m:
+        diff = m["agreement"]["diff"]
+        out.append(
+            {
+                "target": f"{v} pronoun agreement within {TARGET_AGREEMENT_POINTS:g} point of {reference}'s "
+                "(the difference in points)",
+                "value": diff,
+                "met": bool(math.isfinite(diff) and diff >= -TARGET_AGREEMENT_POINTS),
+            }
+        )
+    if "agreement_margin" in m:
+        rel = m["agreement_margin"]["relative"]
+        out.append(
+            {
+                "target": f"{v} agreement margin within {TARGET_MARGIN:.0%} of {reference}'s",
+                "value": rel,
+                "met": bool(math.isfinite(rel) and rel >= -TARGET_MARGIN),
+            }
+        )
+    mine = abs(m["lean_unseen"]["mean"]) if "lean_unseen" in m else math.nan
+    theirs = abs(ref["lean_unseen"]["mean"]) if "lean_unseen" in ref else math.nan
+    if math.isfinite(mine) and math.isfinite(theirs):
+        out.append(
+            {
+                "target": f"{v} lean (unseen occupations) no further from 0 than {reference}'s (|lean| shown)",
+                "value": mine,
+                "met": bool(mine <= theirs),
             }
         )
     return out

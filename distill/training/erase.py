@@ -71,7 +71,10 @@ class EraseStats:
         if self.sum_m is None:
             d, k = m.shape[1], z.shape[1]
             self.sum_m, self.sum_f, self.sum_mm = (torch.zeros(d, dtype=torch.float64) for _ in range(3))
-            self.sum_z, self.sum_mz = torch.zeros(k, dtype=torch.float64), torch.zeros(d, k, dtype=torch.float64)
+            self.sum_z, self.sum_mz = (
+                torch.zeros(k, dtype=torch.float64),
+                torch.zeros(d, k, dtype=torch.float64),
+            )
             self.sum_outer = torch.zeros(d, d, dtype=torch.float64)
             self.sum_sink = torch.zeros(d, dtype=torch.float64)
         self.n += int(neutral.sum())
@@ -249,7 +252,9 @@ def fit(
         for h in hooks:
             h.remove()
         model.train(was_training)
-    er = Erasure(report={"rank": rank, "layers": chosen, "keep_context": keep_context, "pairs": len(pair_ids)})
+    er = Erasure(
+        report={"rank": rank, "layers": chosen, "keep_context": keep_context, "pairs": len(pair_ids)}
+    )
     first = stats[chosen[0]]
     er.report.update(neutral_positions=first.n, female_positions=first.n_f, male_positions=first.n_m)
     if first.n < 2 * rank + 2:
@@ -322,7 +327,9 @@ def _add_biases(model: nn.Module, mlps: list[nn.Module], i: int) -> torch.Tensor
         for m in mlps:
             for lin in (m.gate_proj, m.up_proj, m.down_proj):
                 if lin.bias is None:
-                    lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device))
+                    lin.bias = nn.Parameter(
+                        torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device)
+                    )
     return mlps[i].down_proj.bias
 
 
@@ -353,17 +360,34 @@ def erase_student(model: nn.Module, tokenizer, cfg, train_blocks, val_blocks=Non
             return perplexity(model, tokenizer, val_blocks, device=next(model.parameters()).device)["ppl"]
 
     before = ppl()
-    er = fit(model, tokenizer, train_blocks, female, male, lex.pairs, e.layers, e.rank, e.keep_context,
-             autocast=autocast)
+    er = fit(
+        model,
+        tokenizer,
+        train_blocks,
+        female,
+        male,
+        lex.pairs,
+        e.layers,
+        e.rank,
+        e.keep_context,
+        autocast=autocast,
+    )
     apply(model, er)
-    report = {**er.report, "val_ppl_before": before, "val_ppl_after": ppl(),
-              "seconds": round(time.perf_counter() - t0, 1)}
+    report = {
+        **er.report,
+        "val_ppl_before": before,
+        "val_ppl_after": ppl(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     log.info(
         "erasure: rank %d on layers %s from %d gender-neutral positions; cross-covariance removed %s; "
         "validation perplexity %s -> %s",
-        e.rank, report["layers"], report["neutral_positions"],
+        e.rank,
+        report["layers"],
+        report["neutral_positions"],
         ", ".join(f"{v:.0%}" for v in report["cross_cov_removed"].values()),
-        f"{before:.2f}" if before else "-", f"{report['val_ppl_after']:.2f}" if before else "-",
+        f"{before:.2f}" if before else "-",
+        f"{report['val_ppl_after']:.2f}" if before else "-",
     )
     return report
 

@@ -351,8 +351,27 @@ def test_census_names_extend_names_tsv_and_leave_the_guard_names_out() -> None:
     males, females = {m for m, _ in wide.names}, {f for _, f in wide.names}
     assert {"joe", "steve", "carlos"} <= males and {"ann", "louise", "julia"} <= females
     # ordinary words, months, places, surnames and names of both sexes stay out
-    for word in ("will", "mark", "frank", "heather", "joy", "rose", "june", "april", "may", "bill", "dean",
-                 "rusty", "virginia", "charlotte", "williams", "davis", "jean", "terry", "kelly"):
+    for word in (
+        "will",
+        "mark",
+        "frank",
+        "heather",
+        "joy",
+        "rose",
+        "june",
+        "april",
+        "may",
+        "bill",
+        "dean",
+        "rusty",
+        "virginia",
+        "charlotte",
+        "williams",
+        "davis",
+        "jean",
+        "terry",
+        "kelly",
+    ):
         assert word not in every, word
     subjects = (ROOT / "eval/data/agreement/subjects.tsv").read_text().splitlines()
     unlisted = {r.split("\t")[0].lower() for r in subjects if r.endswith("\tname_unlisted")}
@@ -365,8 +384,16 @@ def test_census_rules_on_a_small_census(tmp_path: Path) -> None:
     """Each rule of scripts/census_names.py drops the name it is for, and pairs go by frequency rank."""
     mod = _census_script()
     rows = {
-        "dist.male.first": [("JOHN", 3.0), ("ZEB", 2.0), ("JEAN", 1.5), ("ROBIN", 1.0), ("DAVIS", 0.1), ("AL", 0.4),
-                            ("OTTO", 0.3), ("AUSTIN", 0.2)],
+        "dist.male.first": [
+            ("JOHN", 3.0),
+            ("ZEB", 2.0),
+            ("JEAN", 1.5),
+            ("ROBIN", 1.0),
+            ("DAVIS", 0.1),
+            ("AL", 0.4),
+            ("OTTO", 0.3),
+            ("AUSTIN", 0.2),
+        ],
         "dist.female.first": [("MARY", 3.0), ("XENA", 2.5), ("JEAN", 1.0), ("JUNE", 0.9), ("ODA", 0.5)],
         "dist.all.last": [("DAVIS", 0.48), ("OTTO", 0.001)],
     }

@@ -205,3 +205,51 @@ def test_bold_and_real_text_rows_sit_beside_the_runs_own_perplexity(tmp_path):
     ]
     v = SV.seed_values(run, "bold_seeds", None)
     assert (v["female_share"], v["parity_mean"], v["realtext/ppl"], v["ppl"]) == (0.4, 0.6, 31.0, 45.0)
+
+
+def test_the_guards_a_method_must_not_break():
+    """Real-text perplexity within 2%, agreement within a point, its margin within 10%, the lean no further from 0:
+    each a target of its own where the suite measured it."""
+    teacher = {"slope_unseen": 0.5, "spread_unseen": 1.0}
+
+    def seed(slope, agreement, margin, realtext, lean):
+        out = _seed(slope, slope, 50.0)
+        out.update(
+            {
+                "agreement": agreement,
+                "agreement_margin": margin,
+                "realtext/ppl": realtext,
+                "lean_unseen": lean,
+            }
+        )
+        return out
+
+    plain = [
+        seed(0.45, 78.0, 0.50, 80.0, 0.20),
+        seed(0.40, 74.0, 0.55, 81.0, -0.10),
+        seed(0.5, 76.0, 0.5, 79.0, 0.1),
+    ]
+    good = [
+        seed(0.1, 77.5, 0.48, 80.5, 0.05),
+        seed(0.1, 73.8, 0.52, 81.2, 0.0),
+        seed(0.1, 75.6, 0.49, 79.5, 0.0),
+    ]
+    bad = [
+        seed(0.1, 74.0, 0.40, 84.0, 0.50),
+        seed(0.1, 72.0, 0.45, 85.0, 0.4),
+        seed(0.1, 73.0, 0.4, 83.0, 0.6),
+    ]
+    payload = SV.compare({"plain_kd": plain, "good": good, "bad": bad}, "plain_kd", teacher)
+    guards = {
+        t["target"]: t
+        for t in payload["targets"]
+        if "agreement" in t["target"] or "real text" in t["target"] or "lean" in t["target"]
+    }
+    assert len(guards) == 8
+    for name, t in guards.items():
+        assert t["met"] == name.startswith("good"), (name, t)
+    points = guards["good pronoun agreement within 1 point of plain_kd's (the difference in points)"]["value"]
+    assert points == pytest.approx((77.5 + 73.8 + 75.6 - 78 - 74 - 76) / 3)
+    assert guards["bad lean (unseen occupations) no further from 0 than plain_kd's (|lean| shown)"][
+        "value"
+    ] == (pytest.approx(0.5))

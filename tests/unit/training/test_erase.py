@@ -27,7 +27,9 @@ def _states(tokenizer, text: str) -> list[tuple[str, int]]:
 
 def test_positions_are_neutral_until_a_gendered_word_and_again_after_eos(tokenizer) -> None:
     eos = tokenizer.eos_token
-    states = _states(tokenizer, f"The nurse said that he would come.{eos}The doctor met the king and her work")
+    states = _states(
+        tokenizer, f"The nurse said that he would come.{eos}The doctor met the king and her work"
+    )
     words = [w for w, _ in states]
     he, eos_at, king, her = words.index(" he"), words.index(eos), words.index(" king"), words.index(" her")
     assert all(s == 0 for _, s in states[:he])

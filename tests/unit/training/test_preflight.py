@@ -185,10 +185,14 @@ def test_check_prints_the_step_and_run_estimate(tmp_path, teacher_dir, no_weight
     assert "the run: 1 steps, 3 forward/backward passes per process" in err
 
 
-def test_train_refuses_an_erase_layer_the_student_lacks_before_loading_it(tmp_path, teacher_dir, no_weights, capsys):
+def test_train_refuses_an_erase_layer_the_student_lacks_before_loading_it(
+    tmp_path, teacher_dir, no_weights, capsys
+):
     args = ("student.erase.rank=1", "student.erase.layers=[1, 2, -3]")
     assert _run("train", tmp_path, teacher_dir, *args) == EXIT_USER_ERROR
     err = capsys.readouterr().err
-    assert "student.erase.layers [1, 2, -3]: the student has 2 layers" in err and "[2, -3] do not exist" in err
+    assert (
+        "student.erase.layers [1, 2, -3]: the student has 2 layers" in err and "[2, -3] do not exist" in err
+    )
     assert _run("check", tmp_path, teacher_dir, "student.erase.rank=65") == EXIT_USER_ERROR
     assert "student.erase.rank" in capsys.readouterr().err
