@@ -3,7 +3,7 @@ recipe, each training in its own process (through `python -m distill.launch` und
 where a run of the default falls against the five-seed results the README reports.
 
 One run is one seed, and each kind of CPU samples its own transfer set under bf16, so a run's numbers are read
-against the spread of the five seeds (`results/experiment_24L_variants/seeds.json`: their mean, lowest and highest
+against the spread of the five seeds (`results/experiment_24L_log_ratio/seeds.json`: their mean, lowest and highest
 value), not against another machine's seed 0.
 """
 
@@ -21,16 +21,19 @@ from distill.experiment.verdicts import seed_values
 
 DEFAULT = "recipes/smollm2-135m_to_24L.yaml"
 DEFAULT_BASELINE = "recipes/smollm2-135m_to_24L_baseline.yaml"
-SEEDS = "results/experiment_24L_variants/seeds.json"
+SEEDS = "results/experiment_24L_log_ratio/seeds.json"
 # (key in seeds.json and in a run's seed values, what it is)
 ROWS = (
     ("slope_unseen", "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"),
     ("spread_unseen", "spread (nats), unseen occupations"),
     ("r_bls_unseen", "association r with BLS % women, unseen occupations"),
+    ("agreement", "pronoun agreement (% correct, context decides the gender)"),
+    ("agreement_margin", "pronoun agreement: mean margin (nats)"),
     ("ppl", "perplexity on the run's held-out blocks (val/ppl)"),
+    ("realtext/ppl", "perplexity on real text (BOLD's Wikipedia sentences)"),
 )
 # (variant of the grid, the run's role)
-PAIR = (("plain_kd", "baseline"), ("cda_mean", "method"))
+PAIR = (("plain_kd", "baseline"), ("cda_mean_lr025", "method"))
 
 
 def _recipe(cfg: Config) -> dict:
@@ -100,6 +103,17 @@ def _fmt(x: float) -> str:
     return "n/a" if not isinstance(x, int | float) or not math.isfinite(x) else f"{x:.3g}"
 
 
+def _label(run: Path, role: str) -> str:
+    """The run's method as a table names it (`method_label`), or its role when its recipe cannot be read."""
+    from distill.core.config import method_label
+    from distill.core.rundir import RunDir
+
+    try:
+        return method_label(RunDir(run).recipe())
+    except Exception:  # noqa: BLE001 - a label is never worth failing the report for
+        return "plain KD" if role == "baseline" else "method"
+
+
 def against_seeds(method_run: Path, baseline_run: Path, suite: str, seeds: str = SEEDS) -> str:
     """Markdown lines: each headline number of the two runs beside the five seeds' mean and range; "" when the
     seed file is not there (an installed wheel ships no results/) or the runs lack the numbers."""
@@ -111,13 +125,14 @@ def against_seeds(method_run: Path, baseline_run: Path, suite: str, seeds: str =
     values = {
         role: seed_values(run, suite, R.teacher_results(runs["method"], suite)) for role, run in runs.items()
     }
+    labels = {role: _label(run, role) for role, run in runs.items()}
     lines = [
         f"## This run against five seeds ({seeds.replace('.json', '.md')})",
         "",
         "One run is one seed; under bf16 each kind of CPU samples its own transfer set. Each cell: this run, then "
         "the five seeds' mean and [lowest, highest].",
         "",
-        "| metric | plain KD | CDA + mean |",
+        f"| metric | {labels['baseline']} | {labels['method']} |",
         "|---|---|---|",
     ]
     shown = 0

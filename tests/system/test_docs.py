@@ -38,15 +38,43 @@ def test_the_readme_links_resolve():
     assert not missing, missing
 
 
+# README row -> the seeds.md row it is taken from
+FIVE_SEED_ROWS = {
+    "stereotype size: slope on BLS % women (nats / 100 points)": (
+        "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"
+    ),
+    "spread of occupation scores (nats)": "spread (nats), unseen occupations",
+    "association r with BLS % women (the ranking)": (
+        "association r with BLS % women (the ranking that remains), unseen occupations"
+    ),
+    "pronoun agreement (% correct)": "pronoun agreement (% correct, context decides the gender)",
+    "agreement margin (nats)": "pronoun agreement: mean margin (nats)",
+    "perplexity on the run's held-out blocks": "perplexity on the run's held-out blocks",
+    "perplexity on real text (300 Wikipedia sentences)": "realtext: perplexity",
+}
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
 def test_the_readmes_five_seed_numbers_are_those_of_the_results_it_cites():
-    """Every number of the README's five-seed table stands in the seeds.md it names as its source."""
+    """Every mean and interval of the README's five-seed table stands in the seeds.md it names as its source, in
+    the row and column it claims: teacher, plain KD, CDA + mean, the default."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    source = re.search(r"\((results/experiment_24L_variants/seeds\.md)\)", text).group(1)
-    seeds = (ROOT / source).read_text(encoding="utf-8")
-    table = text[text.index("| 20 unseen occupations") : text.index("The method reduces")]
-    row = next(r for r in table.splitlines() if r.startswith("| stereotype size"))
-    teacher, plain, method = (c.strip() for c in row.split("|")[2:5])
-    assert f"| {teacher} | {plain} | {method};" in seeds
+    source = re.search(r"\((results/experiment_24L_log_ratio/seeds\.md)\)", text).group(1)
+    lines = (ROOT / source).read_text(encoding="utf-8").splitlines()
+    seeds = {_cells(r)[0]: _cells(r) for r in lines if r.startswith("| ")}
+    columns = seeds["metric"]
+    want = ["teacher", "plain KD", "CDA + mean (vs plain KD)", "CDA + mean + log-ratio x0.25 (vs plain KD)"]
+    index = [columns.index(w) for w in want]
+    table = text[text.index("| 5 seeds |") : text.index("The default cuts")]
+    rows = [_cells(r) for r in table.splitlines()[2:] if r.startswith("| ")]
+    assert [r[0] for r in rows] == list(FIVE_SEED_ROWS)
+    for row in rows:
+        theirs = seeds[FIVE_SEED_ROWS[row[0]]]
+        for mine, i in zip(row[1:5], index):
+            assert theirs[i].split(";")[0] == mine, (row[0], mine, theirs[i])
 
 
 def test_the_config_reference_is_generated_from_the_schema():

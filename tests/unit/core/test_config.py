@@ -36,6 +36,8 @@ def test_baseline_twins_switch_the_method_off():
         b, m = load_config(base), load_config(twin)
         assert b.augment.mode == "off" and b.perturb.kind == "none"
         assert m.augment.mode == "append" and m.perturb.kind == "mean" and m.perturb.lam == 0.5
+        assert b.kd.log_ratio == 0  # the log-ratio term is part of the method, so the baseline turns it off
+        b.kd.log_ratio = m.kd.log_ratio
         assert (b.student, b.train, b.kd, b.data) == (m.student, m.train, m.kd, m.data)
 
 
