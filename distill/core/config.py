@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from distill.core.defaults import CHUNK_SIZE
@@ -338,7 +339,8 @@ class Config:
 def method_label(cfg: Config) -> str:
     """`run.label`, or the method's name built from the recipe: "plain KD", "CDA", "mean targets" (perturbation
     alone), "CDA + mean", "CDA + mean (lam 0.25)" (lam other than 0.5), "CDA + mean + KD x4 where changed"
-    (`kd.changed_weight`), "CDA + mean + log-ratio x0.25" (`kd.log_ratio`), "... + erasure (rank 1)"
+    (`kd.changed_weight`), "CDA + mean + log-ratio x0.25" (`kd.log_ratio`), "... + names: names_census" (a
+    name list other than names.tsv), "... + erasure (rank 1)"
     (`student.erase`), "CE only" (kd.alpha 0), as a paper's
     table would name them."""
     if cfg.run.label:
@@ -355,6 +357,8 @@ def method_label(cfg: Config) -> str:
         parts.append(f"KD x{cfg.kd.changed_weight:g} where changed")
     if cfg.kd.log_ratio > 0:
         parts.append(f"log-ratio x{cfg.kd.log_ratio:g}")
+    if cfg.augment.mode != "off" and cfg.augment.names and Path(cfg.augment.names).name != "names.tsv":
+        parts.append(f"names: {Path(cfg.augment.names).stem}")
     if cfg.student.erase.rank > 0:
         parts.append(f"erasure (rank {cfg.student.erase.rank})")
     if cfg.kd.alpha == 0:

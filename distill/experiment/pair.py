@@ -3,7 +3,7 @@ recipe, each training in its own process (through `python -m distill.launch` und
 where a run of the default falls against the five-seed results the README reports.
 
 One run is one seed, and each kind of CPU samples its own transfer set under bf16, so a run's numbers are read
-against the spread of the five seeds (`results/experiment_24L_log_ratio/seeds.json`: their mean, lowest and highest
+against the spread of the five seeds (`results/experiment_24L_names/seeds.json`: their mean, lowest and highest
 value), not against another machine's seed 0.
 """
 
@@ -21,7 +21,7 @@ from distill.experiment.verdicts import seed_values
 
 DEFAULT = "recipes/smollm2-135m_to_24L.yaml"
 DEFAULT_BASELINE = "recipes/smollm2-135m_to_24L_baseline.yaml"
-SEEDS = "results/experiment_24L_log_ratio/seeds.json"
+SEEDS = "results/experiment_24L_names/seeds.json"
 # (key in seeds.json and in a run's seed values, what it is)
 ROWS = (
     ("slope_unseen", "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"),
@@ -33,7 +33,7 @@ ROWS = (
     ("realtext/ppl", "perplexity on real text (BOLD's Wikipedia sentences)"),
 )
 # (variant of the grid, the run's role)
-PAIR = (("plain_kd", "baseline"), ("cda_mean_lr025", "method"))
+PAIR = (("plain_kd", "baseline"), ("cda_mean_lr025_census", "method"))
 
 
 def _recipe(cfg: Config) -> dict:
