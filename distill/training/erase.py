@@ -392,6 +392,20 @@ def erase_student(model: nn.Module, tokenizer, cfg, train_blocks, val_blocks=Non
     return report
 
 
+def log_erased_perplexity(metrics: Path, report: dict, step: int) -> None:
+    """Append the validation perplexity after the erasure to a run's metrics.jsonl, as the run's last `val/ppl`
+    (what the five-seed tables read), with the one before it as `erase/val_ppl_before`."""
+    if report.get("val_ppl_after") is None:
+        return
+    line = {
+        "step": step,
+        "val/ppl": report["val_ppl_after"],
+        "erase/val_ppl_before": report["val_ppl_before"],
+    }
+    with open(metrics, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def erase_run(run_dir, out_dir, overrides: list[str]) -> Path:
     """`distill erase RUN --out NEW [student.erase.rank=1 ...]`: a new run folder whose `final/` is RUN's student
     with `student.erase` applied, fitted on RUN's transfer set (rebuilt from the recipe and checked against RUN's
@@ -451,10 +465,16 @@ def erase_run(run_dir, out_dir, overrides: list[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_identity(dst, cfg)
     save_config(cfg, dst.config)
-    for name in ("val_blocks.safetensors", "prune.json"):
+    for name in ("val_blocks.safetensors", "prune.json", "metrics.jsonl"):
         if (src.path / name).is_file():
             shutil.copy2(src.path / name, out / name)
     atomic_write(out / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
+    steps = (
+        [json.loads(x).get("step", 0) for x in dst.metrics.read_text().splitlines() if x.strip()]
+        if (dst.metrics.is_file())
+        else [0]
+    )
+    log_erased_perplexity(dst.metrics, report, max(steps or [0]))
     model = model.to("cpu")
 
     def write(folder: Path) -> None:

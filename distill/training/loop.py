@@ -333,7 +333,7 @@ def _erase(r: Run, model, state_dict):
     from accelerate.utils import DistributedType
 
     from distill.core.files import atomic_write, to_strict_json
-    from distill.training.erase import erase_student
+    from distill.training.erase import erase_student, log_erased_perplexity
 
     if r.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         from transformers import AutoModelForCausalLM
@@ -344,6 +344,7 @@ def _erase(r: Run, model, state_dict):
         model, r.tokenizer, r.cfg, r.train_blocks, r.val_blocks, autocast=r.accelerator.autocast
     )
     atomic_write(r.run.path / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
+    log_erased_perplexity(r.run.metrics, report, r.step)
     return model, model.state_dict()
 
 

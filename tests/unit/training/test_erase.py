@@ -166,6 +166,13 @@ def test_student_erase_at_export_and_distill_erase_on_a_finished_run(tmp_path, t
     saved = load_config(out / "config.yaml")
     assert saved.student.erase.rank == 1 and saved.run.name == "erased"
     assert (out / "val_blocks.safetensors").is_file() and (out / "identity.json").is_file()
+    # the run's last val/ppl is the erased student's (what the five-seed tables read), in both ways of erasing
+    from distill.core.files import read_jsonl
+
+    for run, rep in ((out, json.loads((out / "erase.json").read_text())), (erased, report)):
+        last = [r for r in read_jsonl(run / "metrics.jsonl") if "val/ppl" in r][-1]
+        assert last["val/ppl"] == pytest.approx(rep["val_ppl_after"])
+        assert last["erase/val_ppl_before"] == pytest.approx(rep["val_ppl_before"])
     assert "erasure (rank 1)" in (out / "final" / "README.md").read_text()
     # what it refuses, before any work: a folder in use, a rank of 0, a run without final/
     for args, needle in (
