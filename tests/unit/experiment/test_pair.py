@@ -65,7 +65,13 @@ def test_a_run_is_shown_beside_the_five_seeds_mean_and_range(tmp_path):
     seeds = tmp_path / "seeds.json"
     metric = {"seeds": [0.3, 0.5, 0.4], "mean": 0.4, "ci": [0.2, 0.6]}
     seeds.write_text(
-        json.dumps({"variants": {v: {"metrics": {"r_bls_unseen": metric}} for v in ("plain_kd", "cda_mean_lr025_census")}})
+        json.dumps(
+            {
+                "variants": {
+                    v: {"metrics": {"r_bls_unseen": metric}} for v in ("plain_kd", "cda_mean_lr025_census")
+                }
+            }
+        )
     )
     text = pair.against_seeds(method, baseline, "quick", seeds=str(seeds))
     r_method = json.loads((GOLDEN / "method_quick.json").read_text())["tasks"]["winogender"]["result"][

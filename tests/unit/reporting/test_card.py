@@ -290,4 +290,7 @@ def test_compare_puts_the_teacher_and_both_students_in_each_card(tmp_path):
         in body
     )
     _, base = read_front_matter(runs[1] / "final" / "README.md")
-    assert next(t for t in assert_tables_whole(base) if t[0][0] == "task: metric")[0][3] == "CDA + mean + log-ratio x0.25 + names: names_census"
+    assert (
+        next(t for t in assert_tables_whole(base) if t[0][0] == "task: metric")[0][3]
+        == "CDA + mean + log-ratio x0.25 + names: names_census"
+    )
