@@ -281,6 +281,17 @@ def _made_rows(
                 f"by a total variation >= {cfg.kd.changed_tv:g}"
                 if cfg.kd.changed_weight != 1.0
                 else ""
+            )
+            + (
+                f" + {cfg.kd.log_ratio:g} x the log-ratio term (each gendered pair's student log-ratio pulled to "
+                f"the target's, weighted by min(1, pair mass / {cfg.kd.log_ratio_mass:g}))"
+                if cfg.kd.log_ratio > 0
+                else ""
+            )
+            + (
+                f"; then the gender lean erased in closed form (rank {cfg.student.erase.rank}, `student.erase`)"
+                if cfg.student.erase.rank > 0
+                else ""
             ),
         ],
         [

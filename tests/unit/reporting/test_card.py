@@ -294,3 +294,17 @@ def test_compare_puts_the_teacher_and_both_students_in_each_card(tmp_path):
         next(t for t in assert_tables_whole(base) if t[0][0] == "task: metric")[0][3]
         == "CDA + mean + log-ratio x0.25 + names: names_census"
     )
+
+
+def test_the_card_states_the_log_ratio_term_and_the_erasure_in_its_loss(tmp_path):
+    from distill.reporting.card import _made_rows
+
+    cfg = load_config(
+        "recipes/smollm2-135m_to_24L.yaml", [f"run.output_dir={tmp_path}", "student.erase.rank=2"]
+    )
+    loss = dict((r[0], r[1]) for r in _made_rows(cfg, {}, None, None, "t", tmp_path))["loss"]
+    assert "0.25 x the log-ratio term" in loss and "min(1, pair mass / 0.02)" in loss
+    assert "erased in closed form (rank 2" in loss
+    plain = load_config("recipes/smollm2-135m_to_24L_baseline.yaml", [f"run.output_dir={tmp_path}"])
+    loss = dict((r[0], r[1]) for r in _made_rows(plain, {}, None, None, "t", tmp_path))["loss"]
+    assert "log-ratio" not in loss and "erased" not in loss
