@@ -115,3 +115,21 @@ def test_a_signal_to_the_waiting_command_reaches_the_training(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     assert got.read_text() == "TERM"
+
+
+def test_the_default_and_its_baseline_are_what_their_five_seeds_measured():
+    """The grid whose seeds `make distill` reads its run against trains, for the default's variant, the default's
+    student, data, objective and twins (and plain KD for the baseline's), so the comparison is like for like."""
+    from distill.core.recipe import load_config
+    from distill.experiment.grid import load_grid, variant_overrides
+
+    grid = load_grid(ROOT / "recipes/experiments/smollm2_24L_names.yaml")
+    assert Path(pair.SEEDS).parent.name == Path(grid.results_dir).name
+    for variant, recipe in ((pair.PAIR[1][0], pair.DEFAULT), (pair.PAIR[0][0], pair.DEFAULT_BASELINE)):
+        measured = load_config(grid.base, variant_overrides(grid, variant, 0))
+        shipped = load_config(recipe)
+        for section in ("student", "data", "kd", "perturb"):
+            assert getattr(measured, section) == getattr(shipped, section), (variant, section)
+        assert measured.augment.mode == shipped.augment.mode
+        if shipped.augment.mode != "off":
+            assert measured.augment == shipped.augment
