@@ -283,7 +283,7 @@ def _made_rows(
                 else ""
             )
             + (
-                f" + {cfg.kd.log_ratio:g} x the log-ratio term (each gendered pair's student log-ratio pulled to "
+                f"; plus {cfg.kd.log_ratio:g} x the log-ratio term (each gendered pair's student log-ratio pulled to "
                 f"the target's, weighted by min(1, pair mass / {cfg.kd.log_ratio_mass:g}))"
                 if cfg.kd.log_ratio > 0
                 else ""

@@ -392,11 +392,19 @@ def erase_student(model: nn.Module, tokenizer, cfg, train_blocks, val_blocks=Non
     return report
 
 
-def log_erased_perplexity(metrics: Path, report: dict, step: int) -> None:
-    """Append the validation perplexity after the erasure to a run's metrics.jsonl, as the run's last `val/ppl`
-    (what the five-seed tables read), with the one before it as `erase/val_ppl_before`."""
+def record(run_dir: Path, report: dict, step: int | None = None) -> None:
+    """Write the erasure's report (`<run>/erase.json`) and append the validation perplexity after it to the run's
+    metrics.jsonl, as the run's last `val/ppl` (what the five-seed tables read), with the one before it as
+    `erase/val_ppl_before`; `step` defaults to the last step the log has."""
+    from distill.core.files import atomic_write, read_jsonl, to_strict_json
+
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
     if report.get("val_ppl_after") is None:
         return
+    metrics = run_dir / "metrics.jsonl"
+    if step is None:
+        step = max((r.get("step", 0) for r in read_jsonl(metrics)), default=0) if metrics.is_file() else 0
     line = {
         "step": step,
         "val/ppl": report["val_ppl_after"],
@@ -413,7 +421,6 @@ def erase_run(run_dir, out_dir, overrides: list[str]) -> Path:
     from safetensors.torch import load_file
 
     from distill.core.errors import ConfigError
-    from distill.core.files import atomic_write, to_strict_json
     from distill.core.ownership import write_identity
     from distill.core.precision import resolve_mixed_precision
     from distill.core.recipe import load_config, save_config
@@ -468,13 +475,7 @@ def erase_run(run_dir, out_dir, overrides: list[str]) -> Path:
     for name in ("val_blocks.safetensors", "prune.json", "metrics.jsonl"):
         if (src.path / name).is_file():
             shutil.copy2(src.path / name, out / name)
-    atomic_write(out / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
-    steps = (
-        [json.loads(x).get("step", 0) for x in dst.metrics.read_text().splitlines() if x.strip()]
-        if (dst.metrics.is_file())
-        else [0]
-    )
-    log_erased_perplexity(dst.metrics, report, max(steps or [0]))
+    record(out, report)
     model = model.to("cpu")
 
     def write(folder: Path) -> None:

@@ -12,7 +12,6 @@ The evaluation suite (`eval.suite`) runs afterwards, from the command line (`dis
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -329,11 +328,10 @@ def checkpoint(r: Run) -> Path:
 
 def _erase(r: Run, model, state_dict):
     """`student.erase` on the main process before `final/` is written: on the model itself, or, where the engine
-    shards it (FSDP, DeepSpeed), on a full copy built from the gathered weights. Writes `<run>/erase.json`."""
+    shards it (FSDP, DeepSpeed), on a full copy built from the gathered weights. Writes `<run>/erase.json` (`erase.record`)."""
     from accelerate.utils import DistributedType
 
-    from distill.core.files import atomic_write, to_strict_json
-    from distill.training.erase import erase_student, log_erased_perplexity
+    from distill.training.erase import erase_student, record
 
     if r.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         from transformers import AutoModelForCausalLM
@@ -343,8 +341,7 @@ def _erase(r: Run, model, state_dict):
     report = erase_student(
         model, r.tokenizer, r.cfg, r.train_blocks, r.val_blocks, autocast=r.accelerator.autocast
     )
-    atomic_write(r.run.path / "erase.json", json.dumps(to_strict_json(report), indent=1) + "\n")
-    log_erased_perplexity(r.run.metrics, report, r.step)
+    record(r.run.path, report, r.step)
     return model, model.state_dict()
 
 
