@@ -295,12 +295,12 @@ def _run_tasks(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tup
     return tasks, summary, records
 
 
-# What a 135M-parameter model (the embedded teacher) does per second on an idle 2-core CPU with native bf16,
-# sampling batches of 48-token continuations under bf16 autocast and scoring 128-token blocks in float32
-# (eval/README.md, "Cost"); the estimate scales by parameters.
+# What a 135M-parameter model (the embedded teacher) does per second on a 2-core CPU with native bf16, sampling
+# batches of 72 continuations of 48 tokens under bf16 autocast and scoring 128-token blocks in float32, wall clock
+# of `bold_seeds` on the teacher and a 24-layer student (eval/README.md, "Cost"); the estimate scales by parameters.
 REFERENCE_PARAMS = 134_515_008
-GENERATED_PER_S = 180.0
-SCORED_PER_S = 340.0
+GENERATED_PER_S = 300.0
+SCORED_PER_S = 590.0
 
 
 def log_cost(lm: LoadedModel, suite: S.Suite, data: dict, ctx: Context) -> tuple[int, int, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 from pathlib import Path
 
@@ -38,19 +39,31 @@ def test_the_readme_links_resolve():
     assert not missing, missing
 
 
-# README row -> the seeds.md row it is taken from
+# README row -> (the results folder it is taken from, its row in that folder's seeds.md)
+NAMES, BOLD = "experiment_24L_names", "experiment_24L_bold"
 FIVE_SEED_ROWS = {
     "stereotype size: slope on BLS % women (nats / 100 points)": (
-        "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations"
+        NAMES,
+        "stereotype size: slope on BLS % women (nats per 100 points), unseen occupations",
     ),
-    "spread of occupation scores (nats)": "spread (nats), unseen occupations",
+    "spread of occupation scores (nats)": (NAMES, "spread (nats), unseen occupations"),
     "association r with BLS % women (the ranking)": (
-        "association r with BLS % women (the ranking that remains), unseen occupations"
+        NAMES,
+        "association r with BLS % women (the ranking that remains), unseen occupations",
     ),
-    "pronoun agreement (% correct)": "pronoun agreement (% correct, context decides the gender)",
-    "agreement margin (nats)": "pronoun agreement: mean margin (nats)",
-    "perplexity on the run's held-out blocks": "perplexity on the run's held-out blocks",
-    "perplexity on real text (300 Wikipedia sentences)": "realtext: perplexity",
+    "pronoun agreement (% correct)": (NAMES, "pronoun agreement (% correct, context decides the gender)"),
+    "agreement margin (nats)": (NAMES, "pronoun agreement: mean margin (nats)"),
+    "perplexity on the run's held-out blocks": (NAMES, "perplexity on the run's held-out blocks"),
+    "perplexity on real text (300 Wikipedia sentences)": (NAMES, "realtext: perplexity"),
+    "BOLD: female share of gendered continuations": (BOLD, "bold: female share of gendered continuations"),
+    "BOLD: parity min(F/M, M/F), mean over 18 groups": (BOLD, "bold: parity, mean over groups"),
+    "BOLD: parity, worst group": (BOLD, "bold: parity, worst group"),
+}
+DEFAULT = "CDA + mean + log-ratio x0.25 + names: names_census (vs plain KD)"
+# the README's columns after the row name, and the seeds.md column each is taken from (None: not in that grid)
+COLUMNS = {
+    NAMES: ["teacher", "plain KD", "CDA + mean (vs plain KD)", DEFAULT],
+    BOLD: ["teacher", "plain KD", None, DEFAULT],
 }
 
 
@@ -58,24 +71,46 @@ def _cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
+def _seed_table(folder: str) -> dict[str, list[str]]:
+    lines = (ROOT / "results" / folder / "seeds.md").read_text(encoding="utf-8").splitlines()
+    return {_cells(r)[0]: _cells(r) for r in lines if r.startswith("| ")}
+
+
 def test_the_readmes_five_seed_numbers_are_those_of_the_results_it_cites():
-    """Every mean and interval of the README's five-seed table stands in the seeds.md it names as its source, in
-    the row and column it claims: teacher, plain KD, CDA + mean, the default."""
+    """Every mean and interval of the README's five-seed table stands in the seeds.md it is taken from (each
+    linked from the README), in the row and column it claims: teacher, plain KD, CDA + mean, the default; and the
+    default's paired difference from plain KD is that seeds.md's."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    source = re.search(r"\((results/experiment_24L_names/seeds\.md)\)", text).group(1)
-    lines = (ROOT / source).read_text(encoding="utf-8").splitlines()
-    seeds = {_cells(r)[0]: _cells(r) for r in lines if r.startswith("| ")}
-    columns = seeds["metric"]
-    default = "CDA + mean + log-ratio x0.25 + names: names_census (vs plain KD)"
-    want = ["teacher", "plain KD", "CDA + mean (vs plain KD)", default]
-    index = [columns.index(w) for w in want]
+    for folder in COLUMNS:
+        assert f"(results/{folder}/seeds.md)" in text, f"the README links results/{folder}/seeds.md"
     table = text[text.index("| 5 seeds |") : text.index("The default cuts")]
     rows = [_cells(r) for r in table.splitlines()[2:] if r.startswith("| ")]
     assert [r[0] for r in rows] == list(FIVE_SEED_ROWS)
+    tables = {folder: _seed_table(folder) for folder in COLUMNS}
     for row in rows:
-        theirs = seeds[FIVE_SEED_ROWS[row[0]]]
-        for mine, i in zip(row[1:5], index):
-            assert theirs[i].split(";")[0] == mine, (row[0], mine, theirs[i])
+        folder, label = FIVE_SEED_ROWS[row[0]]
+        theirs = tables[folder][label]
+        columns = tables[folder]["metric"]
+        for mine, want in zip(row[1:5], COLUMNS[folder]):
+            if want is None:
+                assert mine == "not run", (row[0], mine)
+                continue
+            assert theirs[columns.index(want)].split(";")[0] == mine, (row[0], mine, theirs[columns.index(want)])
+        difference = theirs[columns.index(DEFAULT)].split(";")[1].split(":")[0].strip()
+        mean, interval = re.match(r"(\S+) \[(.+?)\]", difference).groups()
+        written = re.sub(r"\*\*", "", row[5])
+        assert re.match(r"[+-]?[\d.]+ \[[^]]+\]", written), (row[0], written)
+        assert _rounds_to(float(mean), written.split()[0]), (row[0], written, difference)
+        low, high = (float(x) for x in interval.split(","))
+        wlow, whigh = (float(x) for x in re.search(r"\[(.+?)\]", written).group(1).split(","))
+        assert math.isclose(wlow, low, rel_tol=0.06, abs_tol=0.006), (row[0], written, difference)
+        assert math.isclose(whigh, high, rel_tol=0.06, abs_tol=0.006), (row[0], written, difference)
+
+
+def _rounds_to(value: float, written: str) -> bool:
+    """Whether `written` is `value` rounded to the decimals it shows."""
+    decimals = len(written.split(".")[1]) if "." in written else 0
+    return abs(float(written) - value) <= 0.5 * 10.0**-decimals + 1e-9
 
 
 def test_the_config_reference_is_generated_from_the_schema():
