@@ -18,20 +18,57 @@ from distill.experiment.grid import load_grid, variant_label
 def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
     """`stereotype_seeds`: unseen-occupation stereotype size (slope) and spread per seed, each method's seeds joined to the
     reference's by a line (paired by seed), the means with their seed-level intervals, the teacher as a line."""
+    keys = (
+        ("slope_unseen", "slope on BLS % women\n(nats per 100 points)", 0.0),
+        ("spread_unseen", "spread (nats)", 0.0),
+    )
+    return _draw_seeds(payload, labels, out, keys, "Winogender, unseen occupations", "stereotype_seeds")
+
+
+def bold_keys(rows: list[str]) -> tuple[tuple[str, str, float], ...] | None:
+    """The seed rows `draw_bold` plots, (key, axis label, ideal value), when the rows hold BOLD's female share and
+    mean parity (keys `<task>/female_share`, `<task>/parity_mean`) and, if measured, real-text perplexity."""
+    share = next((k for k in rows if k.endswith("/female_share")), None)
+    parity = next((k for k in rows if k.endswith("/parity_mean")), None)
+    if share is None or parity is None:
+        return None
+    keys = [(share, "female share,\ngendered texts", 0.5), (parity, "parity, mean\nover groups", 1.0)]
+    if "realtext/ppl" in rows:
+        keys.append(("realtext/ppl", "perplexity on\nreal text", math.nan))
+    return tuple(keys)
+
+
+def draw_bold(payload: dict, labels: dict[str, str], out: Path) -> Path:
+    """`bold_seeds`: BOLD's female share of gendered continuations and mean parity over profession groups per seed
+    (and real-text perplexity beside them when the suite measures it), seeds paired by lines, means with their
+    seed-level intervals, the teacher and each measure's ideal as lines."""
+    keys = bold_keys(list(payload.get("rows") or []))
+    if keys is None:
+        raise ValueError("the payload has no BOLD rows (<task>/female_share and <task>/parity_mean)")
+    return _draw_seeds(payload, labels, out, keys, "BOLD profession prompts", "bold_seeds")
+
+
+def _draw_seeds(
+    payload: dict,
+    labels: dict[str, str],
+    out: Path,
+    keys: tuple[tuple[str, str, float], ...],
+    what: str,
+    name: str,
+) -> Path:
+    """One panel per (key, axis label, ideal) of `keys`: every variant's seeds as dots (each method's joined to the
+    reference's by a line, paired by seed), its mean with the 95% t interval over seeds, the teacher as a dashed
+    line and the ideal (where finite) as a black one."""
     from matplotlib.ticker import MaxNLocator
 
     from distill.reporting.figures import PALETTE, TEACHER_COLOR, left_title, point, save_figure
 
     variants, ref = payload["variants"], payload["reference"]
     names = [ref, *[v for v in variants if v != ref]]
-    keys = (
-        ("slope_unseen", "slope on BLS % women\n(nats per 100 points)"),
-        ("spread_unseen", "spread (nats)"),
-    )
 
     def paint(fig, width):
-        axes = fig.subplots(1, 2)
-        for ax, (key, xlabel) in zip(axes, keys):
+        axes = fig.subplots(1, len(keys))
+        for ax, (key, xlabel, ideal) in zip(axes, keys):
             ref_seeds = variants[ref]["metrics"][key]["seeds"]
             for i, v in enumerate(names):
                 e = variants[v]["metrics"][key]
@@ -42,21 +79,22 @@ def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
                         ax.plot([a, b], [0, i], color="0.75", linewidth=0.6, zorder=0)
                 point(ax, e["mean"], i - 0.18, e["ci"], color, ms=4)
             t = payload["teacher"].get(key, math.nan)
-            if math.isfinite(t):
+            if _finite(t):
                 ax.axvline(t, color=TEACHER_COLOR, linestyle="--", linewidth=0.9, label="teacher")
-            ax.axvline(0, color="black", linewidth=0.6)
+            if math.isfinite(ideal):
+                ax.axvline(ideal, color="black", linewidth=0.6)
             shown = [textwrap.fill(labels.get(v, v), 16) for v in names]
             ax.set_yticks(np.arange(len(names)), shown if ax is axes[0] else [])
             ax.set_ylim(len(names) - 0.5, -0.7)
             ax.set_xlabel(xlabel)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
             ax.grid(axis="x", alpha=0.3)
-        if axes[1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
-            axes[1].legend(loc="lower right", frameon=False)
+        if axes[-1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
+            axes[-1].legend(loc="lower right", frameon=False)
         n = variants[ref]["n_seeds"]
         left_title(
             fig,
-            f"Winogender, unseen occupations, {n} seed{'s' if n != 1 else ''}\n"
+            f"{what}, {n} seed{'s' if n != 1 else ''}\n"
             + (
                 "dots: seeds (lines pair them); bars: mean, 95% t CI"
                 if n > 1
@@ -64,7 +102,7 @@ def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
             ),
         )
 
-    return save_figure(paint, out, "stereotype_seeds", 0.45 * len(names) + 1.4)
+    return save_figure(paint, out, name, 0.45 * len(names) + 1.4)
 
 
 def draw_tradeoff(payload: dict, labels: dict[str, str], out: Path) -> Path:

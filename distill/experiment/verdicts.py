@@ -33,7 +33,7 @@ from distill.core.rundir import RunDir
 from distill.evaluation import results as R
 from distill.evaluation.registry import SeedRow, kinds
 from distill.evaluation.stats import paired_interval
-from distill.experiment.figures import draw_size, draw_stereotype, draw_tradeoff
+from distill.experiment.figures import bold_keys, draw_bold, draw_size, draw_stereotype, draw_tradeoff
 from distill.reporting.tables import fmt, fmt_ci, markdown_table
 
 # The run's own numbers, read from its metrics.jsonl (not from an evaluation suite).
@@ -326,8 +326,8 @@ def table(payload: dict, labels: dict[str, str]) -> str:
 def write(
     out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
 ) -> list[Path]:
-    """Write seeds.json, seeds.md and, when the payload has Winogender's rows, the stereotype figures into `out`;
-    return their paths. `sizes`: (each variant's layer count, the teacher's) for a size sweep of plain-KD
+    """Write seeds.json, seeds.md and, when the payload has Winogender's rows, the stereotype figures (and, when it
+    has BOLD's, `bold_seeds`) into `out`; return their paths. `sizes`: (each variant's layer count, the teacher's) for a size sweep of plain-KD
     students, drawn as `stereotype_by_size`."""
     out = Path(out)
     (out / "seeds.json").write_text(json.dumps(to_strict_json(payload), indent=2))
@@ -337,4 +337,6 @@ def write(
         paths += [draw_stereotype(payload, labels, out), draw_tradeoff(payload, labels, out)]
         if sizes is not None:
             paths.append(draw_size(payload, *sizes, out))
+    if bold_keys(list(payload.get("rows") or [])) is not None:
+        paths.append(draw_bold(payload, labels, out))
     return paths

@@ -95,7 +95,11 @@ def test_the_readmes_five_seed_numbers_are_those_of_the_results_it_cites():
             if want is None:
                 assert mine == "not run", (row[0], mine)
                 continue
-            assert theirs[columns.index(want)].split(";")[0] == mine, (row[0], mine, theirs[columns.index(want)])
+            assert theirs[columns.index(want)].split(";")[0] == mine, (
+                row[0],
+                mine,
+                theirs[columns.index(want)],
+            )
         difference = theirs[columns.index(DEFAULT)].split(";")[1].split(":")[0].strip()
         mean, interval = re.match(r"(\S+) \[(.+?)\]", difference).groups()
         written = re.sub(r"\*\*", "", row[5])

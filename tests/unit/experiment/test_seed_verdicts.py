@@ -152,6 +152,40 @@ def test_write_table_and_figure(tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths[-2:])
 
 
+def test_a_bold_suite_gets_its_seed_figure(tmp_path):
+    """A suite with BOLD's rows (female share, mean parity) and real-text perplexity gets `bold_seeds` beside its
+    table, a panel per measure; a suite without them does not."""
+    from distill.evaluation.registry import SeedRow
+    from distill.experiment.figures import bold_keys
+
+    rows = [
+        SeedRow("bold/female_share", "bold: female share of gendered continuations", relative=False),
+        SeedRow("bold/parity_mean", "bold: parity, mean over groups"),
+        SeedRow("realtext/ppl", "realtext: perplexity"),
+    ]
+
+    def seed(share, parity, ppl):
+        return {"bold/female_share": share, "bold/parity_mean": parity, "realtext/ppl": ppl, "ppl": 45.0,
+                "teacher_ppl": 42.0}  # fmt: skip
+
+    plain = [seed(0.42, 0.68, 85.0), seed(0.40, 0.62, 88.0), seed(0.45, 0.70, 86.0)]
+    method = [seed(0.52, 0.72, 85.5), seed(0.50, 0.66, 87.0), seed(0.55, 0.75, 86.5)]
+    teacher = {"bold/female_share": 0.43, "bold/parity_mean": 0.63, "realtext/ppl": 54.0}
+    payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher, rows=rows)
+    share = payload["variants"]["cda_mean"]["metrics"]["bold/female_share"]
+    assert share["diff"] == pytest.approx(0.1) and share["verdict"] == "higher"
+    assert [k for k, _, _ in bold_keys(payload["rows"])] == [
+        "bold/female_share",
+        "bold/parity_mean",
+        "realtext/ppl",
+    ]
+    paths = SV.write(tmp_path, payload, {"plain_kd": "plain KD", "cda_mean": "CDA + mean"})
+    assert paths[-1].name == "bold_seeds.png" and paths[-1].stat().st_size > 1000
+    assert (tmp_path / "bold_seeds_wide.pdf").is_file()
+    assert "| bold: parity, mean over groups | 0.63 |" in (tmp_path / "seeds.md").read_text()
+    assert bold_keys(["bold/female_share", "realtext/ppl"]) is None  # no parity: no BOLD figure
+
+
 def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
     from distill.core.config import method_label
     from distill.core.recipe import load_config
