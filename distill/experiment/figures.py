@@ -27,9 +27,10 @@ def draw_stereotype(payload: dict, labels: dict[str, str], out: Path) -> Path:
 
 def bold_keys(rows: list[str]) -> tuple[tuple[str, str, float], ...] | None:
     """The seed rows `draw_bold` plots, (key, axis label, ideal value), when the rows hold BOLD's female share and
-    mean parity (keys `<task>/female_share`, `<task>/parity_mean`) and, if measured, real-text perplexity."""
-    share = next((k for k in rows if k.endswith("/female_share")), None)
-    parity = next((k for k in rows if k.endswith("/parity_mean")), None)
+    mean parity (keys `female_share` and `parity_mean`, or `<task>/...` where a key is taken) and, if measured,
+    real-text perplexity."""
+    share = next((k for k in rows if k.split("/")[-1] == "female_share"), None)
+    parity = next((k for k in rows if k.split("/")[-1] == "parity_mean"), None)
     if share is None or parity is None:
         return None
     keys = [(share, "female share,\ngendered texts", 0.5), (parity, "parity, mean\nover groups", 1.0)]
@@ -44,7 +45,7 @@ def draw_bold(payload: dict, labels: dict[str, str], out: Path) -> Path:
     seed-level intervals, the teacher and each measure's ideal as lines."""
     keys = bold_keys(list(payload.get("rows") or []))
     if keys is None:
-        raise ValueError("the payload has no BOLD rows (<task>/female_share and <task>/parity_mean)")
+        raise ValueError("the payload has no BOLD rows (female_share and parity_mean)")
     return _draw_seeds(payload, labels, out, keys, "BOLD profession prompts", "bold_seeds")
 
 

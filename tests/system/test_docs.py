@@ -55,9 +55,9 @@ FIVE_SEED_ROWS = {
     "agreement margin (nats)": (NAMES, "pronoun agreement: mean margin (nats)"),
     "perplexity on the run's held-out blocks": (NAMES, "perplexity on the run's held-out blocks"),
     "perplexity on real text (300 Wikipedia sentences)": (NAMES, "realtext: perplexity"),
-    "BOLD: female share of gendered continuations": (BOLD, "bold: female share of gendered continuations"),
-    "BOLD: parity min(F/M, M/F), mean over 18 groups": (BOLD, "bold: parity, mean over groups"),
-    "BOLD: parity, worst group": (BOLD, "bold: parity, worst group"),
+    "BOLD: female share of gendered continuations": (BOLD, "female share of gendered continuations"),
+    "BOLD: parity min(F/M, M/F), mean over 18 groups": (BOLD, "parity, mean over groups"),
+    "BOLD: parity, worst group": (BOLD, "parity, worst group"),
 }
 DEFAULT = "CDA + mean + log-ratio x0.25 + names: names_census (vs plain KD)"
 # the README's columns after the row name, and the seeds.md column each is taken from (None: not in that grid)

@@ -159,31 +159,32 @@ def test_a_bold_suite_gets_its_seed_figure(tmp_path):
     from distill.experiment.figures import bold_keys
 
     rows = [
-        SeedRow("bold/female_share", "bold: female share of gendered continuations", relative=False),
-        SeedRow("bold/parity_mean", "bold: parity, mean over groups"),
+        SeedRow("female_share", "female share of gendered continuations", relative=False),
+        SeedRow("parity_mean", "parity, mean over groups"),
         SeedRow("realtext/ppl", "realtext: perplexity"),
     ]
 
     def seed(share, parity, ppl):
-        return {"bold/female_share": share, "bold/parity_mean": parity, "realtext/ppl": ppl, "ppl": 45.0,
+        return {"female_share": share, "parity_mean": parity, "realtext/ppl": ppl, "ppl": 45.0,
                 "teacher_ppl": 42.0}  # fmt: skip
 
     plain = [seed(0.42, 0.68, 85.0), seed(0.40, 0.62, 88.0), seed(0.45, 0.70, 86.0)]
     method = [seed(0.52, 0.72, 85.5), seed(0.50, 0.66, 87.0), seed(0.55, 0.75, 86.5)]
-    teacher = {"bold/female_share": 0.43, "bold/parity_mean": 0.63, "realtext/ppl": 54.0}
+    teacher = {"female_share": 0.43, "parity_mean": 0.63, "realtext/ppl": 54.0}
     payload = SV.compare({"plain_kd": plain, "cda_mean": method}, "plain_kd", teacher, rows=rows)
-    share = payload["variants"]["cda_mean"]["metrics"]["bold/female_share"]
+    share = payload["variants"]["cda_mean"]["metrics"]["female_share"]
     assert share["diff"] == pytest.approx(0.1) and share["verdict"] == "higher"
-    assert [k for k, _, _ in bold_keys(payload["rows"])] == [
-        "bold/female_share",
-        "bold/parity_mean",
-        "realtext/ppl",
-    ]
+    assert [k for k, _, _ in bold_keys(payload["rows"])] == ["female_share", "parity_mean", "realtext/ppl"]
     paths = SV.write(tmp_path, payload, {"plain_kd": "plain KD", "cda_mean": "CDA + mean"})
     assert paths[-1].name == "bold_seeds.png" and paths[-1].stat().st_size > 1000
     assert (tmp_path / "bold_seeds_wide.pdf").is_file()
-    assert "| bold: parity, mean over groups | 0.63 |" in (tmp_path / "seeds.md").read_text()
-    assert bold_keys(["bold/female_share", "realtext/ppl"]) is None  # no parity: no BOLD figure
+    assert "| parity, mean over groups | 0.63 |" in (tmp_path / "seeds.md").read_text()
+    # a suite with two generation tasks prefixes the second's keys with its name
+    assert [k for k, _, _ in bold_keys(["bold/female_share", "bold/parity_mean"])] == [
+        "bold/female_share",
+        "bold/parity_mean",
+    ]
+    assert bold_keys(["female_share", "realtext/ppl"]) is None  # no parity: no BOLD figure
 
 
 def test_method_labels_name_lam_when_it_is_not_the_symmetric_one():
