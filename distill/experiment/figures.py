@@ -89,6 +89,7 @@ def _draw_seeds(
             ax.set_ylim(len(names) - 0.5, -0.7)
             ax.set_xlabel(xlabel)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+            ax.margins(x=0.08)
             ax.grid(axis="x", alpha=0.3)
         if axes[-1].get_legend_handles_labels()[0]:  # the teacher's line, when the teacher has the number
             axes[-1].legend(loc="lower right", frameon=False)
