@@ -327,8 +327,8 @@ def write(
     out: Path, payload: dict, labels: dict[str, str], sizes: tuple[dict[str, int], int] | None = None
 ) -> list[Path]:
     """Write seeds.json, seeds.md and, when the payload has Winogender's rows, the stereotype figures (and, when it
-    has BOLD's, `bold_seeds`) into `out`; return their paths. `sizes`: (each variant's layer count, the teacher's) for a size sweep of plain-KD
-    students, drawn as `stereotype_by_size`."""
+    has BOLD's, `bold_seeds`) into `out`; return their paths. `sizes`: (each variant's layer count, the teacher's)
+    for a size sweep of plain-KD students, drawn as `stereotype_by_size`."""
     out = Path(out)
     (out / "seeds.json").write_text(json.dumps(to_strict_json(payload), indent=2))
     (out / "seeds.md").write_text(table(payload, labels))
